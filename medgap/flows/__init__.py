@@ -1,0 +1,23 @@
+"""Invertible building blocks and image flows shared by medgap's methods."""
+
+from medgap.flows.blocks import (
+    ActNorm,
+    ConvResidualNet,
+    FlowSequence,
+    InvConv1x1,
+    InvertibleBlock,
+    RQSCoupling,
+    Squeeze,
+)
+from medgap.flows.multiscale import MultiScaleFlow
+
+__all__ = [
+    "ActNorm",
+    "ConvResidualNet",
+    "FlowSequence",
+    "InvConv1x1",
+    "InvertibleBlock",
+    "MultiScaleFlow",
+    "RQSCoupling",
+    "Squeeze",
+]
