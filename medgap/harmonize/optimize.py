@@ -1,0 +1,151 @@
+"""The BlindHarmony optimiser (Eq. 1-2): find x close in structure to the source x_s
+and likely under the target flow f.
+
+    D(x, x_s) = b1 (1 - NCC(x, x_s)) + b2 || M . G x ||_1                   (Eq. 1)
+    x_h = argmin_x D(x, x_s) + alpha |f(x)|^2                               (Eq. 2)
+
+``mode="alternating"`` (the reference): per iteration a gradient step on D in
+image space, then ``z = f(x); z <- (1 - alpha) z; x = f^-1(z)``; no autograd
+through f (2 flow passes per iteration). The gradient of D is written out by
+hand (it is two lines) so the whole loop runs under ``torch.inference_mode``
+with no host synchronisation. ``mode="autograd"`` instead descends the full
+Eq. 2 with gradients through f (one forward and one backward pass per
+iteration).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from medgap.harmonize.model import SliceFlow
+
+__all__ = ["HarmonizeOptions", "edge_masks", "sobel", "distance", "distance_grad", "harmonize_batch"]
+
+# Reference resolution: step sizes b1 and b2 are quoted for 144 x 176 slices.
+_REF_PIXELS = 144 * 176
+
+
+@dataclass
+class HarmonizeOptions:
+    """Knobs of the optimiser (defaults: the reference's final version, Pearson NCC)."""
+
+    iterations: int = 10
+    alpha: float = 1e-3
+    b1: float = 1e3
+    b2: float = 1e-3
+    ncc: str = "pearson"  # or "cosine" (the reference's final code)
+    edge_percentile: float = 30.0
+    foreground_threshold: float = 0.05
+    init: str = "template"  # or "source", "constant"
+    mode: str = "alternating"  # or "autograd"
+    lr: float = 0.05  # step size of the autograd mode (Adam)
+
+
+def _sobel_kernels(x: Tensor) -> Tensor:
+    k = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=x.dtype, device=x.device)
+    return torch.stack([k, k.T])[:, None]  # (2, 1, 3, 3): d/dW, d/dH
+
+
+def sobel(x: Tensor) -> Tensor:
+    """Sobel gradients ``(B, 1, H, W) -> (B, 2, H, W)`` (zero padding)."""
+    return F.conv2d(x, _sobel_kernels(x), padding=1)
+
+
+def edge_masks(xs: Tensor, percentile: float = 30.0, threshold: float = 0.05) -> Tensor:
+    """Non-edge masks M ``(B, 2, H, W)``, one per direction: |Sobel x_s| below the given
+    percentile of its values *inside the foreground* ``x_s > threshold`` (taking the
+    percentile over the whole slice, as the reference did, empties the mask whenever
+    background covers more than ``percentile`` % of the slice)."""
+    g = sobel(xs).abs()
+    fg = (xs > threshold).expand_as(g)
+    vals = torch.where(fg, g, torch.nan).flatten(2)
+    thr = torch.nanquantile(vals, percentile / 100.0, dim=2)  # (B, 2); NaN for empty slices
+    thr = torch.nan_to_num(thr, nan=0.0)
+    return g < thr[:, :, None, None]
+
+
+def _ncc_parts(x: Tensor, xs: Tensor, form: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    a, b = x.flatten(1), xs.flatten(1)
+    if form == "pearson":
+        a = a - a.mean(dim=1, keepdim=True)
+        b = b - b.mean(dim=1, keepdim=True)
+    elif form != "cosine":
+        raise ValueError(f"ncc form must be 'pearson' or 'cosine', not {form!r}")
+    na = a.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    nb = b.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    ncc = (a * b).sum(dim=1, keepdim=True) / (na * nb)
+    return a / na, b / nb, ncc, na
+
+
+def distance(x: Tensor, xs: Tensor, masks: Tensor, opts: HarmonizeOptions) -> Tensor:
+    """D(x, x_s) per slice, ``(B,)``, with the resolution-scaled weights of :func:`step_weights`."""
+    w1, w2 = step_weights(x, opts)
+    _, _, ncc, _ = _ncc_parts(x, xs, opts.ncc)
+    return w1 * (1 - ncc[:, 0]) + w2 * (masks * sobel(x)).abs().flatten(1).sum(dim=1)
+
+
+def step_weights(x: Tensor, opts: HarmonizeOptions) -> tuple[float, float]:
+    """b1, b2 rescaled from 144x176 to this slice size, so a step moves pixels by the same amount.
+
+    The NCC gradient per pixel scales as 1 / #pixels; the L1 gradient does not.
+    """
+    return opts.b1 * (x.shape[-2] * x.shape[-1]) / _REF_PIXELS, opts.b2
+
+
+def distance_grad(x: Tensor, xs: Tensor, masks: Tensor, opts: HarmonizeOptions) -> Tensor:
+    """dD/dx ``(B, 1, H, W)`` in closed form (no autograd, so usable under inference_mode).
+
+    d NCC / dx = (b_hat - NCC a_hat) / |a| (already zero-mean for Pearson);
+    d |M G x|_1 / dx = G^T (M sign(G x)).
+    """
+    w1, w2 = step_weights(x, opts)
+    a_hat, b_hat, ncc, na = _ncc_parts(x, xs, opts.ncc)
+    g_ncc = ((b_hat - ncc * a_hat) / na).view_as(x)
+    g_l1 = F.conv_transpose2d(masks * torch.sign(sobel(x)), _sobel_kernels(x), padding=1)
+    return -w1 * g_ncc + w2 * g_l1
+
+
+def initial_image(flow: SliceFlow, xs: Tensor, position: Tensor, opts: HarmonizeOptions) -> Tensor:
+    """x_0: the target template at the slice position, the source itself, or a constant 0.5 inside it."""
+    if opts.init == "template":
+        return flow.template_for(position).to(xs.dtype).clone()
+    if opts.init == "source":
+        return xs.clone()
+    if opts.init == "constant":
+        return torch.where(xs > opts.foreground_threshold, 0.5, 0.0).to(xs.dtype)
+    raise ValueError(f"init must be 'template', 'source' or 'constant', not {opts.init!r}")
+
+
+def harmonize_batch(flow: SliceFlow, xs: Tensor, position: Tensor, opts: HarmonizeOptions) -> Tensor:
+    """Harmonise source slices ``xs (B, 1, H, W)`` in [0, 1] -> ``(B, 1, H, W)`` in [0, 1].
+
+    ``position (B,)``: relative slice positions (for the template). ``flow`` must
+    be in eval mode. Deterministic: no random numbers are drawn.
+    """
+    masks = edge_masks(xs, opts.edge_percentile, opts.foreground_threshold)
+    x = initial_image(flow, xs, position, opts)
+    if opts.mode == "alternating":
+        with torch.inference_mode():
+            for _ in range(opts.iterations):
+                x_step = x - distance_grad(x, xs, masks, opts)
+                z = flow.encode(x_step) * (1.0 - opts.alpha)
+                x = flow.decode(z)
+                bad = ~torch.isfinite(x).flatten(1).all(dim=1)
+                x = torch.where(bad[:, None, None, None], x_step, x)
+    elif opts.mode == "autograd":
+        x = x.detach().requires_grad_(True)
+        optim = torch.optim.Adam([x], lr=opts.lr)
+        for _ in range(opts.iterations):
+            optim.zero_grad(set_to_none=True)
+            z = flow.encode(x)
+            loss = distance(x, xs, masks, opts).sum() + opts.alpha * (z**2).sum()
+            loss.backward()
+            optim.step()
+        x = x.detach()
+    else:
+        raise ValueError(f"mode must be 'alternating' or 'autograd', not {opts.mode!r}")
+    return x.clamp(0, 1)
