@@ -23,6 +23,11 @@ app = typer.Typer(
 console = Console()
 
 
+from medgap.harmonize.cli import app as harmonize_app  # noqa: E402
+
+app.add_typer(harmonize_app, name="harmonize")
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"medgap {medgap.__version__}")

@@ -20,7 +20,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation
 
 from medgap.errors import InputError
 
-__all__ = ["SliceStack", "prepare_volume", "restore_volume", "foreground_mask"]
+__all__ = ["SliceStack", "prepare_volume", "restore_volume", "slices_like", "foreground_mask", "load_for_harmonize"]
 
 _RAS = axcodes2ornt("RAS")
 
@@ -146,6 +146,20 @@ def prepare_volume(data: np.ndarray, affine: np.ndarray, image_size: tuple[int, 
     masks[:, 0, oh:oh + rh, ow:ow + rw] = _resize(mcrop.astype(np.float32), (rh, rw)) > 0.5
     return SliceStack(slices, masks, keep, position.astype(np.float32), lo, hi, ornt, vol.shape,
                       (x0, x1, y0, y1), (rh, rw), (oh, ow), fg)
+
+
+def slices_like(stack: SliceStack, data: np.ndarray) -> np.ndarray:
+    """Cut another volume on the same grid (a label or probability map) exactly as ``stack`` was:
+    same slices, crop, scaling and padding, no normalisation. Returns (N, 1, H, W) float32."""
+    x0, x1, y0, y1 = stack.box
+    rh, rw = stack.resized
+    oh, ow = stack.offset
+    vol = _to_ras(np.asarray(data, dtype=np.float32), stack.ornt)
+    crop = np.moveaxis(vol[x0:x1, y0:y1, stack.index], 2, 0)
+    h, w = stack.slices.shape[-2:]
+    out = np.zeros((len(stack), 1, h, w), np.float32)
+    out[:, 0, oh:oh + rh, ow:ow + rw] = _resize(crop, (rh, rw))
+    return out
 
 
 def restore_volume(stack: SliceStack, slices: np.ndarray, original: np.ndarray) -> np.ndarray:

@@ -67,26 +67,25 @@ class SliceFlow(nn.Module):
         """Latent ``z (B, D)`` -> image ``x (B, 1, H, W)`` (not clipped)."""
         return self.from_flow(self.flow(z, rev=True, jac=False)[0])
 
-    def dequantize(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """``x`` in [0, 1] -> flow input with uniform dequantisation noise."""
+    def dequantize(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
+        """``x`` in [0, 1] -> flow input with uniform dequantisation ``noise`` (drawn if None)."""
         q = 2.0**self.num_bits
         v = torch.round(x.clamp(0, 1) * (q - 1))
-        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) if generator is not None \
-            else torch.rand_like(x)
+        u = torch.rand_like(x) if noise is None else noise.to(x)
         return (v + u) / q - 0.5
 
-    def bits_per_dim(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """``-log2 p(x) / D`` per slice, shape ``(B,)``, with dequantisation noise."""
-        y = self.dequantize(x, generator)
+    def bits_per_dim(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
+        """``-log2 p(x) / D`` per slice, shape ``(B,)``; ``noise`` U[0,1) like ``x`` (drawn if None)."""
+        y = self.dequantize(x, noise)
         z, log_det = self.flow(y)
         d = self.dim
         log_pz = -0.5 * (z**2).sum(dim=1) - 0.5 * d * math.log(2 * math.pi)
         log_px = log_pz + log_det - d * self.num_bits * math.log(2.0)
         return -log_px / (d * math.log(2.0))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
         """Mean bits/dim of the batch (the training loss)."""
-        return self.bits_per_dim(x).mean()
+        return self.bits_per_dim(x, noise).mean()
 
     def template_for(self, position: Tensor) -> Tensor:
         """Templates ``(B, 1, H, W)`` for relative slice positions ``position (B,)`` in [0, 1]."""

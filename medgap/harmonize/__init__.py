@@ -1,0 +1,14 @@
+"""Blind MR harmonisation with a flow trained on target-domain images only (BlindHarmony).
+
+Train once on your own scanner's volumes, then map volumes from any other
+scanner to your scanner's look while keeping their anatomy.
+"""
+
+from medgap.harmonize.api import METHODS, Harmonizer
+from medgap.harmonize.config import HarmonizeConfig
+from medgap.harmonize.model import SliceFlow
+from medgap.harmonize.optimize import HarmonizeOptions, harmonize_batch
+from medgap.harmonize.train import load_training_set, train
+
+__all__ = ["Harmonizer", "HarmonizeConfig", "HarmonizeOptions", "METHODS", "SliceFlow", "harmonize_batch",
+           "load_training_set", "train"]

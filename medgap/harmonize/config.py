@@ -1,0 +1,103 @@
+"""Typed configuration of blind harmonisation, with the ``cpu-small`` and ``paper`` presets."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from medgap.config import MedgapConfig
+
+__all__ = ["FlowConfig", "DataConfig", "TrainConfig", "OptimizerConfig", "HarmonizeConfig"]
+
+
+class FlowConfig(MedgapConfig):
+    """The target flow. Paper: 1x144x176, 4 levels x 7 steps, 96 hidden, 3 blocks, 8 bins, tail 3."""
+
+    image_size: tuple[int, int] = (64, 80)
+    levels: int = Field(3, ge=1, le=6)
+    steps: int = Field(3, ge=1)
+    hidden: int = Field(32, ge=1)
+    blocks: int = Field(1, ge=1)
+    bins: int = Field(8, ge=2)
+    bound: float = Field(3.0, gt=0)
+    min_slope: float = Field(1e-3, gt=0, lt=1)
+    num_bits: int = Field(12, ge=1, le=16)
+    batch_norm: bool = True
+    seed: int = 0
+
+    @field_validator("image_size")
+    @classmethod
+    def _divisible(cls, v, info):
+        if v[0] < 4 or v[1] < 4:
+            raise ValueError("image_size must be at least 4x4")
+        return v
+
+
+class DataConfig(MedgapConfig):
+    """Slices: per-slice min-max (reference) or percentile normalisation; augmentation for small sets."""
+
+    normalization: Literal["minmax", "percentile"] = "minmax"
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    min_foreground: float = Field(0.05, ge=0, le=1)
+    template_bins: int = Field(16, ge=1)
+    aug_rotate_deg: float = Field(6.0, ge=0)
+    aug_scale: float = Field(0.06, ge=0, lt=1)
+    aug_translate: float = Field(0.04, ge=0, lt=1)
+    aug_gamma: float = Field(0.0, ge=0, lt=1)  # off by default: it would teach the flow that contrast shifts are normal
+    holdout_every: int = Field(0, ge=0)  # keep every k-th slice out of training (evaluation); 0 = use all
+
+
+class TrainConfig(MedgapConfig):
+    steps: int = Field(300, ge=1)
+    batch_size: int = Field(16, ge=1)  # global batch, split over ranks
+    lr: float = Field(5e-4, gt=0)
+    warmup: int = Field(20, ge=0)
+    grad_clip: float = Field(10.0, gt=0)
+    checkpoint_every: int = Field(100, ge=1)
+    log_every: int = Field(10, ge=1)
+    seed: int = 0
+
+
+class OptimizerConfig(MedgapConfig):
+    """The Eq. 1-2 optimiser (see medgap.harmonize.optimize.HarmonizeOptions)."""
+
+    iterations: int = Field(10, ge=0)
+    alpha: float = Field(1e-3, ge=0, le=1)
+    b1: float = Field(1e3, ge=0)
+    b2: float = Field(1e-3, ge=0)
+    ncc: Literal["pearson", "cosine"] = "pearson"
+    edge_percentile: float = Field(30.0, gt=0, lt=100)
+    foreground_threshold: float = Field(0.05, ge=0, lt=1)
+    init: Literal["template", "source", "constant"] = "template"
+    mode: Literal["alternating", "autograd"] = "alternating"
+    lr: float = Field(0.02, gt=0)
+    batch_slices: int = Field(64, ge=1)
+
+
+class HarmonizeConfig(MedgapConfig):
+    flow: FlowConfig = FlowConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    harmonize: OptimizerConfig = OptimizerConfig()
+
+    presets: ClassVar[dict[str, dict]] = {
+        "cpu-small": {},
+        "paper": {
+            "flow": {"image_size": [144, 176], "levels": 4, "steps": 7, "hidden": 96, "blocks": 3, "bins": 8,
+                     "bound": 3.0},
+            "data": {"aug_rotate_deg": 0.0, "aug_scale": 0.0, "aug_translate": 0.0},
+            "train": {"steps": 10000, "batch_size": 256, "lr": 5e-4, "warmup": 0, "checkpoint_every": 500},
+            "harmonize": {"batch_slices": 50},
+        },
+    }
+
+    def check(self) -> "HarmonizeConfig":
+        """Cross-field checks pydantic cannot express per field."""
+        from medgap.errors import ConfigError
+
+        h, w = self.flow.image_size
+        k = 2**self.flow.levels
+        if h % k or w % k:
+            raise ConfigError("flow.image_size", f"{h}x{w} must be divisible by 2**levels = {k}")
+        return self
