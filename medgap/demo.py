@@ -48,7 +48,9 @@ def sample_data_section(out_dir: Path, quick: bool = False) -> dict:
 
 
 def _sections() -> list[tuple[str, Section]]:
-    sections: list[tuple[str, Section]] = [("data", sample_data_section)]
+    from medgap.harmonize.demo import demo_section as harmonize_section
+
+    sections: list[tuple[str, Section]] = [("data", sample_data_section), ("harmonize", harmonize_section)]
     return sections
 
 

@@ -1,0 +1,64 @@
+"""Demo section: train a cpu-small target flow on the bundled ICBM152 T1, harmonise
+simulated source domains of held-out slices, and apply it to a whole NIfTI volume."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["demo_section"]
+
+
+def demo_section(out_dir: Path, quick: bool = False) -> dict:
+    from medgap.data.sample import load_icbm152
+    from medgap.harmonize.api import Harmonizer
+    from medgap.harmonize.config import HarmonizeConfig
+    from medgap.harmonize.evaluate import evaluate
+    from medgap.harmonize.simulate import simulate
+    from medgap.io import Volume, write_nifti
+
+    out_dir = Path(out_dir)
+    steps = 20 if quick else 120
+    cfg = HarmonizeConfig.from_preset("cpu-small", overrides=[f"train.steps={steps}", "data.holdout_every=4",
+                                                              "train.checkpoint_every=1000"])
+    from medgap.harmonize.train import train
+
+    t0 = time.perf_counter()
+    summary = train(cfg, out_dir / "model", resume=False, progress=not quick)
+    train_s = time.perf_counter() - t0
+    domains = ["gamma0.7", "exp", "bias", "wm_dark"] if quick else None
+    res = evaluate(out_dir / "model", out_dir / "evaluation", domains=domains, device="cpu",
+                   seg_steps=40 if quick else 200, max_slices=6 if quick else 24, progress=not quick)
+    metrics = {"train_seconds": round(train_s, 1), "train_bits_per_dim": summary["final_bits_per_dim"],
+               "target_wm_dice": res["target"]["dice"]}
+    for m, v in res["mean"].items():
+        metrics[f"{m}_psnr"] = round(v["psnr"], 2)
+        metrics[f"{m}_wm_dice"] = round(v["dice"], 3)
+    figures = ["evaluation/examples.png", "evaluation/histograms.png", "evaluation/metrics_table.png"]
+    if not quick:
+        # a whole 2 mm volume from a "scanner" with a bias field and gamma 1.3, through NIfTI in and out
+        brain = load_icbm152(2.0)
+        t1 = torch.from_numpy(brain.t1.data * brain.mask.data)
+        src = simulate(t1.permute(2, 0, 1)[:, None], "gamma1.3")[:, 0].permute(1, 2, 0).numpy()
+        src_path = write_nifti(out_dir / "source_gamma1.3.nii.gz", src, like=brain.t1)
+        h = Harmonizer.load(out_dir / "model", device="cpu")
+        t0 = time.perf_counter()
+        h.apply_file(src_path, out_dir / "harmonized.nii.gz", mask=None)
+        metrics["volume_seconds"] = round(time.perf_counter() - t0, 1)
+    return {
+        "title": "Blind MR harmonisation (BlindHarmony)",
+        "summary": (
+            f"A cpu-small flow ({cfg.flow.levels} levels x {cfg.flow.steps} steps, {cfg.flow.image_size[0]}x"
+            f"{cfg.flow.image_size[1]}) trained for {steps} steps on the ICBM152 T1 template (every 4th slice held "
+            "out). Held-out slices, randomly rotated/scaled, were pushed into simulated source domains and "
+            "harmonised by BlindHarmony and the blind baselines; PSNR vs. the untouched slice and the Dice of a "
+            "white-matter UNet trained on target slices are reported (mean over domains). Stand-ins: one "
+            "average-brain template instead of a scanner's cohort, simulated instead of real source scanners, "
+            + ("a very short training run (quick mode)." if quick else "a short training run.")
+        ),
+        "metrics": metrics,
+        "figures": figures,
+    }
