@@ -148,4 +148,5 @@ def harmonize_batch(flow: SliceFlow, xs: Tensor, position: Tensor, opts: Harmoni
         x = x.detach()
     else:
         raise ValueError(f"mode must be 'alternating' or 'autograd', not {opts.mode!r}")
-    return x.clamp(0, 1)
+    # the background of the source stays as it was (the template's outline is not the source's)
+    return torch.where(xs > opts.foreground_threshold, x.clamp(0, 1), xs)

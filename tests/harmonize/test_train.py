@@ -1,0 +1,67 @@
+"""Training data from the bundled ICBM152 target, and training under torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medgap.harmonize.config import HarmonizeConfig
+from medgap.harmonize.model import SliceFlow
+from medgap.harmonize.train import fit_statistics, load_training_set
+
+from harmonize_helpers import TINY
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_icbm_training_set_with_holdout_and_wm_labels():
+    cfg = HarmonizeConfig.from_preset("cpu-small", overrides=["data.holdout_every=4"])
+    data = load_training_set(cfg)
+    h, w = cfg.flow.image_size
+    assert data.slices.shape[1:] == (1, h, w) and data.wm is not None
+    held = data.heldout
+    n_all = len(data.slices) + len(held["slices"])
+    assert len(held["slices"]) == pytest.approx(n_all / 4, abs=1)
+    assert 0 <= float(data.position.min()) and float(data.position.max()) <= 1
+    # white matter is a sizeable part of the brain and brighter than the rest of it in T1
+    brain = data.masks.bool()
+    frac = data.wm[brain].float().mean()
+    assert 0.15 < frac < 0.6
+    assert data.slices[data.wm].mean() > data.slices[brain & ~data.wm].mean() + 0.1
+    model = SliceFlow.from_config(cfg.flow, cfg.data.template_bins)
+    fit_statistics(model, data)
+    # templates follow the anatomy: inferior and superior templates differ, and each is a plausible slice
+    assert (model.templates[0] - model.templates[-1]).abs().mean() > 0.02
+    assert model.quantiles[:, -1].min() > 0.5 and torch.all(model.quantiles.diff(dim=1) >= 0)
+
+
+def test_training_reduces_bits_per_dim(tmp_path, target_file):
+    from medgap.harmonize.train import train
+
+    cfg = HarmonizeConfig.from_preset("cpu-small", overrides=TINY + ["train.steps=30", "train.lr=3e-3",
+                                                                      "train.checkpoint_every=100"])
+    train(cfg, tmp_path / "m", [target_file], device="cpu", progress=False)
+    rows = (tmp_path / "m.logs" / "metrics.csv").read_text().splitlines()[1:]
+    bpd = [float(r.split(",")[1]) for r in rows]
+    assert np.mean(bpd[-5:]) < np.mean(bpd[:5]) - 0.3
+
+
+@pytest.mark.slow
+def test_training_under_torchrun(tmp_path, target_file):
+    sets = []
+    for item in TINY:
+        sets += ["--set", item]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), MEDGAP_NO_PROGRESS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "medgap", "harmonize", "train", str(target_file), "--out", str(tmp_path / "ddp"), "--device", "cpu", *sets]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = json.loads((tmp_path / "ddp" / "config.json").read_text())
+    assert meta["extras"]["train"]["world_size"] == 2
