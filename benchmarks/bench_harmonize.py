@@ -62,9 +62,9 @@ def timed(fn, repeats=1):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="4 slices instead of 50")
+    parser.add_argument("--quick", action="store_true", help="8 slices instead of 50")
     args = parser.parse_args()
-    n = 4 if args.quick else 50
+    n = 8 if args.quick else 50
     torch.manual_seed(0)
     info = machine_info()
     ceiling = matmul_gflops()
