@@ -54,7 +54,7 @@ def demo(
         console.print_json(json.dumps(result["metrics"], default=float))
         for fig in result["figures"]:
             console.print(f"figure: {out / fig}")
-    console.print(f"[green]demo written to {out}/[/]")
+    console.print(f"[green]demo written to {out}/ -- open {out / 'report.html'}[/]")
 
 
 @app.command()
