@@ -66,6 +66,11 @@ def inspect(paths: list[Path] = typer.Argument(..., help="NIfTI volumes or medga
         console.print_json(json.dumps(describe_file(path)))
 
 
+from medgap.synthesize.cli import app as synthesize_app  # noqa: E402
+
+app.add_typer(synthesize_app, name="synthesize")
+
+
 def main() -> None:
     """Entry point: MedgapError (bad input, bad config) -> 'error: ...' on stderr, exit code 2."""
     try:
