@@ -69,3 +69,17 @@ def test_conditioning_changes_output():
 def test_size_must_be_power_of_two(bad):
     with pytest.raises(ConfigError, match="size"):
         Architecture(size=bad)
+
+
+def test_full_resolution_baseline_shapes_and_width():
+    from medgap.synthesize.baseline import FullResGAN
+
+    torch.manual_seed(0)
+    arch = Architecture(size=32, width=0.125, latent_dim=8)
+    gan = FullResGAN(arch)
+    out = gan.sample(2, seed=0)
+    assert out.shape == (2, 32, 32, 32) and abs(out).max() <= 1
+    assert gan.discriminator(torch.from_numpy(out)[:, None]).shape == (2,)
+    # Same generator layers as HA-GAN minus the low-res branch.
+    hagan_g = HAGAN(arch).generator
+    assert count_parameters(gan.generator) == count_parameters(hagan_g) - count_parameters(hagan_g.low)
