@@ -105,7 +105,8 @@ def encode(
 @app.command()
 def evaluate(
     model_dir: Path = typer.Argument(...),
-    real: list[str] = typer.Option(..., "--real", help="Real volumes (files/folders), or 'icbm152'."),
+    real: list[str] = typer.Option(..., "--real", help="Real volumes (files/folders), or 'icbm152' "
+                                   "(augmented copies of the bundled template)."),
     out: Path = typer.Option(..., "--out", help="Report folder (metrics.json, montage.png)."),
     n: int = typer.Option(8, "--n", help="Number of generated volumes."),
     seed: int = typer.Option(0, "--seed"),
@@ -120,8 +121,13 @@ def evaluate(
     from medgap.synthesize.evaluate import evaluate_model
 
     syn = Synthesizer.load(model_dir, device=device)
-    ts = _load_data(real, syn.config, None, None)
-    report = evaluate_model(syn, np.asarray(ts.volumes), out, n=n, seed=seed, label=label,
+    ts = _load_data(real, syn.config.replace(conditional=False), None, None)
+    volumes = np.asarray(ts.volumes, dtype=np.float32)
+    if real == [_ICBM]:  # one template brain: compare with augmented copies of it
+        from medgap.synthesize.data import augmented_copies
+
+        volumes = augmented_copies(volumes[0], n, seed=seed + 1)
+    report = evaluate_model(syn, volumes, out, n=n, seed=seed, label=label,
                             feature_weights=feature_weights, max_memory_gb=max_memory)
     console.print_json(json.dumps(report))
 

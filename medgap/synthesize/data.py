@@ -44,6 +44,7 @@ __all__ = [
     "load_training_set",
     "sample_dataset",
     "Augment",
+    "augmented_copies",
 ]
 
 # Below this minimum a CT volume holds no air, so it is not in Hounsfield units.
@@ -276,3 +277,10 @@ class Augment:
         y = self.transform(y)
         y = y.as_tensor() if hasattr(y, "as_tensor") else torch.as_tensor(y)  # drop MONAI metadata
         return (y.clamp(0.0, 1.0) * 2.0 - 1.0).float()
+
+
+def augmented_copies(volume: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """n augmented copies (n, S, S, S) of one cube (S, S, S) in [-1, 1] -- a stand-in 'real set'."""
+    aug = Augment(volume.shape[0], seed=seed)
+    x = torch.from_numpy(np.asarray(volume, dtype=np.float32))[None]
+    return np.stack([aug(x)[0].numpy() for _ in range(n)])

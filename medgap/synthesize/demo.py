@@ -6,11 +6,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-
 from medgap.synthesize.api import Synthesizer
 from medgap.synthesize.config import SynthesizeConfig
-from medgap.synthesize.data import Augment, sample_dataset
+from medgap.synthesize.data import augmented_copies, sample_dataset
 from medgap.synthesize.evaluate import distribution_scores, ms_ssim_diversity, save_montage
 from medgap.synthesize.train import train
 
@@ -31,8 +29,7 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
     syn = Synthesizer.load(out_dir / "model", device="cpu")
     n = 4 if quick else 8
     fake = syn.sample(n, seed=1)
-    aug = Augment(cfg.size, seed=123)
-    real = np.stack([aug(torch.from_numpy(np.asarray(data.volumes[0], np.float32))[None])[0].numpy() for _ in range(n)])
+    real = augmented_copies(np.asarray(data.volumes[0]), n, seed=123)
     scores = distribution_scores(real, fake)
     z, rec = syn.encode(syn.prepare(_t1_volume()), reconstruct=True)
     save_montage(out_dir / "montage.png", {"HA-GAN samples": fake, "augmented ICBM152": real})

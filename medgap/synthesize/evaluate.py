@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from medgap.errors import InputError
 from medgap.io import atomic_write_text
 from medgap.metrics import frechet_distance, mmd2_unbiased
 from medgap.metrics.features import VolumeFeatureExtractor
@@ -97,6 +98,8 @@ def evaluate_model(synth, real: np.ndarray, out_dir: str | Path, n: int = 8, see
     """Sample ``n`` volumes from a :class:`~medgap.synthesize.Synthesizer`, compare with ``real``
     (N, S, S, S) in [-1, 1]; write ``metrics.json`` and ``montage.png`` to ``out_dir``."""
     out_dir = Path(out_dir)
+    if len(real) < 2:
+        raise InputError(None, f"FID/MMD need at least 2 real volumes, got {len(real)}")
     fake = synth.sample(n, seed=seed, label=label, max_memory_gb=max_memory_gb)
     extractor = VolumeFeatureExtractor(weights=feature_weights)
     report = distribution_scores(real, fake, extractor)
