@@ -27,7 +27,7 @@ def test_ms_ssim_diversity_orders_sets():
 
 
 def test_distribution_scores_separate_sets(tmp_path):
-    a, b, c = _blobs(6, 0, 0.05), _blobs(6, 1, 0.05), _blobs(6, 2, 0.0) * -1
+    a, b, c = _blobs(4, 0, 0.05), _blobs(4, 1, 0.05), _blobs(4, 2, 0.0) * -1
     near = distribution_scores(a, b)
     far = distribution_scores(a, c)
     assert far["fid"] > near["fid"] and far["mmd2"] > near["mmd2"]

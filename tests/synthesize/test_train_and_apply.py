@@ -131,5 +131,3 @@ def test_cli_sample_encode_and_errors(model_dir, tmp_path):
     done = _cli("train", str(model_dir / "data"), "--out", str(tmp_path / "m"), "--size", "48")
     assert done.returncode == 2 and "size" in done.stderr and "power of two" in done.stderr
     assert not (tmp_path / "m").exists()
-    done = _cli("sample", str(model_dir / "model.run"), "--n", "1", "--out", str(tmp_path / "x"))
-    assert done.returncode == 2 and "model.run" in done.stderr
