@@ -45,14 +45,16 @@ def estimate_bytes(generator: Generator, chunk: int, keep_first: bool) -> int:
     weights = count_parameters(generator) * _F32
     feats = c * n**3 * _F32
     out = s**3 * _F32
-    # G^A: the last block's conv output and its GroupNorm output coexist with its input.
-    common_peak = 3 * feats
+    # oneDNN convolutions copy their input and output into blocked layouts, so a conv holds
+    # about twice its plain tensors (measured: budgets were overrun by ~2x without this).
+    # G^A: the last block's input, blocked input/output, plain output and GroupNorm output.
+    common_peak = 5 * feats
     h1_whole = c1 * (2 * n) ** 3 * _F32 if keep_first else 0
     m = chunk + 2
     per_chunk = (
-        c * m * n * n * _F32  # feature chunk with halo
-        + 2 * c1 * (2 * m) * (2 * n) ** 2 * _F32  # first up-conv output + its normalised copy
-        + 2 * (4 * m) * s * s * _F32  # second up-conv output + tanh
+        2 * c * m * n * n * _F32  # feature chunk with halo (+ blocked copy)
+        + 4 * c1 * (2 * m) * (2 * n) ** 2 * _F32  # first up-conv output (blocked, plain), normalised, reordered
+        + 3 * (4 * m) * s * s * _F32  # second up-conv output (blocked, plain) + tanh
     )
     return RUNTIME_BYTES + weights + max(common_peak, feats + out + h1_whole + per_chunk)
 
