@@ -115,7 +115,7 @@ def memory_section(sizes, ceiling) -> tuple[str, dict]:
         tr = measure({"kind": "train", "size": s})
         gw = measure({"kind": "generate_whole", "size": s})
         gs = measure({"kind": "generate_slab", "size": s, "max_memory_gb": 1.9})
-        fr = measure({"kind": "train_fullres", "size": s}) if s <= 128 else {"error": "not run (needs > 24 GB)"}
+        fr = measure({"kind": "train_fullres", "size": s}) if s <= 128 else {"error": "see bench_synthesize_memory"}
         raw[s] = {"train": tr, "whole": gw, "slab": gs, "fullres": fr}
         rows.append([f"{s}^3", tr.get("peak_mb"), fr.get("peak_mb", fr.get("error")), gw.get("peak_mb"),
                      gs.get("peak_mb"), PAPER_GPU_MB.get(s, "-")])

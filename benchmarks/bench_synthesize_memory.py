@@ -1,4 +1,5 @@
-"""HA-GAN bounded-memory generation: peak RSS under --max-memory budgets (256^3, 512^3), and equality.
+"""HA-GAN bounded-memory generation: peak RSS under --max-memory budgets (256^3, 512^3), and equality;
+and training memory at 256^3: HA-GAN vs. the full-resolution baseline.
 
 Each configuration runs in a fresh subprocess (peak RSS from getrusage covers one
 generation, paper width, random weights). Equality: max abs difference between
@@ -64,6 +65,12 @@ def main() -> None:
         rows.append([f"{size}^3", "whole volume" if budget is None else f"slab-wise, --max-memory {budget}",
                      target, r.get("peak_mb", r.get("error")), r.get("seconds", "-")])
     print(markdown_table(["size", "mode", "budget MB", "peak RSS MB", "seconds"], rows))
+    train_rows = []
+    for kind, name in (("train", "HA-GAN"), ("train_fullres", "full-resolution 3D GAN")):
+        r = measure({"kind": kind, "size": 256}, timeout=3000)
+        train_rows.append([name, r.get("peak_mb", r.get("error")), r.get("seconds", "-")])
+    print("\nTraining iteration at 256^3, batch 2, paper width:\n")
+    print(markdown_table(["model", "peak RSS MB", "seconds"], train_rows))
     done = subprocess.run([sys.executable, __file__, "--equality", "256,1.0"], capture_output=True, text=True)
     eq = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {"error": done.stderr[-200:]}
     print(f"\nSlab-wise (--max-memory 1.0: {eq.get('chunk')} feature slices per chunk, first layer "
