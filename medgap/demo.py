@@ -54,9 +54,12 @@ def sample_data_section(out_dir: Path, quick: bool = False) -> dict:
 
 
 def _sections() -> list[tuple[str, Section]]:
+    sections: list[tuple[str, Section]] = [("data", sample_data_section)]
     from medgap.harmonize.demo import demo_section as harmonize_section
+    from medgap.synthesize.demo import demo_section as synthesize_section
 
-    sections: list[tuple[str, Section]] = [("data", sample_data_section), ("harmonize", harmonize_section)]
+    sections.append(("harmonize", harmonize_section))
+    sections.append(("synthesize", synthesize_section))
     return sections
 
 
