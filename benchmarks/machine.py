@@ -1,0 +1,101 @@
+"""The machine a benchmark ran on, and its fp32 ceilings measured now.
+
+Every benchmark measures these in the same run as its own timings, because the
+machine is shared and its throughput swings with load: a timing is only
+meaningful beside the ceiling measured next to it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import torch
+
+__all__ = ["machine_info", "matmul_gflops", "conv3d_gflops", "best_time", "peak_rss_mb", "markdown_table"]
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine_info() -> dict:
+    info = {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+    }
+    try:
+        with open("/proc/meminfo") as fh:
+            info["memory_gb"] = round(int(fh.readline().split()[1]) / 1024**2, 1)
+    except OSError:
+        pass
+    return info
+
+
+def best_time(fn, repeats: int = 3, warmup: int = 1) -> float:
+    """Fastest of ``repeats`` wall-clock runs of ``fn()`` in seconds (after ``warmup`` runs)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+@torch.inference_mode()
+def matmul_gflops(n: int = 2048, device: str = "cpu") -> float:
+    """fp32 GEMM throughput, n x n @ n x n (2 n^3 FLOP), best of 3."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    return 2 * n**3 / best_time(lambda: a @ b) / 1e9
+
+
+@torch.inference_mode()
+def conv3d_gflops(channels: int = 64, size: int = 32, device: str = "cpu") -> float:
+    """fp32 Conv3d 3x3x3 forward throughput, channels -> channels on a size^3 volume, best of 3."""
+    conv = torch.nn.Conv3d(channels, channels, 3, padding=1).to(device)
+    x = torch.randn(1, channels, size, size, size, device=device)
+    flops = 2 * channels * channels * 27 * size**3
+    return flops / best_time(lambda: conv(x)) / 1e9
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB), from getrusage."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    info = machine_info()
+    print(markdown_table(["key", "value"], [[k, v] for k, v in info.items()]))
+    print()
+    print(markdown_table(["ceiling", "GFLOP/s"], [["fp32 matmul 2048^3", matmul_gflops()],
+                                                  ["fp32 Conv3d 64->64 3^3 on 32^3", conv3d_gflops()]]))

@@ -1,0 +1,1 @@
+"""Datasets: bundled offline sample data and spectral simulators."""

@@ -1,0 +1,1 @@
+"""Pieces every trainer uses: device and seeding, progress, metric logs, checkpoints, torchrun."""

@@ -1,0 +1,201 @@
+"""Training checkpoints in safe formats, written atomically, so an interrupted run resumes.
+
+A checkpoint is a folder ``step-<N>/`` holding
+
+* ``tensors.safetensors``: module weights, optimiser tensors (moments...) and RNG states,
+* ``state.json``: step, optimiser hyper-parameters, scheduler states, Python/NumPy RNG
+  state and any ``extra`` values the trainer wants back.
+
+The last ``keep_last`` checkpoints are kept, plus ``best/`` (lowest ``metric``).
+Nothing is pickled, so a checkpoint handed over by someone else is safe to open.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from medgap.errors import ModelFolderError
+from medgap.io import atomic_path
+from medgap.modelio import state_to_tensors
+
+__all__ = ["CheckpointManager"]
+
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def _to_jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_jsonable(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return {"__float__": repr(value)}
+    return value
+
+
+def _from_jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__float__"}:
+            return float(value["__float__"])
+        return {k: _from_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_jsonable(v) for v in value]
+    return value
+
+
+def _split_optimizer(name: str, optimizer: torch.optim.Optimizer, tensors: dict) -> dict:
+    state = optimizer.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, pstate in state["state"].items():
+        for key, value in pstate.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim/{name}/{pid}/{key}"] = value.detach().cpu().contiguous().clone()
+            else:
+                scalars.setdefault(str(pid), {})[key] = _to_jsonable(value)
+    return {"param_groups": _to_jsonable(state["param_groups"]), "scalars": scalars}
+
+
+def _join_optimizer(name: str, meta: dict, tensors: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    prefix = f"optim/{name}/"
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            pid, field = key[len(prefix):].split("/", 1)
+            state.setdefault(int(pid), {})[field] = value
+    for pid, fields in meta["scalars"].items():
+        state.setdefault(int(pid), {}).update(fields)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+class CheckpointManager:
+    """Save and restore training state under ``directory``.
+
+    Only the main process should call :meth:`save`; every process may :meth:`restore`.
+    """
+
+    def __init__(self, directory: str | Path, keep_last: int = 2):
+        self.directory = Path(directory)
+        self.keep_last = max(1, keep_last)
+
+    # ------------------------------------------------------------------ queries
+    def checkpoints(self) -> list[Path]:
+        if not self.directory.exists():
+            return []
+        found = [(int(m.group(1)), p) for p in self.directory.iterdir() if (m := _STEP_DIR.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def latest(self) -> Path | None:
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    @property
+    def best(self) -> Path | None:
+        path = self.directory / "best"
+        return path if path.exists() else None
+
+    def best_metric(self) -> float | None:
+        if self.best is None:
+            return None
+        return json.loads((self.best / "state.json").read_text())["metric"]
+
+    # ------------------------------------------------------------------ save
+    def save(
+        self,
+        step: int,
+        modules: Mapping[str, torch.nn.Module],
+        optimizers: Mapping[str, torch.optim.Optimizer],
+        schedulers: Mapping[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+        metric: float | None = None,
+    ) -> Path:
+        tensors: dict[str, torch.Tensor] = {}
+        for name, module in modules.items():
+            module = getattr(module, "module", module)  # unwrap DDP
+            for key, value in state_to_tensors(module).items():
+                tensors[f"module/{name}/{key}"] = value
+        optim_meta = {name: _split_optimizer(name, opt, tensors) for name, opt in optimizers.items()}
+        tensors["rng/torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            for i, s in enumerate(torch.cuda.get_rng_state_all()):
+                tensors[f"rng/cuda/{i}"] = s
+        np_state = np.random.get_state()
+        tensors["rng/numpy"] = torch.from_numpy(np_state[1].astype(np.int64))
+        py_state = random.getstate()
+        state = {
+            "step": int(step),
+            "metric": None if metric is None else float(metric),
+            "optimizers": optim_meta,
+            "schedulers": {k: _to_jsonable(s.state_dict()) for k, s in (schedulers or {}).items()},
+            "extra": _to_jsonable(extra or {}),
+            "rng": {
+                "numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
+                "python": [py_state[0], list(py_state[1]), py_state[2]],
+            },
+        }
+        target = self.directory / f"step-{int(step):08d}"
+        with atomic_path(target, is_dir=True) as tmp:
+            save_file(tensors, str(tmp / "tensors.safetensors"))
+            (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
+        if metric is not None:
+            best = self.best_metric()
+            if best is None or metric < best:
+                with atomic_path(self.directory / "best", is_dir=True) as tmp:
+                    shutil.copytree(target, tmp, dirs_exist_ok=True)
+        for old in self.checkpoints()[: -self.keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+        return target
+
+    # ------------------------------------------------------------------ restore
+    def restore(
+        self,
+        modules: Mapping[str, torch.nn.Module],
+        optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
+        schedulers: Mapping[str, Any] | None = None,
+        path: str | Path | None = None,
+        restore_rng: bool = True,
+    ) -> tuple[int, dict[str, Any]]:
+        """Load the latest (or given) checkpoint into the objects; return ``(step, extra)``."""
+        path = Path(path) if path is not None else self.latest()
+        if path is None:
+            raise ModelFolderError(self.directory, "no checkpoint to resume from")
+        try:
+            tensors = load_file(str(path / "tensors.safetensors"))
+            state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        except Exception as exc:
+            raise ModelFolderError(path, f"unreadable checkpoint ({exc})") from exc
+        for name, module in modules.items():
+            module = getattr(module, "module", module)
+            prefix = f"module/{name}/"
+            module_state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            if not module_state and any(True for _ in module.state_dict()):
+                raise ModelFolderError(path, f"checkpoint has no weights for '{name}'")
+            module.load_state_dict(module_state)
+        for name, opt in (optimizers or {}).items():
+            opt.load_state_dict(_join_optimizer(name, state["optimizers"][name], tensors))
+        for name, sched in (schedulers or {}).items():
+            sched.load_state_dict(_from_jsonable(state["schedulers"][name]))
+        if restore_rng:
+            torch.set_rng_state(tensors["rng/torch"])
+            cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng/cuda/")]
+            if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda_states)
+            kind, pos, has_gauss, gauss = state["rng"]["numpy"]
+            np.random.set_state((kind, tensors["rng/numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+            version, internal, gauss_next = state["rng"]["python"]
+            random.setstate((version, tuple(internal), gauss_next))
+        return int(state["step"]), _from_jsonable(state["extra"])
