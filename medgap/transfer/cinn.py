@@ -33,16 +33,23 @@ __all__ = ["SIM", "REAL", "SpectralCINN", "ImageCINN", "domain_code", "soft_labe
 SIM, REAL = 0, 1
 
 
-def domain_code(shape: Sequence[int], domain: int, noise: float, stochastic: bool,
+def domain_code(shape: Sequence[int], domain: int | torch.Tensor, noise: float, stochastic: bool,
                 device=None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Domain code (B, 2, *spatial): sim = [1-n, n], real = [n, 1-n]; n ~ U(0, noise) or its mean."""
+    """Domain code (B, 2, *spatial): sim = [1-n, n], real = [n, 1-n]; n ~ U(0, noise) or its mean.
+
+    ``domain`` is SIM/REAL for the whole batch or a (B,) tensor of 0/1 per sample.
+    """
     shape = tuple(shape)
     if stochastic:
         n = torch.rand((shape[0], 1, *shape[2:]), device=device, generator=generator) * noise
     else:
         n = torch.full((shape[0], 1, *shape[2:]), 0.5 * noise, device=device)
     code = torch.cat([1.0 - n, n], dim=1)
-    return code if domain == SIM else code.flip(1)
+    if isinstance(domain, int):
+        return code if domain == SIM else code.flip(1)
+    # one domain per sample: lets both domains share one pass through the network
+    is_real = domain.to(device=code.device, dtype=torch.bool).view(-1, *([1] * (len(shape) - 1)))
+    return torch.where(is_real, code.flip(1), code)
 
 
 def soft_labels(labels: torch.Tensor, n_classes: int, noise: float, stochastic: bool,
@@ -79,7 +86,7 @@ class _CINNBase(nn.Module):
                     generator: torch.Generator | None) -> list[torch.Tensor]:
         raise NotImplementedError
 
-    def encode(self, x: torch.Tensor, domain: int, labels: torch.Tensor | None = None, *,
+    def encode(self, x: torch.Tensor, domain: int | torch.Tensor, labels: torch.Tensor | None = None, *,
                stochastic: bool = False, generator: torch.Generator | None = None):
         """x -> (z, log|det J|) under the condition of ``domain`` (SIM or REAL).
 
@@ -87,17 +94,17 @@ class _CINNBase(nn.Module):
         """
         return self.inn(x, c=self._conditions(x, domain, labels, stochastic, generator))
 
-    def decode(self, z: torch.Tensor, domain: int, labels: torch.Tensor | None = None, *,
+    def decode(self, z: torch.Tensor, domain: int | torch.Tensor, labels: torch.Tensor | None = None, *,
                stochastic: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
         """z -> x in ``domain``. z is cloned first: FrEIA's Haar inverse scales its input in place."""
         x, _ = self.inn(z.clone(), c=self._conditions(z, domain, labels, stochastic, generator), rev=True, jac=False)
         return x
 
-    def transfer(self, x: torch.Tensor, source: int, labels: torch.Tensor | None = None, *,
+    def transfer(self, x: torch.Tensor, source: int | torch.Tensor, labels: torch.Tensor | None = None, *,
                  stochastic: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
         """Map x from domain ``source`` into the other domain, keeping its labels."""
         z, _ = self.encode(x, source, labels, stochastic=stochastic, generator=generator)
-        return self.decode(z, REAL if source == SIM else SIM, labels, stochastic=stochastic, generator=generator)
+        return self.decode(z, 1 - source, labels, stochastic=stochastic, generator=generator)
 
     def random_labels(self, shape: Sequence[int], device=None, generator=None,
                       prior: torch.Tensor | None = None) -> torch.Tensor:
@@ -126,7 +133,7 @@ class SpectralCINN(_CINNBase):
         cond_dim = 2 + n_classes
 
         def subnet(c_in: int, c_out: int) -> nn.Module:
-            return nn.Sequential(nn.Linear(c_in, hidden), nn.ReLU(), nn.Linear(hidden, c_out))
+            return _zero_last(nn.Sequential(nn.Linear(c_in, hidden), nn.ReLU(), nn.Linear(hidden, c_out)))
 
         self.inn = Ff.SequenceINN(n_channels)
         for k in range(n_blocks):
@@ -144,20 +151,28 @@ class SpectralCINN(_CINNBase):
         return [torch.cat([code, soft_labels(labels, self.n_classes, self.label_noise, stochastic, generator)], 1)]
 
 
+def _zero_last(net: nn.Sequential) -> nn.Sequential:
+    # every coupling starts as the identity (Glow's zero initialisation): the untrained network is a
+    # fixed permutation with global scaling, so training starts from a well-conditioned map
+    nn.init.zeros_(net[-1].weight)
+    nn.init.zeros_(net[-1].bias)
+    return net
+
+
 def _conv_subnet(width: int):
     def make(c_in: int, c_out: int) -> nn.Module:
-        return nn.Sequential(nn.Conv2d(c_in, width, 3, padding=1), nn.ReLU(),
+        return _zero_last(nn.Sequential(nn.Conv2d(c_in, width, 3, padding=1), nn.ReLU(),
                              nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
-                             nn.Conv2d(width, c_out, 3, padding=1))
+                             nn.Conv2d(width, c_out, 3, padding=1)))
     return make
 
 
 def _adaptive_conv_subnet(c_in: int, c_out: int) -> nn.Module:
     # width grows with the input (x4 for >= 256 channels, else x8), as in the published network
     width = (4 if c_in >= 256 else 8) * c_in
-    return nn.Sequential(nn.Conv2d(c_in, width, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(width, c_out, 3, padding=1))
+    return _zero_last(nn.Sequential(nn.Conv2d(c_in, width, 3, padding=1), nn.ReLU(),
+                                    nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+                                    nn.Conv2d(width, c_out, 3, padding=1)))
 
 
 class ImageCINN(_CINNBase):

@@ -43,7 +43,7 @@ class HSIConfig(_Section):
     n_conditional: int = Field(9, ge=0)
     hidden: int = Field(128, ge=1)
     clamp: float = Field(1.0, gt=0)
-    affine_init: float = Field(0.7, gt=0)
+    affine_init: float = Field(1.0, gt=0, description="initial global scale per block (paper: 0.7)")
     label_noise: float = Field(0.5, ge=0)
     noise_std: float = Field(0.1, ge=0, description="N(0, noise_std) augmentation of standardised spectra")
     disc_hidden: int = Field(256, ge=1)
@@ -62,7 +62,7 @@ class PATConfig(_Section):
     width: int = Field(32, ge=1)
     adaptive_scales: list[int] = Field(default_factory=list)
     clamp: float = Field(1.0, gt=0)
-    affine_init: float = Field(0.7, gt=0)
+    affine_init: float = Field(1.0, gt=0, description="initial global scale per block (paper: 0.7)")
     label_noise: float = Field(0.2, ge=0)
     noise_std: float = Field(0.05, ge=0)
     disc_dim: int = Field(16, ge=1)
@@ -104,9 +104,9 @@ class TransferConfig(MedgapConfig):
     presets: ClassVar[dict[str, dict]] = {
         "cpu-small": {},
         "paper": {
-            "hsi": {"n_blocks": 40, "n_conditional": 30, "hidden": 512, "batch_size": 10000, "lr": 1e-4,
+            "hsi": {"n_blocks": 40, "n_conditional": 30, "hidden": 512, "affine_init": 0.7, "batch_size": 10000, "lr": 1e-4,
                     "epochs": 300, "noise_std": 0.1, "label_noise": 0.5},
-            "pat": {"blocks_per_scale": [4, 2, 1, 1, 2], "width": 256, "adaptive_scales": [2, 3],
+            "pat": {"blocks_per_scale": [4, 2, 1, 1, 2], "width": 256, "affine_init": 0.7, "adaptive_scales": [2, 3],
                     "disc_dim": 64, "disc_layers": 3, "disc_scales": 3, "batch_size": 2, "lr": 1e-3,
                     "epochs": 300, "noise_std": 0.05, "label_noise": 0.2},
             "baseline": {"hidden": 512, "latent": 64, "conv_width": 64, "n_res": 4},
