@@ -91,6 +91,14 @@ def _sync_grads(ctx: DistContext, params: list[torch.nn.Parameter]) -> None:
         offset += g.numel()
 
 
+def _without_epochs(config: dict | None) -> dict | None:
+    # a run may be resumed with more epochs: everything else must match the checkpoint
+    if config is None:
+        return None
+    return {k: ({kk: vv for kk, vv in v.items() if kk != "epochs"} if isinstance(v, dict) else v)
+            for k, v in config.items()}
+
+
 def n_classes_of(data, need_labels: bool) -> int:
     if not need_labels:
         return 0
@@ -136,7 +144,7 @@ def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Pa
     if resume and ckpt.latest() is not None:
         _, extra = ckpt.restore({"generator": model.generator, "dis": model.dis}, {"gen": opt_g, "dis": opt_d},
                                 {"plateau": sched})
-        if extra.get("config") != cfg.to_dict():
+        if _without_epochs(extra.get("config")) != _without_epochs(cfg.to_dict()):
             raise InputError(checkpoint_dir(out), "checkpoints come from a run with another configuration; "
                                                   "delete the folder or train into another --out")
         start_epoch, history = int(extra["epoch"]) + 1, list(extra["history"])
