@@ -10,6 +10,7 @@ resumes from the last one; the final model folder is written atomically to ``out
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ from .config import TransferConfig
 from .data import DomainStats, check_pair, fit_stats
 from .model import TransferModel, build_model
 
-__all__ = ["METHOD", "train", "checkpoint_dir", "BatchSampler"]
+__all__ = ["METHOD", "train", "checkpoint_dir", "BatchSampler", "make_optimizers"]
 
 METHOD = "transfer"  # the method name written into model folders
 
@@ -99,6 +100,16 @@ def _without_epochs(config: dict | None) -> dict | None:
             for k, v in config.items()}
 
 
+def make_optimizers(model: TransferModel, cfg: TransferConfig) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    """Separate Adam optimisers: the generator's holds only generator parameters (never a
+    discriminator's), the discriminators' only theirs; FrEIA's frozen permutations are left out."""
+    net = cfg.net
+    gen = [p for p in model.generator.parameters() if p.requires_grad]
+    dis = [p for p in model.dis.parameters() if p.requires_grad]
+    kw = dict(lr=net.lr, betas=tuple(net.betas), weight_decay=net.weight_decay)
+    return torch.optim.Adam(gen, **kw), torch.optim.Adam(dis, **kw)
+
+
 def n_classes_of(data, need_labels: bool) -> int:
     if not need_labels:
         return 0
@@ -132,21 +143,20 @@ def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Pa
     model = build_model(cfg, x_sim.shape[1], k, image_shape).to(ctx.device)
     stats_sim, stats_real = fit_stats(sim), fit_stats(real)
 
-    gen_params = [p for p in model.generator.parameters() if p.requires_grad]
-    dis_params = [p for p in model.dis.parameters() if p.requires_grad]
-    opt_g = torch.optim.Adam(gen_params, lr=net.lr, betas=tuple(net.betas), weight_decay=net.weight_decay)
-    opt_d = torch.optim.Adam(dis_params, lr=net.lr, betas=tuple(net.betas), weight_decay=net.weight_decay)
+    opt_g, opt_d = make_optimizers(model, cfg)
+    gen_params, dis_params = opt_g.param_groups[0]["params"], opt_d.param_groups[0]["params"]
     t = cfg.train
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt_g, factor=t.plateau_factor, patience=t.plateau_patience,
                                                        threshold=t.plateau_threshold, cooldown=t.plateau_cooldown)
     ckpt = CheckpointManager(checkpoint_dir(out), keep_last=t.keep_checkpoints)
     start_epoch, history = 0, []
     if resume and ckpt.latest() is not None:
-        _, extra = ckpt.restore({"generator": model.generator, "dis": model.dis}, {"gen": opt_g, "dis": opt_d},
-                                {"plateau": sched})
-        if _without_epochs(extra.get("config")) != _without_epochs(cfg.to_dict()):
+        saved_cfg = json.loads((ckpt.latest() / "state.json").read_text(encoding="utf-8"))["extra"].get("config")
+        if _without_epochs(saved_cfg) != _without_epochs(cfg.to_dict()):
             raise InputError(checkpoint_dir(out), "checkpoints come from a run with another configuration; "
                                                   "delete the folder or train into another --out")
+        _, extra = ckpt.restore({"generator": model.generator, "dis": model.dis}, {"gen": opt_g, "dis": opt_d},
+                                {"plateau": sched})
         start_epoch, history = int(extra["epoch"]) + 1, list(extra["history"])
 
     batch = net.batch_size
