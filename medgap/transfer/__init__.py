@@ -11,11 +11,18 @@ Python API (the CLI ``medgap transfer ...`` calls exactly these)::
     evaluate(real, sim, {"cinn": transferred}, "report")
 """
 
-from .apply import apply_transfer, load_transfer
-from .cinn import ImageCINN, SpectralCINN, count_parameters
-from .config import TransferConfig
-from .evaluate import evaluate
-from .train import train
+from importlib import import_module
 
 __all__ = ["TransferConfig", "train", "apply_transfer", "load_transfer", "evaluate", "SpectralCINN", "ImageCINN",
            "count_parameters"]
+
+_WHERE = {"TransferConfig": "config", "train": "train", "apply_transfer": "apply", "load_transfer": "apply",
+          "evaluate": "evaluate", "SpectralCINN": "cinn", "ImageCINN": "cinn", "count_parameters": "cinn"}
+
+
+def __getattr__(name: str):
+    # imported on first use: the root CLI imports this package, and `medgap --help` should not
+    # pay for torch, scikit-learn and MONAI
+    if name in _WHERE:
+        return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
