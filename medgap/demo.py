@@ -49,6 +49,9 @@ def sample_data_section(out_dir: Path, quick: bool = False) -> dict:
 
 def _sections() -> list[tuple[str, Section]]:
     sections: list[tuple[str, Section]] = [("data", sample_data_section)]
+    from medgap.transfer.demo import demo_section as transfer_section
+
+    sections.append(("transfer", transfer_section))
     return sections
 
 
