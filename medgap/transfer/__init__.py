@@ -16,8 +16,8 @@ from importlib import import_module
 __all__ = ["TransferConfig", "train", "apply_transfer", "load_transfer", "evaluate", "SpectralCINN", "ImageCINN",
            "count_parameters"]
 
-_WHERE = {"TransferConfig": "config", "train": "train", "apply_transfer": "apply", "load_transfer": "apply",
-          "evaluate": "evaluate", "SpectralCINN": "cinn", "ImageCINN": "cinn", "count_parameters": "cinn"}
+_WHERE = {"TransferConfig": "config", "train": "trainer", "apply_transfer": "apply", "load_transfer": "apply",
+          "evaluate": "evaluation", "SpectralCINN": "cinn", "ImageCINN": "cinn", "count_parameters": "cinn"}
 
 
 def __getattr__(name: str):

@@ -17,7 +17,7 @@ from .cinn import REAL, SIM
 from .config import TransferConfig
 from .data import DomainStats, check_spectra
 from .model import TransferModel, build_model
-from .train import METHOD
+from .trainer import METHOD
 
 __all__ = ["LoadedTransfer", "load_transfer", "apply_transfer"]
 

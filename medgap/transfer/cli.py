@@ -77,7 +77,7 @@ def train(
     """Train a transfer model; checkpoints go to <out>.checkpoints/, the model folder to --out."""
     from medgap.transfer.config import TransferConfig
     from medgap.transfer.data import load_data
-    from medgap.transfer.train import train as run
+    from medgap.transfer.trainer import train as run
 
     overrides = list(set_)
     for key, value in (("modality", modality), ("condition", condition), ("method", method), ("seed", seed)):
@@ -124,7 +124,7 @@ def evaluate(
 ) -> None:
     """PCA/KDE, spectral difference, MMD and downstream random forest of each source vs. real."""
     from medgap.transfer.data import load_data
-    from medgap.transfer.evaluate import evaluate as run
+    from medgap.transfer.evaluation import evaluate as run
 
     sources = {}
     for item in transferred:

@@ -49,6 +49,8 @@ class HSIConfig(_Section):
     disc_hidden: int = Field(256, ge=1)
     disc_dropout: float = Field(0.2, ge=0, lt=1)
     batch_size: int = Field(1000, ge=2, description="spectra per domain per iteration (global)")
+    chunk: int = Field(0, ge=0, description="process each rank's batch in chunks of this many spectra "
+                                            "(accumulated gradients, same result, less memory); 0 = whole")
     lr: float = Field(1e-3, gt=0)
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(0.0, ge=0)
@@ -70,6 +72,7 @@ class PATConfig(_Section):
     disc_scales: int = Field(2, ge=1)
     disc_dropout: float = Field(0.2, ge=0, lt=1)
     batch_size: int = Field(2, ge=1)
+    chunk: int = Field(0, ge=0, description="images per chunk (accumulated gradients); 0 = whole batch")
     lr: float = Field(1e-3, gt=0)
     betas: tuple[float, float] = (0.4, 0.999)
     weight_decay: float = Field(1e-3, ge=0)
@@ -104,7 +107,8 @@ class TransferConfig(MedgapConfig):
     presets: ClassVar[dict[str, dict]] = {
         "cpu-small": {},
         "paper": {
-            "hsi": {"n_blocks": 40, "n_conditional": 30, "hidden": 512, "affine_init": 0.7, "batch_size": 10000, "lr": 1e-4,
+            "hsi": {"n_blocks": 40, "n_conditional": 30, "hidden": 512, "affine_init": 0.7, "batch_size": 10000,
+                    "chunk": 2500, "lr": 1e-4,
                     "epochs": 300, "noise_std": 0.1, "label_noise": 0.5},
             "pat": {"blocks_per_scale": [4, 2, 1, 1, 2], "width": 256, "affine_init": 0.7, "adaptive_scales": [2, 3],
                     "disc_dim": 64, "disc_layers": 3, "disc_scales": 3, "batch_size": 2, "lr": 1e-3,

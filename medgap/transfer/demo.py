@@ -31,7 +31,7 @@ def _pat_figure(path: Path) -> None:
 
 
 def _spectra_figure(real: SpectraSet, sources: dict[str, SpectraSet], path: Path) -> None:
-    from .evaluate import normalise
+    from .evaluation import normalise
 
     names = real.label_names
     show = [names.index(k) for k in ("liver", "omentum", "colon") if k in names]
@@ -52,8 +52,8 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
 
     from .apply import apply_transfer
     from .config import TransferConfig
-    from .evaluate import evaluate
-    from .train import train
+    from .evaluation import evaluate
+    from .trainer import train
 
     out_dir = Path(out_dir)
     n = 2000 if quick else 8000

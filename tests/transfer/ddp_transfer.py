@@ -10,7 +10,7 @@ import numpy as np
 
 from medgap.data.spectra import simulate_hsi
 from medgap.transfer.config import TransferConfig
-from medgap.transfer.train import train
+from medgap.transfer.trainer import train
 
 if __name__ == "__main__":
     wl = np.arange(500.0, 1000.0, 12.5)

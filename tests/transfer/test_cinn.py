@@ -82,3 +82,41 @@ def test_discriminators_shapes():
     assert SpectralDiscriminator(40)(torch.randn(3, 40))[0].shape == (3, 40)
     outs = MultiScaleDiscriminator(8, dim=8, n_layers=2, n_scales=3)(torch.randn(2, 8, 32, 64))
     assert [o.shape[-2:] for o in outs] == [(8, 16), (4, 8), (2, 4)]
+
+
+def test_indexed_permutation_equals_freia_block():
+    import FrEIA.modules as Fm
+    import numpy as np
+
+    from medgap.transfer.cinn import PermutedAllInOneBlock
+
+    def dense(a, b):
+        return nn.Sequential(nn.Linear(a, 16), nn.ReLU(), nn.Linear(16, b))
+
+    def conv(a, b):
+        return nn.Sequential(nn.Conv2d(a, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, b, 3, padding=1))
+
+    for dims, cond, subnet in (((12,), (3,), dense), ((8, 4, 6), (2, 4, 6), conv)):
+        np.random.seed(1)
+        torch.manual_seed(1)
+        ref = Fm.AllInOneBlock([dims], [cond], subnet_constructor=subnet, global_affine_init=0.7)
+        ours = PermutedAllInOneBlock([dims], [cond], subnet_constructor=subnet, global_affine_init=0.7)
+        np.random.seed(2)
+        other = PermutedAllInOneBlock([dims], [cond], subnet_constructor=subnet, global_affine_init=0.7)
+        ours.load_state_dict(ref.state_dict())
+        other.load_state_dict(ref.state_dict())  # a loaded block takes the saved permutation
+        x, c = torch.randn(5, *dims), torch.randn(5, *cond)
+        for block in (ours, other):
+            for rev in (False, True):
+                (y_ref,), j_ref = ref((x,), c=[c], rev=rev)
+                (y,), j = block((x,), c=[c], rev=rev)
+                torch.testing.assert_close(y, y_ref)
+                torch.testing.assert_close(j, j_ref)
+
+
+def test_package_api_names_are_functions():
+    import medgap.transfer as T
+    import medgap.transfer.trainer  # noqa: F401  (a submodule import must not shadow the function)
+
+    assert callable(T.train) and callable(T.evaluate) and callable(T.apply_transfer)
+    assert T.TransferConfig.from_preset("paper").hsi.n_blocks == 40

@@ -12,7 +12,7 @@ from medgap.data.spectra import simulate_hsi
 from medgap.errors import InputError
 from medgap.io import read_spectra
 from medgap.transfer.cli import app as transfer_app
-from medgap.transfer.evaluate import evaluate
+from medgap.transfer.evaluation import evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--set", "hsi.epochs=1", "--set", "hsi.n_blocks=2", "--set", "hsi.n_conditional=2", "--set", "hsi.hidden=16",

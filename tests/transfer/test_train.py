@@ -16,9 +16,9 @@ from medgap.metrics import mmd2_unbiased
 from medgap.modelio import save_model
 from medgap.transfer import TransferConfig, apply_transfer, load_transfer, train
 from medgap.transfer.cinn import REAL, SIM
-from medgap.transfer.evaluate import normalise
+from medgap.transfer.evaluation import normalise
 from medgap.transfer.model import build_model
-from medgap.transfer.train import BatchSampler, checkpoint_dir, make_optimizers
+from medgap.transfer.trainer import BatchSampler, checkpoint_dir, make_optimizers
 
 from transfer_helpers import tiny_overrides, unlabelled
 
@@ -145,5 +145,16 @@ def test_two_process_torchrun_equals_one_process(tmp_path):
                          env=env, capture_output=True, text=True)
     assert two.returncode == 0, two.stderr[-2000:]
     a, b = (load_file(str(tmp_path / k / "generator.safetensors")) for k in ("one", "two"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+def test_chunked_batches_give_the_same_model(hsi_pair, tmp_path):
+    sim, real = hsi_pair
+    exact = ["condition=domain", "train.domain_noise=0", "hsi.noise_std=0", "hsi.disc_dropout=0"]
+    cfg = TransferConfig.from_preset("cpu-small", overrides=tiny_overrides(1) + exact)
+    train(sim, real, tmp_path / "whole", cfg, progress=False)
+    train(sim, real, tmp_path / "chunked", cfg.replace(hsi={"chunk": 100}), progress=False)  # 256 = 100+100+56
+    a, b = (load_file(str(tmp_path / k / "generator.safetensors")) for k in ("whole", "chunked"))
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)

@@ -173,27 +173,40 @@ def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Pa
             step = epoch * iters + it
             ia = ctx.shard(sample_sim(batch, step))
             ib = ctx.shard(sample_real(batch, step))
-            xa, ya = _batch(x_sim, y_sim, ia, stats_sim, ctx.device, net.noise_std)
-            xb, _ = _batch(x_real, None, ib, stats_real, ctx.device, net.noise_std)
-
-            loss_g, logs, x_ab, x_ba = model.generator_loss(xa, ya, xb)
+            # the global batch is processed in chunks with accumulated gradients: every loss is a mean
+            # over samples, so the result equals one pass over the whole batch at a fraction of the memory
+            size = net.chunk or len(ia)
+            pieces = [(ia[k:k + size], ib[k:k + size]) for k in range(0, len(ia), size)]
             opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
+            kept, logs, loss_g = [], {}, 0.0
+            for pa, pb in pieces:
+                xa, ya = _batch(x_sim, y_sim, pa, stats_sim, ctx.device, net.noise_std)
+                xb, _ = _batch(x_real, None, pb, stats_real, ctx.device, net.noise_std)
+                loss, part, x_ab, x_ba = model.generator_loss(xa, ya, xb)
+                w = len(pa) / len(ia)
+                (loss * w).backward()
+                loss_g += w * loss.item()
+                logs = {key: logs.get(key, 0.0) + w * v for key, v in part.items()}
+                kept.append((w, xa, xb, x_ab.detach(), x_ba.detach()))
             _sync_grads(ctx, gen_params)
             torch.nn.utils.clip_grad_value_(gen_params, t.clip_value)
             opt_g.step()
 
-            loss_d = model.discriminator_loss(xa, xb, x_ab.detach(), x_ba.detach())
             opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
+            loss_d = 0.0
+            for w, xa, xb, x_ab, x_ba in kept:
+                loss = model.discriminator_loss(xa, xb, x_ab, x_ba)
+                (loss * w).backward()
+                loss_d += w * loss.item()
             _sync_grads(ctx, dis_params)
             torch.nn.utils.clip_grad_value_(dis_params, t.clip_value)
             opt_d.step()
+            del kept
 
-            if not math.isfinite(loss_g.item()):
-                raise FloatingPointError(f"generator loss became {loss_g.item()} at epoch {epoch + 1}, "
+            if not math.isfinite(loss_g):
+                raise FloatingPointError(f"generator loss became {loss_g} at epoch {epoch + 1}, "
                                          f"iteration {it + 1}; lower the learning rate")
-            for key, v in {"loss_g": loss_g.item(), "loss_d": loss_d.item(), **logs}.items():
+            for key, v in {"loss_g": loss_g, "loss_d": loss_d, **logs}.items():
                 sums[key] = sums.get(key, 0.0) + v
         means = {key: float(ctx.all_reduce_mean(torch.tensor(v / iters)).item()) for key, v in sums.items()}
         sched.step(means["loss_g"])
