@@ -158,7 +158,7 @@ class SpectralCINN(_CINNBase):
 
     def __init__(self, n_channels: int = 100, n_classes: int = 0, n_blocks: int = 40, n_conditional: int = 30,
                  hidden: int = 512, clamp: float = 1.0, affine_init: float = 0.7,
-                 domain_noise: float = 0.1, label_noise: float = 0.5):
+                 domain_noise: float = 0.1, label_noise: float = 0.5, indexed_permutation: bool = True):
         super().__init__()
         if not 0 <= n_conditional <= n_blocks:
             raise ValueError("n_conditional must lie in [0, n_blocks]")
@@ -172,7 +172,7 @@ class SpectralCINN(_CINNBase):
         self.inn = Ff.SequenceINN(n_channels)
         for k in range(n_blocks):
             conditional = k < n_conditional
-            self.inn.append(PermutedAllInOneBlock, cond=0 if conditional else None,
+            self.inn.append(PermutedAllInOneBlock if indexed_permutation else Fm.AllInOneBlock, cond=0 if conditional else None,
                             cond_shape=(cond_dim,) if conditional else None,
                             subnet_constructor=subnet, **_block_kwargs(clamp, affine_init))
 
@@ -223,7 +223,7 @@ class ImageCINN(_CINNBase):
     def __init__(self, n_channels: int = 16, image_shape: tuple[int, int] = (128, 256), n_classes: int = 0,
                  blocks_per_scale: Sequence[int] = (4, 2, 1, 1, 2), width: int = 256,
                  adaptive_scales: Sequence[int] = (2, 3), clamp: float = 1.0, affine_init: float = 0.7,
-                 domain_noise: float = 0.1, label_noise: float = 0.2):
+                 domain_noise: float = 0.1, label_noise: float = 0.2, indexed_permutation: bool = True):
         super().__init__()
         h, w = (int(s) for s in image_shape)
         factor = 2 ** (len(blocks_per_scale) - 1)
@@ -241,7 +241,7 @@ class ImageCINN(_CINNBase):
             subnet = _adaptive_conv_subnet if s in adaptive_scales else _conv_subnet(width)
             cond_ch = 2 + n_classes if s == 0 else 2
             for _ in range(n_blocks):
-                self.inn.append(PermutedAllInOneBlock, cond=s, cond_shape=(cond_ch, dims[1], dims[2]),
+                self.inn.append(PermutedAllInOneBlock if indexed_permutation else Fm.AllInOneBlock, cond=s, cond_shape=(cond_ch, dims[1], dims[2]),
                                 subnet_constructor=subnet, **_block_kwargs(clamp, affine_init))
 
     def _conditions(self, x, domain, labels, stochastic, generator):

@@ -30,7 +30,7 @@ from .config import TransferConfig
 from .data import DomainStats, check_pair, fit_stats
 from .model import TransferModel, build_model
 
-__all__ = ["METHOD", "train", "checkpoint_dir", "BatchSampler", "make_optimizers"]
+__all__ = ["METHOD", "train", "checkpoint_dir", "BatchSampler", "make_optimizers", "train_step"]
 
 METHOD = "transfer"  # the method name written into model folders
 
@@ -110,6 +110,40 @@ def make_optimizers(model: TransferModel, cfg: TransferConfig) -> tuple[torch.op
     return torch.optim.Adam(gen, **kw), torch.optim.Adam(dis, **kw)
 
 
+def train_step(model: TransferModel, opt_g, opt_d, pieces, clip_value: float, ctx: DistContext | None = None):
+    """One iteration over ``pieces`` = [(x_sim, y_sim or None, x_real), ...] chunks of one batch.
+
+    Generator step on the accumulated chunk gradients (averaged over ranks, clipped by value), then
+    the discriminator step on the kept, detached transfers. Returns (loss_g, loss_d, logs) as floats.
+    """
+    ctx = ctx or DistContext()
+    gen_params, dis_params = opt_g.param_groups[0]["params"], opt_d.param_groups[0]["params"]
+    total = sum(len(xa) for xa, _, _ in pieces)
+    opt_g.zero_grad(set_to_none=True)
+    kept, logs, loss_g = [], {}, 0.0
+    for xa, ya, xb in pieces:
+        loss, part, x_ab, x_ba = model.generator_loss(xa, ya, xb)
+        w = len(xa) / total
+        (loss * w).backward()
+        loss_g += w * loss.item()
+        logs = {key: logs.get(key, 0.0) + w * v for key, v in part.items()}
+        kept.append((w, xa, xb, x_ab.detach(), x_ba.detach()))
+    _sync_grads(ctx, gen_params)
+    torch.nn.utils.clip_grad_value_(gen_params, clip_value)
+    opt_g.step()
+
+    opt_d.zero_grad(set_to_none=True)
+    loss_d = 0.0
+    for w, xa, xb, x_ab, x_ba in kept:
+        loss = model.discriminator_loss(xa, xb, x_ab, x_ba)
+        (loss * w).backward()
+        loss_d += w * loss.item()
+    _sync_grads(ctx, dis_params)
+    torch.nn.utils.clip_grad_value_(dis_params, clip_value)
+    opt_d.step()
+    return loss_g, loss_d, logs
+
+
 def n_classes_of(data, need_labels: bool) -> int:
     if not need_labels:
         return 0
@@ -144,7 +178,6 @@ def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Pa
     stats_sim, stats_real = fit_stats(sim), fit_stats(real)
 
     opt_g, opt_d = make_optimizers(model, cfg)
-    gen_params, dis_params = opt_g.param_groups[0]["params"], opt_d.param_groups[0]["params"]
     t = cfg.train
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt_g, factor=t.plateau_factor, patience=t.plateau_patience,
                                                        threshold=t.plateau_threshold, cooldown=t.plateau_cooldown)
@@ -176,32 +209,11 @@ def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Pa
             # the global batch is processed in chunks with accumulated gradients: every loss is a mean
             # over samples, so the result equals one pass over the whole batch at a fraction of the memory
             size = net.chunk or len(ia)
-            pieces = [(ia[k:k + size], ib[k:k + size]) for k in range(0, len(ia), size)]
-            opt_g.zero_grad(set_to_none=True)
-            kept, logs, loss_g = [], {}, 0.0
-            for pa, pb in pieces:
-                xa, ya = _batch(x_sim, y_sim, pa, stats_sim, ctx.device, net.noise_std)
-                xb, _ = _batch(x_real, None, pb, stats_real, ctx.device, net.noise_std)
-                loss, part, x_ab, x_ba = model.generator_loss(xa, ya, xb)
-                w = len(pa) / len(ia)
-                (loss * w).backward()
-                loss_g += w * loss.item()
-                logs = {key: logs.get(key, 0.0) + w * v for key, v in part.items()}
-                kept.append((w, xa, xb, x_ab.detach(), x_ba.detach()))
-            _sync_grads(ctx, gen_params)
-            torch.nn.utils.clip_grad_value_(gen_params, t.clip_value)
-            opt_g.step()
-
-            opt_d.zero_grad(set_to_none=True)
-            loss_d = 0.0
-            for w, xa, xb, x_ab, x_ba in kept:
-                loss = model.discriminator_loss(xa, xb, x_ab, x_ba)
-                (loss * w).backward()
-                loss_d += w * loss.item()
-            _sync_grads(ctx, dis_params)
-            torch.nn.utils.clip_grad_value_(dis_params, t.clip_value)
-            opt_d.step()
-            del kept
+            pieces = [(*_batch(x_sim, y_sim, ia[k:k + size], stats_sim, ctx.device, net.noise_std),
+                       _batch(x_real, None, ib[k:k + size], stats_real, ctx.device, net.noise_std)[0])
+                      for k in range(0, len(ia), size)]
+            loss_g, loss_d, logs = train_step(model, opt_g, opt_d, pieces, t.clip_value, ctx)
+            del pieces
 
             if not math.isfinite(loss_g):
                 raise FloatingPointError(f"generator loss became {loss_g} at epoch {epoch + 1}, "

@@ -1,0 +1,257 @@
+"""Transfer (cINN) benchmark: training speed vs. a reference-style iteration, invertibility, quality.
+
+    python benchmarks/bench_transfer.py [--quick] [--skip-pat]
+
+Speed: the HSI ``paper`` network at a batch of B spectra per domain. "reference-style" reproduces
+how the published implementation runs one iteration with the same network: FrEIA's permutation
+matmuls, separate passes per domain, and a discriminator step that recomputes both transfers.
+"medgap" is ``medgap.transfer.trainer.train_step`` as training runs it (indexed permutations, both
+domains in one pass, transfers reused by the discriminator step, 2,500-spectrum chunks). Each runs in
+its own process (peak memory = that process's peak RSS). Achieved GFLOP/s counts the matrix products
+the iteration must do (encode + decode of both domains, forward and backward: 3x the forward cost)
+and is compared with the fp32 matmul ceiling measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from machine import markdown_table, matmul_gflops, peak_rss_mb  # noqa: E402
+
+from medgap.transfer.cinn import REAL, SIM  # noqa: E402
+from medgap.transfer.config import TransferConfig  # noqa: E402
+from medgap.transfer.model import build_model  # noqa: E402
+from medgap.transfer.trainer import make_optimizers, train_step  # noqa: E402
+
+
+def _model(modality: str, indexed: bool):
+    cfg = TransferConfig.from_preset("paper", overrides=[f"modality={modality}"])
+    k, shape = (10, None) if modality == "hsi" else (7, (128, 256))
+    model = build_model(cfg, 100 if modality == "hsi" else 16, k, shape)
+    if not indexed:  # same architecture with FrEIA's own (matmul) permutations
+        torch.manual_seed(0)
+        gen = model.generator
+        if modality == "hsi":
+            from medgap.transfer.cinn import SpectralCINN
+            model.generator = SpectralCINN(100, 10, 40, 30, 512, 1.0, 0.7, indexed_permutation=False)
+        else:
+            from medgap.transfer.cinn import ImageCINN
+            model.generator = ImageCINN(16, (128, 256), 7, indexed_permutation=False)
+        del gen
+    return cfg, model
+
+
+def reference_iteration(model, opt_g, opt_d, xa, ya, xb, clip):
+    """One iteration the way the published code runs it (same losses, reference control flow)."""
+    g = model.generator
+    yb = g.random_labels((xb.shape[0],) if xb.ndim == 2 else (xb.shape[0], *xb.shape[2:]))
+    za, lda = g.encode(xa, SIM, ya, stochastic=True)
+    zb, ldb = g.encode(xb, REAL, yb, stochastic=True)
+    dims = xa[0].numel()
+    ml = ((0.5 * za.pow(2).flatten(1).sum(1) - lda).mean() + (0.5 * zb.pow(2).flatten(1).sum(1) - ldb).mean()) / dims
+    x_ab, x_ba = g.decode(za, REAL, ya, stochastic=True), g.decode(zb, SIM, yb, stochastic=True)
+    from medgap.transfer.discriminators import lsgan_g_loss
+    loss = ml + lsgan_g_loss(model.dis[REAL], x_ab) + lsgan_g_loss(model.dis[SIM], x_ba)
+    opt_g.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_value_(opt_g.param_groups[0]["params"], clip)
+    opt_g.step()
+    if opt_d is None:
+        return
+    with torch.no_grad():  # the reference recomputes the transfers for the discriminator step
+        za, _ = g.encode(xa, SIM, ya, stochastic=True)
+        zb, _ = g.encode(xb, REAL, yb, stochastic=True)
+        x_ab, x_ba = g.decode(za, REAL, ya, stochastic=True), g.decode(zb, SIM, yb, stochastic=True)
+    ld = model.discriminator_loss(xa, xb, x_ab, x_ba)
+    opt_d.zero_grad()
+    ld.backward()
+    torch.nn.utils.clip_grad_value_(opt_d.param_groups[0]["params"], clip)
+    opt_d.step()
+
+
+def forward_flops(modality: str) -> float:
+    """Multiply-add FLOPs of one forward pass of one sample through the paper network's subnets."""
+    cfg, model = _model(modality, True) if modality == "hsi" else (None, None)
+    if modality == "hsi":
+        return float(sum(2 * m.in_features * m.out_features for m in model.generator.modules()
+                         if isinstance(m, torch.nn.Linear)))
+    from medgap.transfer.cinn import ImageCINN
+    with torch.device("meta"):
+        net = ImageCINN(16, (128, 256), 7)
+    total, h, w = 0.0, 128, 256
+    for block in net.inn.module_list:
+        if block.__class__.__name__ == "HaarDownsampling":
+            h, w = h // 2, w // 2
+            continue
+        for m in block.subnet.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                total += 2 * m.in_channels * m.out_channels * 9 * h * w
+    return total
+
+
+def worker(kind: str, modality: str, batch: int, reps: int) -> dict:
+    torch.manual_seed(0)
+    np.random.seed(0)
+    ours = kind == "medgap"
+    cfg, model = _model(modality, indexed=ours)
+    opt_g, opt_d = make_optimizers(model, cfg)
+    if modality == "hsi":
+        xa, xb = torch.randn(batch, 100), torch.randn(batch, 100)
+        ya = torch.randint(0, 10, (batch,))
+    else:
+        xa, xb = torch.randn(batch, 16, 128, 256), torch.randn(batch, 16, 128, 256)
+        ya = torch.randint(0, 7, (batch, 128, 256))
+        opt_d = None  # the PAT target times the generator step
+    chunk = cfg.net.chunk or batch
+
+    def once():
+        if ours and opt_d is not None:
+            pieces = [(xa[k:k + chunk], ya[k:k + chunk], xb[k:k + chunk]) for k in range(0, batch, chunk)]
+            train_step(model, opt_g, opt_d, pieces, cfg.train.clip_value)
+        elif ours:
+            loss, _, _, _ = model.generator_loss(xa, ya, xb)
+            opt_g.zero_grad()
+            loss.backward()
+            opt_g.step()
+        else:
+            reference_iteration(model, opt_g, opt_d, xa, ya, xb, cfg.train.clip_value)
+
+    once()  # warm-up
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - t0)
+    return {"seconds": min(times), "peak_rss_gb": peak_rss_mb() / 1024}
+
+
+def run_worker(kind: str, modality: str, batch: int, reps: int) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--worker", kind, modality, str(batch), str(reps)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(done.stderr[-3000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def invertibility(modality: str) -> float:
+    """Relative round-trip error |f^-1(f(x)) - x| / |x| of the paper network, float32, with the
+    subnets at PyTorch's default (random) initialisation so that every coupling is non-trivial."""
+    torch.manual_seed(0)
+    _, model = _model(modality, True)
+    g = model.generator
+    for m in g.modules():
+        if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+            m.reset_parameters()
+    g.eval()
+    if modality == "hsi":
+        x, y = torch.randn(2000, 100), torch.randint(0, 10, (2000,))
+    else:
+        x, y = torch.randn(1, 16, 128, 256), torch.randint(0, 7, (1, 128, 256))
+    with torch.no_grad():
+        z, _ = g.encode(x, SIM, y)
+        back = g.decode(z, SIM, y)
+    return float(((back - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)).max())
+
+
+def quality(n: int, epochs: int) -> list[list]:
+    from medgap.data.spectra import simulate_hsi
+    from medgap.io import SpectraSet
+    from medgap.transfer.apply import apply_transfer
+    from medgap.transfer.data import fit_stats
+    from medgap.transfer.evaluation import evaluate
+    from medgap.transfer.trainer import train
+    import tempfile
+
+    sim, real = simulate_hsi(n, seed=0), simulate_hsi(n, realism="rich", seed=1)
+    hidden = SpectraSet(real.spectra, real.wavelengths, None, None, real.groups)  # labels never trained on
+    sources, seconds = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in ("cinn", "unit", "cyclegan"):
+            cfg = TransferConfig.from_preset("cpu-small", overrides=[f"method={method}", f"hsi.epochs={epochs}"])
+            t0 = time.perf_counter()
+            train(sim, hidden, Path(tmp) / method, cfg, progress=False)
+            seconds[method] = time.perf_counter() - t0
+            sources[method] = apply_transfer(Path(tmp) / method, sim)
+        # what per-domain standardisation alone (no network) achieves: the cINN's starting point
+        s, r = fit_stats(sim), fit_stats(hidden)
+        moved = r.denormalize(s.normalize(torch.from_numpy(sim.spectra))).numpy()
+        sources["standardisation only"] = SpectraSet(moved, sim.wavelengths, sim.labels, sim.label_names, sim.groups)
+        m = evaluate(real, sim, sources, Path(tmp) / "report")
+    src = m["sources"]
+    rows = []
+    for name in ("sim", "cinn", "unit", "cyclegan", "standardisation only", "real (upper bound)"):
+        v = src[name]
+        rows.append([name, v.get("mmd2", float("nan")), v.get("mmd2", float("nan")) / src["sim"]["mmd2"],
+                     v.get("spectral_difference_mean", float("nan")), 100 * v["balanced_accuracy"], v["auroc"],
+                     v["f1_weighted"], seconds.get(name, float("nan"))])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--skip-pat", action="store_true")
+    parser.add_argument("--worker", nargs=4)
+    args = parser.parse_args()
+    if args.worker:
+        kind, modality, batch, reps = args.worker
+        print(json.dumps(worker(kind, modality, int(batch), int(reps))))
+        return
+    torch.set_num_threads(torch.get_num_threads())
+    ceiling = [matmul_gflops()]
+    batch = 2000 if args.quick else 10000
+    reps = 1 if args.quick else 2
+    print(f"Threads: {torch.get_num_threads()}. The machine is shared with other engineers' runs: absolute "
+          "times swing with their load; the ratios within one table come from back-to-back runs.\n")
+    flops_hsi = forward_flops("hsi")
+    rows = []
+    res = {k: run_worker(k, "hsi", batch, reps) for k in ("reference-style", "medgap")}
+    ceiling.append(matmul_gflops())
+    useful = 3 * 2 * flops_hsi * 2 * batch  # (encode + decode) x (fwd + bwd) for 2B spectra
+    base = res["reference-style"]["seconds"]
+    for k, v in res.items():
+        gf = useful / v["seconds"] / 1e9
+        rows.append([f"HSI paper, {k}", batch, v["seconds"], 2 * batch / v["seconds"], base / v["seconds"],
+                     v["peak_rss_gb"], gf, gf / np.mean(ceiling)])
+    if not args.skip_pat and not args.quick:
+        flops_pat = forward_flops("pat")
+        pat = {k: run_worker(k, "pat", 2, 1) for k in ("reference-style", "medgap")}
+        ceiling.append(matmul_gflops())
+        useful = 3 * 2 * flops_pat * 2 * 2
+        base = pat["reference-style"]["seconds"]
+        for k, v in pat.items():
+            gf = useful / v["seconds"] / 1e9
+            rows.append([f"PAT paper generator step, {k}", 2, v["seconds"], 4 / v["seconds"], base / v["seconds"],
+                         v["peak_rss_gb"], gf, gf / np.mean(ceiling)])
+    print(markdown_table(["training iteration", "batch / domain", "seconds", "samples/s (both domains)",
+                          "speed-up vs reference-style", "peak RSS (GB)", "achieved GFLOP/s",
+                          "fraction of matmul ceiling"], rows))
+    print(f"\nfp32 matmul ceiling (2048^3) measured during the run: {', '.join(f'{c:.0f}' for c in ceiling)} GFLOP/s.\n")
+
+    inv = [["HSI paper (40 blocks, 100 channels)", invertibility("hsi")]]
+    if not args.skip_pat and not args.quick:
+        inv.append(["PAT paper (16x128x256, 5 scales)", invertibility("pat")])
+    print(markdown_table(["network (float32, random subnet init)", "max relative round-trip error"], inv))
+    print()
+    n, epochs = (2000, 4) if args.quick else (8000, 12)
+    print(f"Quality on the simulator benchmark: sim = {n} simple spectra, real = {n} rich 'real-like' spectra "
+          f"(labels hidden from training, used only for testing; grouped split by subject). cpu-small, "
+          f"{epochs} epochs each.\n")
+    print(markdown_table(["source", "MMD^2 to real", "MMD^2 / MMD^2(sim)", "spectral difference",
+                          "RF balanced acc. (%)", "AUROC", "weighted F1", "train seconds"], quality(n, epochs)))
+
+
+if __name__ == "__main__":
+    main()
