@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -181,6 +182,9 @@ def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Pa
     t = cfg.train
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt_g, factor=t.plateau_factor, patience=t.plateau_patience,
                                                        threshold=t.plateau_threshold, cooldown=t.plateau_cooldown)
+    if not resume and ctx.is_main and checkpoint_dir(out).exists():
+        shutil.rmtree(checkpoint_dir(out))  # a fresh run must not later resume from an older one's steps
+    ctx.barrier()
     ckpt = CheckpointManager(checkpoint_dir(out), keep_last=t.keep_checkpoints)
     start_epoch, history = 0, []
     if resume and ckpt.latest() is not None:
