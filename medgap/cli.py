@@ -56,7 +56,7 @@ def demo(
         console.print_json(json.dumps(result["metrics"], default=float))
         for fig in result["figures"]:
             console.print(f"figure: {out / fig}")
-    console.print(f"[green]demo written to {out}/[/]")
+    console.print(f"[green]demo written to {out}/ -- open {out / 'report.html'}[/]")
 
 
 @app.command()
@@ -66,6 +66,28 @@ def inspect(paths: list[Path] = typer.Argument(..., help="NIfTI volumes or medga
 
     for path in paths:
         console.print_json(json.dumps(describe_file(path)))
+
+
+@app.command()
+def gap(
+    a: Path = typer.Argument(..., help="Dataset A: NIfTI file or folder, or spectra/images .npz."),
+    b: Path = typer.Argument(..., help="Dataset B, of the same kind as A."),
+    out: Path = typer.Option(..., "--out", help="Report folder (metrics.json, PNGs, report.html)."),
+    name_a: Optional[str] = typer.Option(None, help="Display name of A."),
+    name_b: Optional[str] = typer.Option(None, help="Display name of B."),
+    unit: str = typer.Option("auto", help="Images: compare whole 'volume's or axial 'slice's (auto: volumes "
+                                          "when each side has >= 10)."),
+    permutations: int = typer.Option(100, min=10, help="Permutations for the classifier test's p-value."),
+    seed: int = typer.Option(0),
+) -> None:
+    """How far apart are two datasets? FID, MMD, a classifier two-sample test, PCA and histograms."""
+    from medgap.gap import measure_gap
+
+    if unit not in ("auto", "volume", "slice"):
+        raise typer.BadParameter("unit must be auto, volume or slice")
+    metrics = measure_gap(a, b, out, name_a=name_a, name_b=name_b, unit=unit, permutations=permutations, seed=seed)
+    console.print_json(json.dumps(metrics))
+    console.print(f"[green]report: {out / 'report.html'}[/]")
 
 
 def main() -> None:

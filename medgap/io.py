@@ -187,6 +187,11 @@ class Volume:
         """Axis codes such as ``'RAS'`` or ``'LPS'``."""
         return "".join(nib.aff2axcodes(self.affine))
 
+    def to_canonical(self) -> "Volume":
+        """The same image reoriented to the closest RAS voxel order (axis 2 = inferior -> superior)."""
+        img = nib.as_closest_canonical(nib.Nifti1Image(self.data, self.affine))
+        return Volume(np.asarray(img.dataobj, dtype=np.float32), img.affine.copy(), self.header, self.path)
+
     def with_data(self, data: np.ndarray) -> "Volume":
         """A new Volume on the same grid holding ``data``."""
         return Volume(np.asarray(data, dtype=np.float32), self.affine.copy(), self.header, None)

@@ -22,6 +22,10 @@ def test_demo_quick_summarises_sample_data(tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["data"]["metrics"]["spacing_mm"] == [2.0, 2.0, 2.0]
     assert (tmp_path / "out" / summary["data"]["figures"][0]).stat().st_size > 10_000
+    from browser import check_page
+
+    seen = check_page(tmp_path / "out" / "report.html", tmp_path / "demo.png")
+    assert seen["broken"] == [] and seen["images"] == 1 and len(seen["sections"]) == 1
 
 
 def test_inspect_and_clear_error(tmp_path):

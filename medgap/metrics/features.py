@@ -1,4 +1,4 @@
-"""A fixed, documented 3D feature extractor for FID/MMD between sets of volumes.
+"""Fixed, documented feature extractors for FID/MMD between sets of volumes (3D) or slices (2D).
 
 No pretrained 3D medical network can be installed offline, so the default extractor
 is MONAI's 3D ResNet-10 (MedicalNet layout: shortcut B, no downsample bias) with
@@ -24,18 +24,19 @@ from monai.networks.nets import resnet
 
 from medgap.errors import InputError
 
-__all__ = ["VolumeFeatureExtractor"]
+__all__ = ["FeatureExtractor", "VolumeFeatureExtractor", "SliceFeatureExtractor"]
 
 _DEPTHS = {10: resnet.resnet10, 18: resnet.resnet18, 34: resnet.resnet34, 50: resnet.resnet50}
 
 
-class VolumeFeatureExtractor:
-    """Map volumes (N, 1, D, H, W) in [-1, 1] to feature vectors (N, F).
+class FeatureExtractor:
+    """Map images (N, 1, *spatial) in [-1, 1] to feature vectors (N, F).
 
     Args:
+        spatial_dims: 3 for volumes (N, 1, D, H, W), 2 for slices (N, 1, H, W).
         weights: optional local MedicalNet ``.pth``/``.pt`` or ``.safetensors`` state dict.
         depth: ResNet depth (10, 18, 34, 50); must match ``weights`` when given.
-        input_size: volumes are resized (trilinear) to this cube before the network, so
+        input_size: inputs are resized (linear interpolation) to this cube/square first, so
             features of different resolutions are comparable. ``None`` keeps the size.
         seed: the seed of the fixed random weights when ``weights`` is None.
         device: where to run.
@@ -43,6 +44,7 @@ class VolumeFeatureExtractor:
 
     def __init__(
         self,
+        spatial_dims: int = 3,
         weights: str | Path | None = None,
         depth: int = 10,
         input_size: int | None = 64,
@@ -55,16 +57,17 @@ class VolumeFeatureExtractor:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.net = _DEPTHS[depth](
-                spatial_dims=3,
+                spatial_dims=spatial_dims,
                 n_input_channels=1,
                 feed_forward=False,
                 shortcut_type=shortcut,
                 bias_downsample=depth in (18, 34),
             )
-        self.description = f"MONAI ResNet-{depth} 3D, fixed random weights (seed {seed})"
+        self.spatial_dims = spatial_dims
+        self.description = f"MONAI ResNet-{depth} {spatial_dims}D, fixed random weights (seed {seed})"
         if weights is not None:
             self._load(Path(weights))
-            self.description = f"MONAI ResNet-{depth} 3D with weights from {Path(weights).name}"
+            self.description = f"MONAI ResNet-{depth} {spatial_dims}D with weights from {Path(weights).name}"
         self.net.eval().to(device)
         self.device = torch.device(device)
         self.input_size = input_size
@@ -92,17 +95,34 @@ class VolumeFeatureExtractor:
         self.net.load_state_dict(matched, strict=False)
 
     @torch.inference_mode()
-    def features(self, volumes, batch_size: int = 4) -> np.ndarray:
-        """Features (N, F) of volumes given as (N, 1, D, H, W) or (N, D, H, W), values in [-1, 1]."""
-        x = torch.as_tensor(np.asarray(volumes) if not isinstance(volumes, torch.Tensor) else volumes).float()
-        if x.ndim == 4:
+    def features(self, images, batch_size: int = 4) -> np.ndarray:
+        """Features (N, F) of images given as (N, 1, *spatial) or (N, *spatial), values in [-1, 1]."""
+        x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images).float()
+        d = self.spatial_dims
+        if x.ndim == d + 1:
             x = x[:, None]
-        if x.ndim != 5 or x.shape[1] != 1:
-            raise ValueError(f"volumes must be (N, 1, D, H, W), got {tuple(x.shape)}")
+        if x.ndim != d + 2 or x.shape[1] != 1:
+            raise ValueError(f"inputs must be (N, 1, {', '.join('DHW'[-d:])}), got {tuple(x.shape)}")
+        size = None if self.input_size is None else (self.input_size,) * d
+        mode = "trilinear" if d == 3 else "bilinear"
         out = []
         for start in range(0, len(x), batch_size):
             batch = x[start : start + batch_size].to(self.device)
-            if self.input_size is not None and tuple(batch.shape[2:]) != (self.input_size,) * 3:
-                batch = F.interpolate(batch, size=(self.input_size,) * 3, mode="trilinear", align_corners=False)
+            if size is not None and tuple(batch.shape[2:]) != size:
+                batch = F.interpolate(batch, size=size, mode=mode, align_corners=False)
             out.append(self.net(batch).flatten(1).double().cpu())
         return torch.cat(out).numpy()
+
+
+class VolumeFeatureExtractor(FeatureExtractor):
+    """3D ResNet features of volumes (N, 1, D, H, W); see :class:`FeatureExtractor`."""
+
+    def __init__(self, weights=None, depth: int = 10, input_size: int | None = 64, seed: int = 0, device="cpu"):
+        super().__init__(3, weights, depth, input_size, seed, device)
+
+
+class SliceFeatureExtractor(FeatureExtractor):
+    """2D ResNet features of slices (N, 1, H, W); see :class:`FeatureExtractor`."""
+
+    def __init__(self, weights=None, depth: int = 10, input_size: int | None = 128, seed: int = 0, device="cpu"):
+        super().__init__(2, weights, depth, input_size, seed, device)
