@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medgap.io import SpectraSet
+from medgap.io import SpectraSet, write_spectra
 from medgap.report.figures import plt, save_figure
 
 __all__ = ["demo_section"]
@@ -69,6 +69,11 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
         train(sim, real_unlabelled, model_dir, cfg, resume=False, progress=False)
         seconds[method] = round(time.perf_counter() - t0, 1)
         transferred[method] = apply_transfer(model_dir, sim)
+    data_dir = out_dir / "data"
+    write_spectra(data_dir / "sim.npz", sim)
+    write_spectra(data_dir / "real_stand_in.npz", real)
+    for method, data in transferred.items():
+        write_spectra(data_dir / f"{method}_sim2real.npz", data)
     report = evaluate(real, sim, transferred, out_dir / "report", max_train=1000 if quick else 5000)
     _spectra_figure(real, {"sim": sim, "cinn": transferred["cinn"]}, out_dir / "median_spectra.png")
     _pat_figure(out_dir / "pat_simulator.png")
@@ -89,4 +94,8 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
             "subjects are reported; 'real (upper bound)' trains on labelled stand-in data."),
         "metrics": metrics,
         "figures": [f"report/{f}" for f in report["figures"]] + ["median_spectra.png", "pat_simulator.png"],
+        "gaps": [{"name": "before: simulation vs real stand-in", "a": "data/sim.npz", "b": "data/real_stand_in.npz",
+                  "name_a": "sim", "name_b": "real stand-in"}]
+                + [{"name": f"after: {m} sim->real vs real stand-in", "a": f"data/{m}_sim2real.npz",
+                    "b": "data/real_stand_in.npz", "name_a": m, "name_b": "real stand-in"} for m in transferred],
     }
