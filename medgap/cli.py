@@ -90,6 +90,11 @@ def gap(
     console.print(f"[green]report: {out / 'report.html'}[/]")
 
 
+from medgap.synthesize.cli import app as synthesize_app  # noqa: E402
+
+app.add_typer(synthesize_app, name="synthesize")
+
+
 def main() -> None:
     """Entry point: MedgapError (bad input, bad config) -> 'error: ...' on stderr, exit code 2."""
     try:

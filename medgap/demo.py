@@ -58,6 +58,9 @@ def _sections() -> list[tuple[str, Section]]:
     from medgap.transfer.demo import demo_section as transfer_section
 
     sections.append(("transfer", transfer_section))
+    from medgap.synthesize.demo import demo_section as synthesize_section
+
+    sections.append(("synthesize", synthesize_section))
     return sections
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from monai.metrics.fid import get_fid_score
@@ -58,4 +60,8 @@ def frechet_distance(x, y) -> float:
     x, y = _t(x), _t(y)
     if len(x) < 2 or len(y) < 2:
         raise ValueError(f"Frechet distance needs at least 2 samples on each side, got {len(x)} and {len(y)}")
-    return float(get_fid_score(x, y))
+    with warnings.catch_warnings():
+        # fewer samples than feature dimensions make the covariances singular; the
+        # square root is still well defined (both are PSD), scipy just warns about it.
+        warnings.simplefilter("ignore")
+        return float(get_fid_score(x, y))

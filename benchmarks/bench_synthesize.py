@@ -1,0 +1,280 @@
+"""HA-GAN on this CPU: memory vs. resolution, speed vs. the reference layout, quality vs. a full-res GAN.
+
+Every measurement of time/memory runs in a fresh subprocess (peak RSS from getrusage
+covers exactly one configuration). The in-run baseline for speed is the same model with
+the literal ``upsample + conv`` layers of the reference implementation
+(``UpConv3d.folded = False``); GFLOP/s are FLOPs counted by torch's FlopCounterMode
+divided by the time, against the Conv3d ceiling measured in this run.
+
+    python benchmarks/bench_synthesize.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+# Reference implementation measured on this kind of CPU (2 cores), from the issue.
+REFERENCE = {
+    ("train", 128): (8.8, 2.2), ("train", 256): (40.6, 4.9),
+    ("generate", 128): (1.06, 1.2), ("generate", 256): (8.9, 5.7),
+}
+PAPER_GPU_MB = {32: 2573, 64: 2665, 128: 3167, 256: 5961}
+
+
+# ----------------------------------------------------------------------------- worker side
+def _worker(spec: dict) -> dict:
+    import resource
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from medgap.synthesize.model import HAGAN, Architecture, UpConv3d
+
+    UpConv3d.folded = spec.get("folded", True)
+    torch.manual_seed(0)
+    size, batch = spec["size"], spec.get("batch", 2)
+    arch = Architecture(size=size, width=spec.get("width", 1.0), latent_dim=spec.get("latent", 1024))
+    result: dict = {}
+    if spec["kind"] in ("train", "train_fullres"):
+        from medgap.synthesize.config import SynthesizeConfig
+
+        cfg = SynthesizeConfig(size=size, width=arch.width, latent_dim=arch.latent_dim)
+        x = torch.rand(batch, 1, size, size, size) * 2 - 1
+        if spec["kind"] == "train":
+            from medgap.synthesize.train import HAGANStep
+
+            step = HAGANStep(HAGAN(arch), cfg)
+            run = lambda: step(x, torch.randn(batch, arch.latent_dim), 4 * (arch.positions // 2))  # noqa: E731
+        else:
+            from medgap.synthesize.baseline import FullResGAN, FullResStep
+
+            step = FullResStep(FullResGAN(arch), cfg)
+            run = lambda: step(x, torch.randn(batch, arch.latent_dim))  # noqa: E731
+        with FlopCounterMode(display=False) as counter:
+            run()  # warm-up, and the FLOP count of one iteration
+        result["gflop"] = counter.get_total_flops() / 1e9
+        times = []
+        for _ in range(spec.get("repeats", 1)):
+            t0 = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t0)
+        result["seconds"] = min(times)
+    else:  # generation of one volume
+        from medgap.synthesize.model import Generator
+        from medgap.synthesize.slabwise import generate_slabwise
+
+        g = Generator(arch).eval()
+        z = torch.randn(1, arch.latent_dim)
+        budget = spec.get("max_memory_gb")
+        gflop = None
+        with torch.no_grad():
+            if spec["kind"] == "generate_whole":
+                with FlopCounterMode(display=False) as counter:
+                    g.generate(z)
+                gflop = counter.get_total_flops() / 1e9
+                t0 = time.perf_counter()
+                g.generate(z)
+            else:
+                generate_slabwise(g, z[:, :], chunk=1, keep_first=False) if size <= 64 else None  # warm-up
+                t0 = time.perf_counter()
+                generate_slabwise(g, z, max_memory_bytes=None if budget is None else budget * 2**30)
+        result["seconds"] = time.perf_counter() - t0
+        result["gflop"] = gflop
+    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def measure(spec: dict, timeout: int = 1800) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=timeout)
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1][:120]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- main side
+def _fmt(v, digits=3):
+    return "-" if v is None else (f"{v:.{digits}g}" if isinstance(v, float) else str(v))
+
+
+def memory_section(sizes, ceiling) -> tuple[str, dict]:
+    from machine import markdown_table
+
+    rows, raw = [], {}
+    for s in sizes:
+        tr = measure({"kind": "train", "size": s})
+        gw = measure({"kind": "generate_whole", "size": s})
+        gs = measure({"kind": "generate_slab", "size": s, "max_memory_gb": 1.9})
+        fr = measure({"kind": "train_fullres", "size": s}) if s <= 128 else {"error": "see bench_synthesize_memory"}
+        raw[s] = {"train": tr, "whole": gw, "slab": gs, "fullres": fr}
+        rows.append([f"{s}^3", tr.get("peak_mb"), fr.get("peak_mb", fr.get("error")), gw.get("peak_mb"),
+                     gs.get("peak_mb"), PAPER_GPU_MB.get(s, "-")])
+    table = markdown_table(
+        ["resolution", "HA-GAN train iter, peak RSS MB", "full-res GAN train iter, peak RSS MB",
+         "HA-GAN generate (whole volume), MB", "HA-GAN generate (slab-wise, --max-memory 1.9), MB",
+         "paper (GPU, training) MB"], rows)
+    return table, raw
+
+
+def speed_section(raw, sizes, ceiling) -> str:
+    from machine import markdown_table
+
+    rows = []
+    for s in [s for s in (128, 256) if s in sizes]:
+        new = raw[s]["train"]
+        old = measure({"kind": "train", "size": s, "folded": False})
+        ref_t, ref_m = REFERENCE[("train", s)]
+        rows.append([f"train iteration {s}^3, batch 2", ref_t, ref_m * 1024, _t(old), _t(new),
+                     _ratio(old, new), _ratio_ref(ref_t, new), _gf(new, ceiling), new.get("peak_mb")])
+        gw, gs = raw[s]["whole"], raw[s]["slab"]
+        ref_t, ref_m = REFERENCE[("generate", s)]
+        oldg = measure({"kind": "generate_whole", "size": s, "folded": False})
+        rows.append([f"generate {s}^3 (whole volume)", ref_t, ref_m * 1024, _t(oldg), _t(gw), _ratio(oldg, gw),
+                     _ratio_ref(ref_t, gw), _gf(gw, ceiling), gw.get("peak_mb")])
+        rows.append([f"generate {s}^3 (slab-wise, 1.9 GB budget)", ref_t, ref_m * 1024, _t(oldg), _t(gs),
+                     _ratio(oldg, gs), _ratio_ref(ref_t, gs), "-", gs.get("peak_mb")])
+    return markdown_table(
+        ["operation", "reference s (issue)", "reference peak MB (issue)", "literal upsample+conv s (this run)",
+         "medgap s", "speed-up vs. literal (this run)", "speed-up vs. reference (issue)",
+         "achieved GFLOP/s (% of Conv3d ceiling)", "medgap peak RSS MB"], rows)
+
+
+def _t(r):
+    return r.get("seconds", r.get("error"))
+
+
+def _ratio(old, new):
+    return (old["seconds"] / new["seconds"]) if "seconds" in old and "seconds" in new else "-"
+
+
+def _ratio_ref(ref_t, new):
+    return (ref_t / new["seconds"]) if "seconds" in new else "-"
+
+
+def _gf(r, ceiling):
+    if not r.get("gflop") or "seconds" not in r:
+        return "-"
+    g = r["gflop"] / r["seconds"]
+    return f"{g:.0f} ({100 * g / ceiling:.0f} %)"
+
+
+def memory_plot(raw, path: Path) -> None:
+    from medgap.report.figures import plt, save_figure
+
+    sizes = sorted(raw)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for key, label in [("train", "HA-GAN training iteration"), ("fullres", "full-res GAN training iteration"),
+                       ("whole", "HA-GAN generation, whole volume"), ("slab", "HA-GAN generation, slab-wise 1.9 GB")]:
+        pts = [(s, raw[s][key]["peak_mb"] / 1024) for s in sizes if "peak_mb" in raw[s][key]]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [f"{s}^3" for s in sizes])
+    ax.set_xlabel("output resolution")
+    ax.set_ylabel("peak RSS (GB), batch 2 / 1 volume")
+    ax.set_title("Memory vs. resolution (paper widths, this CPU)")
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def quality_section(seconds: float) -> str:
+    import numpy as np
+    import torch
+
+    from machine import markdown_table
+
+    from medgap.synthesize.api import Synthesizer
+    from medgap.synthesize.baseline import train_baseline
+    from medgap.synthesize.config import SynthesizeConfig
+    from medgap.synthesize.data import Augment, sample_dataset
+    from medgap.synthesize.evaluate import distribution_scores, ms_ssim_diversity
+    from medgap.synthesize.train import train
+    from medgap.metrics.features import VolumeFeatureExtractor
+    import tempfile
+
+    cfg = SynthesizeConfig.from_preset("cpu-small", overrides=["iterations=100000", "checkpoint_every=100000"])
+    data = sample_dataset(cfg)
+    n = 8
+    aug = Augment(cfg.size, seed=99)
+    real = np.stack([aug(torch.from_numpy(np.asarray(data.volumes[0], np.float32))[None])[0].numpy() for _ in range(n)])
+    ex = VolumeFeatureExtractor()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        res = train(data, cfg, Path(tmp) / "m", device="cpu", max_seconds=seconds, resume=False, progress=False)
+        fake = Synthesizer.load(Path(tmp) / "m", device="cpu").sample(n, seed=1)
+        s = distribution_scores(real, fake, ex)
+        rows.append(["HA-GAN", res.steps, res.seconds, s["fid"], s["mmd2"], ms_ssim_diversity(fake)])
+    base, steps, secs = train_baseline(data, cfg, max_seconds=seconds)
+    fake = base.sample(n, seed=1)
+    s = distribution_scores(real, fake, ex)
+    rows.append(["full-res 3D GAN", steps, secs, s["fid"], s["mmd2"], ms_ssim_diversity(fake)])
+    rows.append(["(real vs. real, other augmentations)", "-", "-",
+                 *[v for v in _real_vs_real(data, ex, n).values()], ms_ssim_diversity(real)])
+    return markdown_table(["model (64^3, width 0.25, z 128)", "iterations", "train s", "FID", "MMD^2",
+                           "MS-SSIM (lower = more diverse)"], rows)
+
+
+def _real_vs_real(data, ex, n):
+    import numpy as np
+    import torch
+
+    from medgap.synthesize.data import Augment
+    from medgap.synthesize.evaluate import distribution_scores
+
+    a, b = Augment(data.volumes.shape[1], seed=99), Augment(data.volumes.shape[1], seed=7)
+    v = torch.from_numpy(np.asarray(data.volumes[0], np.float32))[None]
+    ra = np.stack([a(v)[0].numpy() for _ in range(n)])
+    rb = np.stack([b(v)[0].numpy() for _ in range(n)])
+    s = distribution_scores(ra, rb, ex)
+    return {"fid": s["fid"], "mmd2": s["mmd2"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--worker", default=None)
+    parser.add_argument("--skip-quality", action="store_true")
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(_worker(json.loads(args.worker))))
+        return
+    from machine import conv3d_gflops, machine_info, markdown_table
+
+    info = machine_info()
+    ceiling = conv3d_gflops()
+    print(f"Machine: {info['cpu']}, {info['cores']} cores; shared with other engineers' runs, so timings swing "
+          f"with load. fp32 Conv3d ceiling measured at the start of this run: {ceiling:.0f} GFLOP/s.\n")
+    sizes = [32, 64, 128] if args.quick else [32, 64, 128, 256]
+    print("### Peak memory (paper widths: G 52.5 M, D 7.4 M, E 19.9 M parameters at 256^3; batch 2)\n")
+    table, raw = memory_section(sizes, ceiling)
+    print(table)
+    plot = ROOT / "docs" / "synthesize_memory.png"
+    memory_plot(raw, plot)
+    print(f"\nPlot: `docs/{plot.name}`.\n")
+    if not args.quick:
+        r = measure({"kind": "generate_slab", "size": 512, "max_memory_gb": 8.0}, timeout=3000)
+        print(f"512^3 generation, slab-wise with --max-memory 8: peak RSS {_fmt(r.get('peak_mb'))} MB, "
+              f"{_fmt(r.get('seconds'))} s {r.get('error', '')}\n")
+    print("### Speed vs. the reference (issue numbers) and vs. the literal layer layout measured in this run\n")
+    print(speed_section(raw, sizes, ceiling))
+    print(f"\nConv3d ceiling re-measured at the end: {conv3d_gflops():.0f} GFLOP/s.\n")
+    if not args.skip_quality:
+        secs = 40.0 if args.quick else 240.0
+        print(f"### Quality at equal wall-clock ({secs:.0f} s of training each, ICBM152 T1 + augmentation)\n")
+        print(quality_section(secs))
+        print("\nFID/MMD^2 on features of the foundation's fixed seeded MONAI ResNet-10 (not MedicalNet); "
+              "8 samples vs. 8 augmented copies of one template brain: a mechanics check, not a cohort result.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Using a trained HA-GAN: sample, encode, reconstruct, interpolate.
+
+>>> from medgap.synthesize import Synthesizer
+>>> syn = Synthesizer.load("my-hagan/")
+>>> paths = syn.save_samples("samples/", n=4, seed=0)        # NIfTI, correct affine
+>>> z, recon = syn.encode("subject.nii.gz")                   # z: (latent_dim,)
+>>> frames = syn.interpolate("a.nii.gz", "b.nii.gz", steps=5)  # (5, S, S, S)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from medgap.errors import InputError, ModelFolderError
+from medgap.io import Volume, read_nifti, write_nifti
+from medgap.modelio import load_model
+from medgap.synthesize.config import SynthesizeConfig
+from medgap.synthesize.data import Prepared, cube_affine, preprocess
+from medgap.synthesize.model import HAGAN, Architecture
+from medgap.synthesize.slabwise import generate_slabwise
+from medgap.training.runtime import resolve_device
+
+__all__ = ["Synthesizer"]
+
+METHOD = "synthesize"
+
+
+@dataclass
+class Synthesizer:
+    """A trained HA-GAN with its preprocessing settings.
+
+    spacing_mm: voxel size (mm, isotropic) of generated volumes; label_names: the
+    classes of a conditional model (``[]``/one entry when unconditional).
+    """
+
+    model: HAGAN
+    config: SynthesizeConfig
+    spacing_mm: float
+    label_names: list[str]
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def arch(self) -> Architecture:
+        return self.model.arch
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str = "auto") -> "Synthesizer":
+        saved = load_model(folder, method=METHOD)
+        cfg = SynthesizeConfig.load_json(saved.config)
+        extras = saved.info.get("extras", {})
+        try:
+            arch = Architecture(**extras["architecture"])
+        except (KeyError, TypeError) as exc:
+            raise ModelFolderError(folder, f"config.json lacks a valid 'architecture' entry ({exc})") from exc
+        model = HAGAN(arch)
+        for name in ("generator", "encoder_high", "encoder_global", "discriminator"):
+            if name in saved.weights:
+                getattr(model, name).load_state_dict(saved.weights[name])
+            elif name != "discriminator":
+                raise ModelFolderError(folder, f"{name}.safetensors is missing")
+        dev = resolve_device(device)
+        return cls(model.to(dev).eval(), cfg, float(extras.get("spacing_mm", 1.0)), list(extras.get("label_names", [])),
+                   dev)
+
+    # ------------------------------------------------------------------ sampling
+    def _labels(self, label: int | None, n: int) -> torch.Tensor | None:
+        k = self.arch.num_classes
+        if k == 0:
+            if label not in (None, 0):
+                raise InputError(None, f"--label {label}: this model is unconditional (no classes were trained)")
+            return None
+        if label is None:
+            raise InputError(None, f"this model is conditional: give --label in 0..{k - 1} ({', '.join(self.label_names)})")
+        if not 0 <= label < k:
+            raise InputError(None, f"--label {label} is outside the trained classes 0..{k - 1} ({', '.join(self.label_names)})")
+        return torch.full((n,), int(label), dtype=torch.long, device=self.device)
+
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None,
+                 max_memory_gb: float | None = None) -> np.ndarray:
+        """Volumes (B, S, S, S) in [-1, 1] from z (B, latent_dim), via slab-wise G^H."""
+        budget = None if max_memory_gb is None else max_memory_gb * 2**30
+        out = generate_slabwise(self.model.generator, z.to(self.device), labels, max_memory_bytes=budget)
+        return out[:, 0].numpy()
+
+    def sample(self, n: int, seed: int = 0, label: int | None = None, max_memory_gb: float | None = None) -> np.ndarray:
+        """n new volumes (n, S, S, S) in [-1, 1]."""
+        if n < 1:
+            raise InputError(None, f"--n must be >= 1, got {n}")
+        labels = self._labels(label, n)
+        z = torch.randn(n, self.arch.latent_dim, generator=torch.Generator().manual_seed(seed))
+        return self.generate(z, labels, max_memory_gb)
+
+    def affine(self, center_mm: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+        return cube_affine(self.arch.size, self.spacing_mm, center_mm)
+
+    def save_samples(self, out_dir: str | Path, n: int, seed: int = 0, label: int | None = None,
+                     max_memory_gb: float | None = None) -> list[Path]:
+        """Write ``sample_000.nii.gz`` ... (RAS, isotropic ``spacing_mm`` voxels, values in [-1, 1])."""
+        vols = self.sample(n, seed, label, max_memory_gb)  # validates before anything is written
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return [write_nifti(out_dir / f"sample_{i:03d}.nii.gz", v, affine=self.affine()) for i, v in enumerate(vols)]
+
+    # ------------------------------------------------------------------ encoding
+    def prepare(self, volume: str | Path | Volume) -> Prepared:
+        """Preprocess a volume exactly as the training data was."""
+        vol = read_nifti(volume) if not isinstance(volume, Volume) else volume
+        return preprocess(vol, self.config)
+
+    @torch.no_grad()
+    def encode(self, volume: str | Path | Volume | Prepared, label: int | None = None,
+               reconstruct: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """z (latent_dim,) of a volume, and its reconstruction G(z) (S, S, S) if asked.
+
+        Conditional models reconstruct with ``label`` (default 0).
+        """
+        prep = volume if isinstance(volume, Prepared) else self.prepare(volume)
+        x = torch.from_numpy(np.ascontiguousarray(prep.data))[None, None].to(self.device)
+        z = self.model.encode(x)
+        rec = None
+        if reconstruct:
+            labels = self._labels(0 if label is None else label, 1) if self.arch.num_classes else self._labels(label, 1)
+            rec = self.generate(z, labels)[0]
+        return z[0].cpu().numpy(), rec
+
+    def encode_to_files(self, volume: str | Path, z_out: str | Path, recon_out: str | Path | None = None,
+                        label: int | None = None) -> tuple[Path, Path | None]:
+        """Write z as .npy and (optionally) the reconstruction as NIfTI in the input's world position."""
+        from medgap.io import atomic_path
+
+        z_out = Path(z_out)
+        if z_out.suffix != ".npy":
+            raise InputError(z_out, "latent output must end in .npy")
+        prep = self.prepare(volume)
+        z, rec = self.encode(prep, label, reconstruct=recon_out is not None)
+        with atomic_path(z_out) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, z.astype(np.float32), allow_pickle=False)
+        rec_path = None
+        if recon_out is not None:
+            rec_path = write_nifti(recon_out, rec, affine=cube_affine(self.arch.size, prep.spacing_mm, prep.center_mm))
+        return z_out, rec_path
+
+    @torch.no_grad()
+    def interpolate(self, a: str | Path | Volume, b: str | Path | Volume, steps: int = 5,
+                    label: int | None = None) -> np.ndarray:
+        """Volumes (steps, S, S, S) along the straight line between the codes of a and b."""
+        if steps < 2:
+            raise InputError(None, f"steps must be >= 2, got {steps}")
+        za, _ = self.encode(a, label, reconstruct=False)
+        zb, _ = self.encode(b, label, reconstruct=False)
+        t = torch.linspace(0, 1, steps)[:, None]
+        z = (1 - t) * torch.from_numpy(za)[None] + t * torch.from_numpy(zb)[None]
+        labels = self._labels(0 if label is None else label, steps) if self.arch.num_classes else None
+        return self.generate(z, labels)

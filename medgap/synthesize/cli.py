@@ -1,0 +1,133 @@
+"""``medgap synthesize``: train HA-GAN, sample, encode, evaluate. Parses and calls the Python API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+from rich.console import Console
+
+from medgap.errors import InputError
+
+app = typer.Typer(help="HA-GAN: generate and encode high-resolution 3D CT/MR volumes.", no_args_is_help=True)
+console = Console()
+
+_ICBM = "icbm152"
+
+
+def _load_data(data: list[str], cfg, labels: Optional[str], cache_dir: Optional[Path]):
+    from medgap.synthesize.data import load_training_set, sample_dataset
+
+    if data == [_ICBM]:
+        return sample_dataset(cfg)
+    label_list = None
+    if labels is not None:
+        try:
+            label_list = [int(v) for v in labels.split(",")]
+        except ValueError:
+            raise InputError(None, f"--labels must be comma-separated integers, got '{labels}'") from None
+    return load_training_set(data, cfg, labels=label_list, cache_dir=cache_dir)
+
+
+@app.command()
+def train(
+    data: list[str] = typer.Argument(..., help="NIfTI files and/or folders, or 'icbm152' for the bundled sample."),
+    out: Path = typer.Option(..., "--out", help="Model folder to write."),
+    preset: str = typer.Option("cpu-small", "--preset", help="cpu-small | paper"),
+    config: Optional[Path] = typer.Option(None, "--config", help="JSON/YAML config file."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config field, e.g. --set lr_d=2e-4 (repeatable)."),
+    size: Optional[int] = typer.Option(None, "--size", help="Volume side in voxels (power of two >= 32)."),
+    iterations: Optional[int] = typer.Option(None, "--iterations"),
+    modality: Optional[str] = typer.Option(None, "--modality", help="ct (HU window) or mr (percentile clip)."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated class per input file (conditional)."),
+    device: str = typer.Option("auto", "--device"),
+    seed: int = typer.Option(0, "--seed"),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop (with a checkpoint) after this long."),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Start over even if checkpoints exist."),
+) -> None:
+    """Train HA-GAN on a folder of volumes; resumes from <out>.run/checkpoints when interrupted."""
+    from medgap.synthesize.config import SynthesizeConfig
+    from medgap.synthesize.train import default_work_dir
+    from medgap.synthesize.train import train as run
+
+    overrides = list(set_)
+    for key, value in (("size", size), ("iterations", iterations), ("modality", modality)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if labels is not None:
+        overrides.append("conditional=true")
+    cfg = SynthesizeConfig.from_preset(preset, config, overrides)
+    work = default_work_dir(out)
+    ts = _load_data(data, cfg, labels, work / "cache")
+    result = run(ts, cfg, out, device=device, seed=seed, resume=not no_resume,
+                 max_seconds=None if max_minutes is None else 60 * max_minutes)
+    console.print(f"trained {result.steps} iterations in {result.seconds:.0f} s; model folder: {result.model_dir}")
+
+
+@app.command()
+def sample(
+    model_dir: Path = typer.Argument(..., help="Model folder written by 'train'."),
+    n: int = typer.Option(4, "--n", help="Number of volumes."),
+    out: Path = typer.Option(..., "--out", help="Folder for sample_000.nii.gz ..."),
+    seed: int = typer.Option(0, "--seed"),
+    label: Optional[int] = typer.Option(None, "--label", help="Class to generate (conditional models)."),
+    max_memory: Optional[float] = typer.Option(None, "--max-memory", help="Peak memory budget in GB."),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    """Generate new volumes as NIfTI (RAS, isotropic voxels of the training spacing)."""
+    from medgap.synthesize.api import Synthesizer
+
+    syn = Synthesizer.load(model_dir, device=device)
+    for path in syn.save_samples(out, n, seed=seed, label=label, max_memory_gb=max_memory):
+        console.print(str(path))
+
+
+@app.command()
+def encode(
+    model_dir: Path = typer.Argument(...),
+    volume: Path = typer.Argument(..., help="NIfTI volume to encode."),
+    out: Path = typer.Option(..., "--out", help="Latent code z as .npy."),
+    reconstruction: Optional[Path] = typer.Option(None, "--reconstruction", help="Also write G(z) as NIfTI."),
+    label: Optional[int] = typer.Option(None, "--label"),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    """Encode a volume into z = E^G(E^H(x)) (and reconstruct it)."""
+    from medgap.synthesize.api import Synthesizer
+
+    syn = Synthesizer.load(model_dir, device=device)
+    z_path, rec = syn.encode_to_files(volume, out, reconstruction, label)
+    console.print(f"z: {z_path}" + (f"; reconstruction: {rec}" if rec else ""))
+
+
+@app.command()
+def evaluate(
+    model_dir: Path = typer.Argument(...),
+    real: list[str] = typer.Option(..., "--real", help="Real volumes (files/folders), or 'icbm152' "
+                                   "(augmented copies of the bundled template)."),
+    out: Path = typer.Option(..., "--out", help="Report folder (metrics.json, montage.png)."),
+    n: int = typer.Option(8, "--n", help="Number of generated volumes."),
+    seed: int = typer.Option(0, "--seed"),
+    label: Optional[int] = typer.Option(None, "--label"),
+    feature_weights: Optional[Path] = typer.Option(None, "--feature-weights",
+                                                   help="Local MedicalNet ResNet-10 weights (.pth/.safetensors)."),
+    max_memory: Optional[float] = typer.Option(None, "--max-memory"),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    """FID / MMD^2 on 3D features, MS-SSIM diversity, montage of samples vs. real."""
+    from medgap.synthesize.api import Synthesizer
+    from medgap.synthesize.evaluate import evaluate_model
+
+    syn = Synthesizer.load(model_dir, device=device)
+    ts = _load_data(real, syn.config.replace(conditional=False), None, None)
+    volumes = np.asarray(ts.volumes, dtype=np.float32)
+    if real == [_ICBM]:  # one template brain: compare with augmented copies of it
+        from medgap.synthesize.data import augmented_copies
+
+        volumes = augmented_copies(volumes[0], n, seed=seed + 1)
+    report = evaluate_model(syn, volumes, out, n=n, seed=seed, label=label,
+                            feature_weights=feature_weights, max_memory_gb=max_memory)
+    console.print_json(json.dumps(report))
+

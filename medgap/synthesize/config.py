@@ -1,0 +1,70 @@
+"""Configuration of HA-GAN training and preprocessing, with ``cpu-small`` and ``paper`` presets."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from medgap.config import MedgapConfig
+from medgap.synthesize.model import Architecture
+
+__all__ = ["SynthesizeConfig"]
+
+
+class SynthesizeConfig(MedgapConfig):
+    """Everything a training run needs; the class defaults are the ``cpu-small`` preset.
+
+    Architecture: ``size`` (voxels per side, power of two >= 32), ``width`` (channel
+    multiplier), ``latent_dim``, ``conditional`` (class labels from the data).
+    Data: ``modality`` ``ct`` (HU window ``ct_window`` -> [-1, 1]) or ``mr``
+    (percentile clip ``mr_percentiles`` -> [-1, 1]); ``spacing_mm`` isotropic
+    resampling target (None: the finest spacing of each volume); ``augment``.
+    Optimisation: Adam(``beta1``, ``beta2``), ``lr_g`` (G and both encoders),
+    ``lr_d``; ``batch_size`` is the global batch (split over DDP ranks).
+    """
+
+    size: int = 64
+    width: float = Field(0.25, gt=0, le=4)
+    latent_dim: int = Field(128, ge=1)
+    conditional: bool = False
+
+    modality: Literal["mr", "ct"] = "mr"
+    ct_window: tuple[float, float] = (-1024.0, 600.0)
+    mr_percentiles: tuple[float, float] = (0.5, 99.5)
+    spacing_mm: float | None = Field(None, gt=0)
+    cache_dtype: Literal["float16", "float32"] = "float16"
+    augment: bool = True
+
+    iterations: int = Field(600, ge=1)
+    batch_size: int = Field(4, ge=1)
+    lr_g: float = Field(1e-4, gt=0)
+    lr_d: float = Field(4e-4, gt=0)
+    beta1: float = Field(0.0, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(100, ge=1)
+    keep_last: int = Field(2, ge=1)
+
+    presets: ClassVar[dict[str, dict]] = {
+        "cpu-small": {},
+        "paper": {"size": 256, "width": 1.0, "latent_dim": 1024, "iterations": 80000, "batch_size": 4,
+                  "checkpoint_every": 1000},
+    }
+
+    @field_validator("size")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        if v < 32 or v & (v - 1):
+            raise ValueError(f"size must be a power of two >= 32, got {v}")
+        return v
+
+    @field_validator("ct_window", "mr_percentiles")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not v[0] < v[1]:
+            raise ValueError(f"needs low < high, got {v}")
+        return v
+
+    def architecture(self, num_classes: int = 0) -> Architecture:
+        return Architecture(self.size, self.width, self.latent_dim, num_classes if self.conditional else 0)

@@ -1,0 +1,286 @@
+"""Training data for HA-GAN: NIfTI volumes -> isotropic -> intensity in [-1, 1] -> size^3 cube.
+
+Pipeline per volume (``preprocess``):
+
+1. reorient to RAS (nibabel's closest canonical orientation), so every volume
+   and every generated sample shares one axis convention;
+2. resample to isotropic voxels (``spacing_mm``, default: the volume's finest
+   spacing) -- keeping the anatomy's aspect ratio;
+3. intensity: CT is clipped to the HU window (default [-1024, 600]) and mapped
+   to [-1, 1]; MR is clipped to percentiles (default 0.5, 99.5) and mapped to
+   [-1, 1];
+4. pad to a cube (background -1, centred) and resize it to ``size^3``
+   (area averaging when shrinking, trilinear when enlarging). The resulting
+   isotropic spacing (mm) is recorded.
+
+``VolumeCache`` stores the preprocessed cubes once as a memory-mapped
+float16/float32 array, so epochs never re-read NIfTI files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medgap.data.sample import load_icbm152, resample_isotropic
+from medgap.errors import InputError
+from medgap.io import Volume, atomic_path, atomic_write_text, is_nifti, read_nifti
+from medgap.synthesize.config import SynthesizeConfig
+
+__all__ = [
+    "Prepared",
+    "TrainingSet",
+    "cube_affine",
+    "find_volumes",
+    "preprocess",
+    "load_training_set",
+    "sample_dataset",
+    "Augment",
+    "augmented_copies",
+]
+
+# Below this minimum a CT volume holds no air, so it is not in Hounsfield units.
+_CT_MIN_HU = -500.0
+
+
+@dataclass
+class Prepared:
+    """One preprocessed volume: ``data`` (S, S, S) float32 in [-1, 1], RAS axes.
+
+    spacing_mm: isotropic voxel size of the cube; center_mm: world position (mm)
+    of the cube centre (so outputs can be written back in the scanner's space).
+    """
+
+    data: np.ndarray
+    spacing_mm: float
+    center_mm: np.ndarray
+    source: str
+
+
+def cube_affine(size: int, spacing_mm: float, center_mm: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+    """RAS affine of a size^3 cube of ``spacing_mm`` voxels centred at ``center_mm``."""
+    affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
+    affine[:3, 3] = np.asarray(center_mm, dtype=np.float64) - spacing_mm * (size - 1) / 2.0
+    return affine
+
+
+def find_volumes(inputs: Sequence[str | Path]) -> list[Path]:
+    """Expand folders into the NIfTI files they hold (sorted); check files exist."""
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file() and is_nifti(q))
+            if not found:
+                raise InputError(p, "folder holds no .nii/.nii.gz volumes")
+            files += found
+        elif not p.exists():
+            raise InputError(p, "file does not exist")
+        elif not is_nifti(p):
+            raise InputError(p, "not a NIfTI file (.nii or .nii.gz expected)")
+        else:
+            files.append(p)
+    if not files:
+        raise InputError(None, "no input volumes given")
+    return files
+
+
+def _canonical(vol: Volume) -> Volume:
+    img = nib.as_closest_canonical(nib.Nifti1Image(vol.data, vol.affine))
+    return Volume(np.asarray(img.dataobj, dtype=np.float32), img.affine.copy(), None, vol.path)
+
+
+def _to_cube(data: np.ndarray, size: int) -> np.ndarray:
+    side = max(data.shape)
+    pads = [((side - s) // 2, side - s - (side - s) // 2) for s in data.shape]
+    cube = np.pad(data, pads, mode="constant", constant_values=-1.0)
+    t = torch.from_numpy(np.ascontiguousarray(cube))[None, None]
+    if side > size:  # area averaging = anti-aliased shrink
+        t = F.interpolate(t, size=(size,) * 3, mode="area")
+    elif side < size:
+        t = F.interpolate(t, size=(size,) * 3, mode="trilinear", align_corners=False)
+    return t[0, 0].numpy().astype(np.float32)
+
+
+def preprocess(vol: Volume, cfg: SynthesizeConfig, modality: str | None = None) -> Prepared:
+    """Turn one volume into a training cube (see the module docstring).
+
+    Raises InputError (naming the file) for a CT that is not in HU, a constant
+    volume, or a volume too thin to be 3D.
+    """
+    modality = modality or cfg.modality
+    where = vol.path
+    if min(vol.shape) < 2:
+        raise InputError(where, f"volume of shape {vol.shape} is too thin to be a 3D image")
+    vol = _canonical(vol)
+    target = cfg.spacing_mm or min(vol.spacing)
+    if max(abs(s - target) for s in vol.spacing) > 1e-3 * target:
+        vol = resample_isotropic(vol, target, order=1)
+    data = vol.data
+    if modality == "ct":
+        lo_v = float(data.min())
+        if lo_v > _CT_MIN_HU:
+            raise InputError(
+                where,
+                f"does not look like a CT in Hounsfield units (minimum {lo_v:.0f} > {_CT_MIN_HU:.0f}: no air); "
+                "apply the scanner's rescale slope/intercept first, or use --modality mr",
+            )
+        lo, hi = cfg.ct_window
+    else:
+        lo, hi = (float(v) for v in np.percentile(data, cfg.mr_percentiles))
+        if hi - lo <= 1e-6 * max(1.0, abs(hi)):
+            raise InputError(where, "volume is constant (nothing to learn from)")
+    data = (np.clip(data, lo, hi) - lo) / (hi - lo) * 2.0 - 1.0
+    side = max(data.shape)
+    spacing_out = target * side / cfg.size
+    center = vol.affine[:3, :3] @ ((np.array(data.shape) - 1) / 2.0) + vol.affine[:3, 3]
+    return Prepared(_to_cube(data.astype(np.float32), cfg.size), float(spacing_out), center, str(where or "<array>"))
+
+
+@dataclass
+class TrainingSet:
+    """Preprocessed cubes (N, S, S, S) in [-1, 1] (possibly a read-only memmap) and labels."""
+
+    volumes: np.ndarray
+    labels: np.ndarray  # (N,) int64
+    label_names: list[str]
+    spacing_mm: float
+    sources: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.volumes)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    def describe(self) -> dict:
+        return {"volumes": len(self), "size": int(self.volumes.shape[1]), "spacing_mm": round(self.spacing_mm, 4),
+                "label_names": self.label_names, "sources": self.sources[:20]}
+
+
+def _cache_key(files: list[Path], labels: list[int], cfg: SynthesizeConfig) -> str:
+    h = hashlib.sha256()
+    for f, lab in zip(files, labels):
+        st = f.stat()
+        h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}|{lab}\n".encode())
+    keys = ("size", "modality", "ct_window", "mr_percentiles", "spacing_mm", "cache_dtype")
+    h.update(json.dumps({k: getattr(cfg, k) for k in keys}, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def _assemble(prepared: list[Prepared], labels: list[int], names: list[str]) -> TrainingSet:
+    spacing = float(np.median([p.spacing_mm for p in prepared]))
+    return TrainingSet(np.stack([p.data for p in prepared]), np.asarray(labels, dtype=np.int64), names, spacing,
+                       [p.source for p in prepared])
+
+
+def load_training_set(
+    inputs: Sequence[str | Path],
+    cfg: SynthesizeConfig,
+    *,
+    labels: Sequence[int] | None = None,
+    label_names: Sequence[str] | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> TrainingSet:
+    """Read, preprocess and (optionally) cache NIfTI volumes.
+
+    inputs: files and/or folders of .nii/.nii.gz. labels: one int per file (class
+    conditioning), default all 0. With ``cache_dir`` the cubes are stored once as
+    ``<key>.npy`` (memory-mapped on later runs; key = files, sizes, mtimes, settings).
+    Volumes of different shapes and spacings are fine: each is resampled.
+    """
+    from medgap.training.runtime import track
+
+    files = find_volumes(inputs)
+    labels = [0] * len(files) if labels is None else [int(v) for v in labels]
+    if len(labels) != len(files):
+        raise InputError(None, f"{len(labels)} labels for {len(files)} volumes")
+    if min(labels) < 0:
+        raise InputError(None, f"labels must be >= 0, got {min(labels)}")
+    names = list(label_names) if label_names else [str(i) for i in range(max(labels) + 1)]
+    if cache_dir is not None:
+        cache_dir = Path(cache_dir)
+        key = _cache_key(files, labels, cfg)
+        arr_path, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
+        if arr_path.exists() and meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+            data = np.load(arr_path, mmap_mode="r", allow_pickle=False)
+            return TrainingSet(data, np.asarray(meta["labels"], dtype=np.int64), meta["label_names"],
+                               meta["spacing_mm"], meta["sources"])
+    prepared = [preprocess(read_nifti(f), cfg) for f in track(files, description="preprocessing", disable=not progress)]
+    ts = _assemble(prepared, labels, names)
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(arr_path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, ts.volumes.astype(cfg.cache_dtype), allow_pickle=False)
+        atomic_write_text(meta_path, json.dumps({"labels": ts.labels.tolist(), "label_names": ts.label_names,
+                                                 "spacing_mm": ts.spacing_mm, "sources": ts.sources}))
+        ts.volumes = np.load(arr_path, mmap_mode="r", allow_pickle=False)
+    return ts
+
+
+def sample_dataset(cfg: SynthesizeConfig, resolution_mm: float = 2.0) -> TrainingSet:
+    """The offline ICBM152 template as a (tiny) training set: T1, GM and WM maps (labels 0, 1, 2).
+
+    One average brain: with augmentation it shows the mechanics of training, not
+    a population a GAN can learn real variability from. Unconditional configs
+    train on the T1 only.
+    """
+    brain = load_icbm152(resolution_mm)
+    mr = cfg.replace(modality="mr", spacing_mm=None)
+    if not cfg.conditional:
+        return _assemble([preprocess(brain.t1, mr)], [0], ["t1"])
+    maps = [brain.t1, brain.gm, brain.wm]
+    return _assemble([preprocess(v, mr) for v in maps], [0, 1, 2], ["t1", "gm", "wm"])
+
+
+class Augment:
+    """Random spatial and intensity augmentation of a cube in [-1, 1] (MONAI transforms).
+
+    Affine (rotation +-0.1 rad, scaling +-8 %, translation +-4 % of the side),
+    3D elastic deformation (p=0.3), gamma contrast and intensity scaling; the
+    result is clipped back to [-1, 1]. Seeded through ``set_random_state``.
+    """
+
+    def __init__(self, size: int, seed: int = 0):
+        from monai.transforms import (
+            Compose,
+            Rand3DElastic,
+            RandAdjustContrast,
+            RandAffine,
+            RandScaleIntensity,
+        )
+
+        self.transform = Compose([
+            RandAffine(prob=0.8, rotate_range=(0.1, 0.1, 0.1), scale_range=(0.08, 0.08, 0.08),
+                       translate_range=(0.04 * size,) * 3, padding_mode="zeros"),
+            Rand3DElastic(sigma_range=(5, 7), magnitude_range=(0.0, 0.04 * size), prob=0.3, padding_mode="zeros"),
+            RandAdjustContrast(prob=0.5, gamma=(0.8, 1.25)),
+            RandScaleIntensity(factors=0.1, prob=0.5),
+        ])
+        self.transform.set_random_state(seed=seed)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (1, S, S, S) in [-1, 1] -> same shape, augmented."""
+        y = (x + 1.0) / 2.0  # background 0, so zero padding is background
+        y = self.transform(y)
+        y = y.as_tensor() if hasattr(y, "as_tensor") else torch.as_tensor(y)  # drop MONAI metadata
+        return (y.clamp(0.0, 1.0) * 2.0 - 1.0).float()
+
+
+def augmented_copies(volume: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """n augmented copies (n, S, S, S) of one cube (S, S, S) in [-1, 1] -- a stand-in 'real set'."""
+    aug = Augment(volume.shape[0], seed=seed)
+    x = torch.from_numpy(np.asarray(volume, dtype=np.float32))[None]
+    return np.stack([aug(x)[0].numpy() for _ in range(n)])

@@ -1,0 +1,67 @@
+"""Demo section: HA-GAN trained on the bundled ICBM152 T1 with augmentation (cpu-small path)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from medgap.io import write_nifti
+from medgap.synthesize.api import Synthesizer
+from medgap.synthesize.config import SynthesizeConfig
+from medgap.synthesize.data import augmented_copies, sample_dataset
+from medgap.synthesize.evaluate import distribution_scores, ms_ssim_diversity, save_montage
+from medgap.synthesize.train import train
+
+__all__ = ["demo_section"]
+
+
+def demo_section(out_dir: Path, quick: bool = False) -> dict:
+    """Train (64^3, or 32^3 when quick), sample, encode, score; figures under ``out_dir``."""
+    out_dir = Path(out_dir)
+    overrides = ["size=32", "iterations=30", "batch_size=2"] if quick else ["iterations=2000", "batch_size=2"]
+    budget_s = 15.0 if quick else 150.0
+    cfg = SynthesizeConfig.from_preset("cpu-small", overrides=overrides + ["checkpoint_every=1000000"])
+    data = sample_dataset(cfg)
+    start = time.perf_counter()
+    result = train(data, cfg, out_dir / "model", work_dir=out_dir / "run", device="cpu", seed=0, resume=False,
+                   max_seconds=budget_s, progress=False)
+    train_s = time.perf_counter() - start
+    syn = Synthesizer.load(out_dir / "model", device="cpu")
+    n = 4 if quick else 8
+    fake = syn.sample(n, seed=1)
+    real = augmented_copies(np.asarray(data.volumes[0]), n, seed=123)
+    scores = distribution_scores(real, fake)
+    z, rec = syn.encode(syn.prepare(_t1_volume()), reconstruct=True)
+    save_montage(out_dir / "montage.png", {"HA-GAN samples": fake, "augmented ICBM152": real})
+    save_montage(out_dir / "reconstruction.png", {"T1 (preprocessed)": data.volumes[:1], "G(E(x))": rec[None]}, per_row=1)
+    # NIfTI sets for the demo's domain-gap table: generated vs. (augmented) real.
+    syn.save_samples(out_dir / "samples", n=n, seed=1)
+    for i, v in enumerate(real):
+        write_nifti(out_dir / "real" / f"real_{i:03d}.nii.gz", v, affine=syn.affine())
+    metrics = {
+        "size": cfg.size, "iterations": result.steps, "train_seconds": round(train_s, 1),
+        "fid": round(scores["fid"], 4), "mmd2": round(scores["mmd2"], 4),
+        "ms_ssim_generated": round(ms_ssim_diversity(fake), 4), "ms_ssim_real": round(ms_ssim_diversity(real), 4),
+        "reconstruction_l1": round(float(np.abs(rec - np.asarray(data.volumes[0])).mean()), 4),
+        "spacing_mm": round(syn.spacing_mm, 3), "latent_dim": int(z.shape[0]),
+    }
+    summary = (
+        f"HA-GAN ({cfg.size}^3, width {cfg.width}, z {cfg.latent_dim}) trained for {result.steps} iterations "
+        f"({train_s:.0f} s, 2 CPU cores) on the ICBM152 T1 template with random affine/elastic/intensity "
+        "augmentation, then sampled (slab-wise G^H), encoded and scored against augmented copies of the template "
+        f"({scores['feature_extractor']} features). One average brain is a stand-in for a cohort: this shows the "
+        "mechanics (training steps, NIfTI output with the right spacing, encoding), not the quality a real "
+        "dataset and 80k iterations give. Samples are written as NIfTI under samples/, the augmented "
+        "real copies under real/."
+    )
+    return {"title": "HA-GAN 3D synthesis", "summary": summary, "metrics": metrics,
+            "figures": ["montage.png", "reconstruction.png"],
+            "gaps": [{"name": "HA-GAN samples vs. augmented ICBM152", "a": "samples", "b": "real",
+                      "name_a": "HA-GAN", "name_b": "ICBM152 (augmented)"}]}
+
+
+def _t1_volume():
+    from medgap.data.sample import load_icbm152
+
+    return load_icbm152(2.0).t1

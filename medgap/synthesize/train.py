@@ -1,0 +1,247 @@
+"""HA-GAN training loop (one iteration = D step, G step, E^H step, E^G step).
+
+Per iteration, with a global batch x (B, 1, S, S, S) in [-1, 1]:
+
+* slab start ``k`` is drawn from {0, 4, ..., 7S/8}: a multiple of 4, so the real
+  slab ``x[:, :, k : k + S/8]`` and the generated one (feature slices
+  ``k/4 : k/4 + S/32``) cover exactly the same voxels;
+* the low-resolution real target is ``avg_pool3d(x, 4)`` (anti-aliased);
+* D step: non-saturating BCE, real -> 1, fake -> 0 (fake detached);
+* G step: BCE(D(fake), 1) on the same generated batch, D frozen;
+* E^H step (G frozen): L1(G^H(E^H(x_slab)), x_slab);
+* E^G step (G, E^H frozen): z' = E^G(E^H(x) slab-wise); 0.5 * (L1 on the slab + L1 on
+  the low-res volume) through G;
+* Adam(beta1, beta2) = (0, 0.999); lr 1e-4 for G and the encoders, 4e-4 for D.
+
+Conditional models (``conditional=True``) concatenate a one-hot label to z and add
+auxiliary-classifier cross-entropy terms (real labels in the D step, sampled labels in
+the G step).
+
+Works on CPU, CUDA and under ``torchrun`` (DDP; the batch is the global batch).
+Checkpoints (last ``keep_last`` + best by the E^G reconstruction loss) go to
+``<work_dir>/checkpoints``; a rerun resumes from the latest one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medgap.errors import InputError
+from medgap.modelio import save_model
+from medgap.synthesize.config import SynthesizeConfig
+from medgap.synthesize.data import Augment, TrainingSet
+from medgap.synthesize.model import HAGAN, count_parameters
+from medgap.training.checkpoint import CheckpointManager
+from medgap.training.distributed import setup_distributed
+from medgap.training.runtime import MetricLogger, seed_everything, track
+
+__all__ = ["TrainResult", "train", "default_work_dir", "save_hagan", "HAGANStep"]
+
+METHOD = "synthesize"
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path | None
+    work_dir: Path
+    start_step: int
+    steps: int
+    seconds: float
+    losses: dict[str, float] = field(default_factory=dict)
+
+
+def default_work_dir(model_dir: str | Path) -> Path:
+    """Checkpoints, metrics and the data cache live beside the model folder: ``<model_dir>.run``."""
+    model_dir = Path(model_dir)
+    return model_dir.with_name(model_dir.name + ".run")
+
+
+def _frozen(module: torch.nn.Module, frozen: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(not frozen)
+
+
+class HAGANStep:
+    """One training iteration of HA-GAN on a local batch (the four steps in order).
+
+    Holds the (possibly DDP-wrapped) networks and their optimisers. Calls that need
+    no gradient synchronisation (a frozen network) go to the unwrapped module.
+    """
+
+    def __init__(self, model: HAGAN, cfg: SynthesizeConfig, wrap=lambda m: m):
+        self.model = model
+        self.arch = model.arch
+        self.G = wrap(model.generator)
+        self.D = wrap(model.discriminator)
+        self.EH = wrap(model.encoder_high)
+        self.EG = wrap(model.encoder_global)
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt = {
+            "g": torch.optim.Adam(model.generator.parameters(), lr=cfg.lr_g, betas=betas),
+            "d": torch.optim.Adam(model.discriminator.parameters(), lr=cfg.lr_d, betas=betas),
+            "eh": torch.optim.Adam(model.encoder_high.parameters(), lr=cfg.lr_g, betas=betas),
+            "eg": torch.optim.Adam(model.encoder_global.parameters(), lr=cfg.lr_g, betas=betas),
+        }
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        m = self.model
+        return {"generator": m.generator, "discriminator": m.discriminator,
+                "encoder_high": m.encoder_high, "encoder_global": m.encoder_global}
+
+    def __call__(self, x: torch.Tensor, z: torch.Tensor, k: int, y_real=None, y_fake=None) -> dict[str, float]:
+        """x (b, 1, S, S, S) real; z (b, latent) noise; k slab start (multiple of 4); labels (b,) or None."""
+        m, a = self.model, self.arch
+        d = a.slab_depth
+        x_slab = x[:, :, k : k + d]
+        x_low = F.avg_pool3d(x, 4)
+        kvec = torch.full((x.shape[0],), float(k), device=x.device)
+        ones = torch.ones(x.shape[0], device=x.device)
+        zeros = torch.zeros_like(ones)
+        cond = a.num_classes > 0
+
+        # ---- D step (fake detached; the same fake batch serves the G step)
+        fake_slab, fake_low = self.G(z, k // 4, y_fake)
+        real_logit, real_cls = self.D(x_slab, x_low, kvec)
+        fake_logit, _ = self.D(fake_slab.detach(), fake_low.detach(), kvec)
+        loss_d = F.binary_cross_entropy_with_logits(real_logit, ones) + F.binary_cross_entropy_with_logits(fake_logit, zeros)
+        if cond:
+            loss_d = loss_d + F.cross_entropy(real_cls, y_real)
+        self.opt["d"].zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt["d"].step()
+
+        # ---- G step (D frozen: no weight gradients, no DDP sync needed)
+        _frozen(m.discriminator, True)
+        g_logit, g_cls = m.discriminator(fake_slab, fake_low, kvec)
+        loss_g = F.binary_cross_entropy_with_logits(g_logit, ones)
+        if cond:
+            loss_g = loss_g + F.cross_entropy(g_cls, y_fake)
+        self.opt["g"].zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt["g"].step()
+        _frozen(m.discriminator, False)
+        del fake_slab, fake_low
+
+        # ---- E^H step (G frozen)
+        _frozen(m.generator, True)
+        rec = m.generator.high(self.EH(x_slab))
+        loss_eh = F.l1_loss(rec, x_slab)
+        self.opt["eh"].zero_grad(set_to_none=True)
+        loss_eh.backward()
+        self.opt["eh"].step()
+
+        # ---- E^G step (G and E^H frozen)
+        with torch.no_grad():
+            feats = m.encode_features(x)
+        rec_slab, rec_low = m.generator(self.EG(feats), k // 4, y_real)
+        loss_eg = 0.5 * (F.l1_loss(rec_slab, x_slab) + F.l1_loss(rec_low, x_low))
+        self.opt["eg"].zero_grad(set_to_none=True)
+        loss_eg.backward()
+        self.opt["eg"].step()
+        _frozen(m.generator, False)
+        return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "loss_eh": loss_eh.item(), "loss_eg": loss_eg.item(),
+                "d_real": torch.sigmoid(real_logit).mean().item(), "d_fake": torch.sigmoid(fake_logit).mean().item()}
+
+
+def save_hagan(folder: Path, model: HAGAN, cfg: SynthesizeConfig, data: TrainingSet, steps: int, seconds: float) -> Path:
+    """Write a model folder (generator, both encoders, discriminator, metadata)."""
+    extras = {"architecture": model.arch.to_dict(), "spacing_mm": data.spacing_mm, "label_names": data.label_names,
+              "steps": steps, "train_seconds": round(seconds, 1),
+              "parameters": {k: count_parameters(v) for k, v in model.named_children()}}
+    card = (f"# HA-GAN ({model.arch.size}^3, width {model.arch.width}, z {model.arch.latent_dim})\n\n"
+            f"Hierarchical amortized 3D GAN trained by medgap for {steps} iterations on "
+            f"{len(data)} volume(s) ({data.spacing_mm:.3f} mm isotropic voxels, modality {cfg.modality}).\n\n"
+            "Sample: `medgap synthesize sample THIS_FOLDER --n 4 --out samples/`\n"
+            "Encode: `medgap synthesize encode THIS_FOLDER volume.nii.gz --out z.npy`\n")
+    weights = {"generator": model.generator, "encoder_high": model.encoder_high,
+               "encoder_global": model.encoder_global, "discriminator": model.discriminator}
+    return save_model(folder, method=METHOD, config=cfg, weights=weights, trained_on=data.describe(),
+                      card=card, extras=extras)
+
+
+def train(
+    data: TrainingSet,
+    cfg: SynthesizeConfig,
+    model_dir: str | Path | None,
+    *,
+    work_dir: str | Path | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    resume: bool = True,
+    max_seconds: float | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train HA-GAN on ``data`` and write the model folder ``model_dir``.
+
+    Returns what ran. ``max_seconds`` stops early (after a checkpoint) for
+    equal-wall-clock comparisons. Under torchrun only rank 0 writes.
+    """
+    if data.volumes.shape[1:] != (cfg.size,) * 3:
+        raise InputError(None, f"training cubes are {data.volumes.shape[1:]}, config size is {cfg.size}")
+    if model_dir is None and work_dir is None:
+        raise ValueError("give model_dir or work_dir")
+    work_dir = Path(work_dir) if work_dir is not None else default_work_dir(model_dir)
+    ctx = setup_distributed(device)
+    seed_everything(seed)  # same initial weights on every rank
+    model = HAGAN(cfg.architecture(data.num_classes)).to(ctx.device)
+    step_fn = HAGANStep(model, cfg, wrap=ctx.wrap)
+    ckpt = CheckpointManager(work_dir / "checkpoints", keep_last=cfg.keep_last)
+    start, elapsed_before = 0, 0.0
+    if resume and ckpt.latest() is not None:
+        start, extra = ckpt.restore(step_fn.modules(), step_fn.opt)
+        elapsed_before = float(extra.get("seconds", 0.0))
+    logger = MetricLogger(work_dir, enabled=ctx.is_main)
+    augment = Augment(cfg.size, seed=seed + start) if cfg.augment else None
+    a, n, B = model.arch, len(data), cfg.batch_size
+    window: list[float] = []
+    last: dict[str, float] = {}
+    t0 = time.perf_counter()
+    done = start
+
+    def save_ckpt(at: int) -> None:
+        if ctx.is_main:
+            metric = float(np.mean(window)) if window else None
+            ckpt.save(at, step_fn.modules(), step_fn.opt,
+                      extra={"seconds": elapsed_before + time.perf_counter() - t0}, metric=metric)
+        window.clear()
+
+    model.train()
+    for step in track(range(start, cfg.iterations), total=cfg.iterations - start, description="HA-GAN",
+                      disable=not progress):
+        # Global draws, identical on every rank (same seed): 2 x B/2 == 1 x B.
+        idx = torch.randint(n, (B,))
+        z = torch.randn(B, a.latent_dim)
+        y_fake = torch.randint(max(a.num_classes, 1), (B,))
+        k = 4 * int(torch.randint(a.positions, (1,)))
+        local = ctx.shard(torch.arange(B))
+        vols = [torch.from_numpy(np.asarray(data.volumes[int(idx[i])], dtype=np.float32))[None] for i in local]
+        if augment is not None:
+            vols = [augment(v) for v in vols]
+        x = torch.stack(vols).to(ctx.device)
+        y_real = torch.as_tensor(data.labels[idx[local].numpy()], device=ctx.device) if a.num_classes else None
+        y_f = y_fake[local].to(ctx.device) if a.num_classes else None
+        last = step_fn(x, z[local].to(ctx.device), k, y_real, y_f)
+        window.append(last["loss_eg"])
+        if (step + 1) % cfg.log_every == 0 or step == start:
+            logger.log(step + 1, **last)
+        done = step + 1
+        if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
+            save_ckpt(done)
+        if max_seconds is not None and time.perf_counter() - t0 >= max_seconds:
+            if done % cfg.checkpoint_every and done != cfg.iterations:
+                save_ckpt(done)
+            break
+    seconds = elapsed_before + time.perf_counter() - t0
+    logger.close()
+    out = None
+    if ctx.is_main and model_dir is not None:
+        out = save_hagan(Path(model_dir), model, cfg, data, done, seconds)
+    ctx.barrier()
+    ctx.close()
+    return TrainResult(out, work_dir, start, done, seconds, last)

@@ -1,0 +1,85 @@
+"""Architecture of HA-GAN: parameter counts, shapes, and the folded up-convolution."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from medgap.errors import ConfigError
+from medgap.synthesize.model import HAGAN, Architecture, UpConv3d, count_parameters
+
+
+def _counts(size: int) -> dict[str, int]:
+    with torch.device("meta"):  # no memory for 80 M parameters
+        m = HAGAN(Architecture(size=size))
+    return {
+        "G": count_parameters(m.generator),
+        "D": count_parameters(m.discriminator),
+        "EG": count_parameters(m.encoder_global),
+        "EH": count_parameters(m.encoder_high),
+        "all": count_parameters(m),
+        "fc": count_parameters(m.generator.common.fc),
+    }
+
+
+def test_parameter_counts_256_match_publication():
+    c = _counts(256)
+    for key, expected in {"G": 52.5e6, "D": 7.4e6, "EG": 19.7e6, "EH": 0.16e6, "all": 79.7e6, "fc": 33.6e6}.items():
+        assert abs(c[key] - expected) / expected < 0.01, (key, c[key])
+
+
+@pytest.mark.parametrize("size,total", [(32, 74.7e6), (64, 78.7e6), (128, 79.6e6)])
+def test_total_parameters_match_publication_table(size, total):
+    assert abs(_counts(size)["all"] - total) / total < 0.01
+
+
+def test_upconv_equals_upsample_then_conv():
+    torch.manual_seed(0)
+    layer = UpConv3d(5, 3)
+    x = torch.randn(2, 5, 4, 6, 5)
+    ref = F.conv3d(F.interpolate(x, scale_factor=2), layer.conv.weight, layer.conv.bias, padding=1)
+    assert torch.allclose(layer(x), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_shapes_through_every_network(size):
+    torch.manual_seed(0)
+    arch = Architecture(size=size, width=0.125, latent_dim=16, num_classes=2)
+    m = HAGAN(arch)
+    z, lab = torch.randn(2, 16), torch.tensor([0, 1])
+    slab, low = m.generator(z, arch.positions - 1, lab)  # last slab
+    assert slab.shape == (2, 1, size // 8, size, size)
+    assert low.shape == (2, 1, size // 4, size // 4, size // 4)
+    logit, cls = m.discriminator(slab, low, torch.tensor([4, 8]))
+    assert logit.shape == (2,) and cls.shape == (2, 2)
+    full = m.generator.generate(z, lab)
+    assert full.shape == (2, 1, size, size, size) and full.abs().max() <= 1
+    assert m.encode(full).shape == (2, 16)
+    assert m.encoder_high(slab).shape == (2, arch.feature_channels, size // 32, size // 4, size // 4)
+
+
+def test_conditioning_changes_output():
+    torch.manual_seed(0)
+    m = HAGAN(Architecture(size=32, width=0.125, latent_dim=8, num_classes=3)).generator
+    z = torch.randn(1, 8).repeat(2, 1)
+    out = m.generate(z, torch.tensor([0, 2]))
+    assert (out[0] - out[1]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("bad", [48, 16, 100])
+def test_size_must_be_power_of_two(bad):
+    with pytest.raises(ConfigError, match="size"):
+        Architecture(size=bad)
+
+
+def test_full_resolution_baseline_shapes_and_width():
+    from medgap.synthesize.baseline import FullResGAN
+
+    torch.manual_seed(0)
+    arch = Architecture(size=32, width=0.125, latent_dim=8)
+    gan = FullResGAN(arch)
+    out = gan.sample(2, seed=0)
+    assert out.shape == (2, 32, 32, 32) and abs(out).max() <= 1
+    assert gan.discriminator(torch.from_numpy(out)[:, None]).shape == (2,)
+    # Same generator layers as HA-GAN minus the low-res branch.
+    hagan_g = HAGAN(arch).generator
+    assert count_parameters(gan.generator) == count_parameters(hagan_g) - count_parameters(hagan_g.low)

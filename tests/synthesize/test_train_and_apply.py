@@ -1,0 +1,133 @@
+"""Training (checkpoints, resume), model folders, sampling with the right affine, encoding."""
+
+import json
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from medgap.errors import InputError, ModelFolderError
+from medgap.modelio import save_model
+from medgap.synthesize import Synthesizer
+from medgap.synthesize.data import load_training_set
+from medgap.synthesize.model import HAGAN
+from medgap.synthesize.train import HAGANStep, train
+
+
+def _tiny(overrides=()):
+    from medgap.synthesize.config import SynthesizeConfig
+
+    return SynthesizeConfig.from_preset(
+        "cpu-small", overrides=["size=32", "width=0.125", "latent_dim=16", "batch_size=2", "augment=false",
+                                "log_every=1", *overrides])
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, make_vol):
+    write_vol = make_vol
+    root = tmp_path_factory.mktemp("hagan")
+    (root / "data").mkdir()
+    write_vol(root / "data" / "a.nii.gz", shape=(30, 26, 20), spacing=(1.0, 1.0, 2.0), seed=0)
+    write_vol(root / "data" / "b.nii.gz", shape=(28, 28, 28), spacing=(1.5, 1.5, 1.5), seed=1)
+    cfg = _tiny(["iterations=4", "checkpoint_every=2"])
+    ts = load_training_set([root / "data"], cfg, progress=False)
+    result = train(ts, cfg, root / "model", device="cpu", progress=False)
+    assert result.steps == 4
+    return root
+
+
+def test_training_writes_checkpoints_and_resumes(model_dir):
+    ckpts = sorted(p.name for p in (model_dir / "model.run" / "checkpoints").iterdir())
+    assert ckpts == ["best", "step-00000002", "step-00000004"]
+    cfg = _tiny(["iterations=6", "checkpoint_every=2"])
+    ts = load_training_set([model_dir / "data"], cfg, progress=False)
+    result = train(ts, cfg, model_dir / "model2", work_dir=model_dir / "model.run", device="cpu", progress=False)
+    assert result.start_step == 4 and result.steps == 6
+    steps = [int(line.split(",")[0]) for line in (model_dir / "model.run" / "metrics.csv").read_text().split()[1:]]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_sample_affine_and_range(model_dir, tmp_path):
+    syn = Synthesizer.load(model_dir / "model", device="cpu")
+    paths = syn.save_samples(tmp_path / "s", n=2, seed=3)
+    img = nib.load(str(paths[0]))
+    assert img.shape == (32, 32, 32)
+    assert np.allclose(np.diag(img.affine)[:3], syn.spacing_mm) and syn.spacing_mm > 0.5
+    assert nib.aff2axcodes(img.affine) == ("R", "A", "S")
+    data = img.get_fdata()
+    assert data.min() >= -1 and data.max() <= 1
+    again = syn.sample(2, seed=3)
+    assert np.allclose(again[0], data, atol=1e-5)  # same seed, same volume
+    assert np.abs(syn.sample(1, seed=4)[0] - data).max() > 1e-3
+
+
+def test_encode_and_interpolate(model_dir, tmp_path):
+    syn = Synthesizer.load(model_dir / "model", device="cpu")
+    z_path, rec_path = syn.encode_to_files(model_dir / "data" / "a.nii.gz", tmp_path / "z.npy", tmp_path / "r.nii.gz")
+    z = np.load(z_path)
+    assert z.shape == (16,) and np.isfinite(z).all()
+    assert nib.load(str(rec_path)).shape == (32, 32, 32)
+    frames = syn.interpolate(model_dir / "data" / "a.nii.gz", model_dir / "data" / "b.nii.gz", steps=3)
+    assert frames.shape == (3, 32, 32, 32)
+    za, _ = syn.encode(model_dir / "data" / "a.nii.gz", reconstruct=False)
+    assert np.allclose(frames[0], syn.generate(torch.from_numpy(za)[None])[0], atol=1e-5)
+    with pytest.raises(InputError, match="npy"):
+        syn.encode_to_files(model_dir / "data" / "a.nii.gz", tmp_path / "z.txt")
+
+
+def test_wrong_folders_and_labels(model_dir, tmp_path):
+    save_model(tmp_path / "other", method="harmonize", config={}, weights={"x": {"w": torch.zeros(1)}})
+    with pytest.raises(ModelFolderError, match="harmonize"):
+        Synthesizer.load(tmp_path / "other")
+    syn = Synthesizer.load(model_dir / "model", device="cpu")
+    with pytest.raises(InputError, match="unconditional"):
+        syn.sample(1, label=2)
+
+
+def test_losses_move_and_encoder_learns():
+    # Many tiny steps on one fixed volume: the E^H reconstruction loss must drop.
+    torch.manual_seed(0)
+    cfg = _tiny(["lr_g=2e-3"])
+    model = HAGAN(cfg.architecture())
+    step = HAGANStep(model, cfg)
+    x = -torch.ones(2, 1, 32, 32, 32)
+    x[:, :, 8:24, 8:24, 8:24] = 0.5
+    first = step(x, torch.randn(2, 16), 12)
+    for _ in range(12):
+        last = step(x, torch.randn(2, 16), 12)
+    assert last["loss_eh"] < 0.7 * first["loss_eh"]
+    assert all(np.isfinite(v) for v in last.values())
+
+
+def test_conditional_training_and_label_check(tmp_path, make_vol):
+    (tmp_path / "d").mkdir()
+    for i in range(2):
+        make_vol(tmp_path / "d" / f"{i}.nii.gz", seed=i)
+    cfg = _tiny(["iterations=1", "conditional=true"])
+    ts = load_training_set([tmp_path / "d"], cfg, labels=[0, 1], label_names=["a", "b"], progress=False)
+    train(ts, cfg, tmp_path / "m", device="cpu", progress=False)
+    syn = Synthesizer.load(tmp_path / "m", device="cpu")
+    assert syn.arch.num_classes == 2
+    assert syn.sample(1, label=1).shape == (1, 32, 32, 32)
+    with pytest.raises(InputError, match="outside the trained classes"):
+        syn.sample(1, label=2)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "medgap", "synthesize", *args], capture_output=True, text=True)
+
+
+def test_cli_sample_encode_and_errors(model_dir, tmp_path):
+    done = _cli("sample", str(model_dir / "model"), "--n", "1", "--out", str(tmp_path / "s"), "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "s" / "sample_000.nii.gz").exists()
+    done = _cli("encode", str(model_dir / "model"), str(model_dir / "data" / "a.nii.gz"), "--out", str(tmp_path / "z.npy"))
+    assert done.returncode == 0, done.stderr and np.load(tmp_path / "z.npy").shape == (16,)
+    done = _cli("sample", str(model_dir / "model"), "--n", "1", "--out", str(tmp_path / "bad"), "--label", "5")
+    assert done.returncode == 2 and "label 5" in done.stderr and not (tmp_path / "bad").exists()
+    done = _cli("train", str(model_dir / "data"), "--out", str(tmp_path / "m"), "--size", "48")
+    assert done.returncode == 2 and "size" in done.stderr and "power of two" in done.stderr
+    assert not (tmp_path / "m").exists()
