@@ -12,6 +12,7 @@ from rich.console import Console
 
 import medgap
 from medgap.errors import MedgapError
+from medgap.transfer.cli import app as transfer_app
 
 app = typer.Typer(
     name="medgap",
@@ -21,6 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
+app.add_typer(transfer_app, name="transfer")
 
 
 from medgap.harmonize.cli import app as harmonize_app  # noqa: E402

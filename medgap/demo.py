@@ -54,13 +54,16 @@ def sample_data_section(out_dir: Path, quick: bool = False) -> dict:
 
 
 def _sections() -> list[tuple[str, Section]]:
-    sections: list[tuple[str, Section]] = [("data", sample_data_section)]
     from medgap.harmonize.demo import demo_section as harmonize_section
     from medgap.synthesize.demo import demo_section as synthesize_section
+    from medgap.transfer.demo import demo_section as transfer_section
 
-    sections.append(("harmonize", harmonize_section))
-    sections.append(("synthesize", synthesize_section))
-    return sections
+    return [
+        ("data", sample_data_section),
+        ("harmonize", harmonize_section),
+        ("transfer", transfer_section),
+        ("synthesize", synthesize_section),
+    ]
 
 
 SECTIONS = _sections

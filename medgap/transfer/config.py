@@ -1,0 +1,123 @@
+"""Typed configuration of the sim-to-real transfer methods, with ``cpu-small`` and ``paper`` presets.
+
+One config holds the settings of both modalities (``hsi``: pixel spectra, ``pat``: images); the
+modality of a run is chosen by ``modality``. ``paper`` reproduces the published networks and
+training settings; ``cpu-small`` is a small network that learns in minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from medgap.config import MedgapConfig
+
+__all__ = ["TransferConfig", "HSIConfig", "PATConfig", "TrainConfig", "BaselineConfig"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TrainConfig(_Section):
+    """Optimisation settings shared by every method and modality (per-modality values live below)."""
+
+    ml_weight: float = Field(1.0, ge=0)
+    gan_weight: float = Field(1.0, ge=0)
+    clip_value: float = Field(0.1, gt=0, description="gradient clipping by value")
+    domain_noise: float = Field(0.1, ge=0, le=0.5, description="n ~ U(0, domain_noise) in the domain code")
+    plateau_factor: float = Field(0.2, gt=0, lt=1)
+    plateau_patience: int = Field(8, ge=0)
+    plateau_threshold: float = Field(0.005, ge=0)
+    plateau_cooldown: int = Field(2, ge=0)
+    iterations_per_epoch: int | None = Field(None, ge=1, description="default: larger data set / batch size")
+    checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
+    keep_checkpoints: int = Field(2, ge=1)
+
+
+class HSIConfig(_Section):
+    """Pixel-level network (spectra) and its training settings."""
+
+    n_blocks: int = Field(12, ge=1)
+    n_conditional: int = Field(9, ge=0)
+    hidden: int = Field(128, ge=1)
+    clamp: float = Field(1.0, gt=0)
+    affine_init: float = Field(1.0, gt=0, description="initial global scale per block (paper: 0.7)")
+    label_noise: float = Field(0.5, ge=0)
+    noise_std: float = Field(0.1, ge=0, description="N(0, noise_std) augmentation of standardised spectra")
+    disc_hidden: int = Field(256, ge=1)
+    disc_dropout: float = Field(0.2, ge=0, lt=1)
+    batch_size: int = Field(1000, ge=2, description="spectra per domain per iteration (global)")
+    chunk: int = Field(0, ge=0, description="process each rank's batch in chunks of this many spectra "
+                                            "(accumulated gradients, same result, less memory); 0 = whole")
+    lr: float = Field(3e-4, gt=0, description="1e-3 diverged after ~90 iterations in the benchmark")
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0)
+    epochs: int = Field(20, ge=1)
+
+
+class PATConfig(_Section):
+    """Image-level multi-scale network and its training settings."""
+
+    blocks_per_scale: list[int] = Field(default_factory=lambda: [2, 1, 1], min_length=1)
+    width: int = Field(32, ge=1)
+    adaptive_scales: list[int] = Field(default_factory=list)
+    clamp: float = Field(1.0, gt=0)
+    affine_init: float = Field(1.0, gt=0, description="initial global scale per block (paper: 0.7)")
+    label_noise: float = Field(0.2, ge=0)
+    noise_std: float = Field(0.05, ge=0)
+    disc_dim: int = Field(16, ge=1)
+    disc_layers: int = Field(2, ge=1)
+    disc_scales: int = Field(2, ge=1)
+    disc_dropout: float = Field(0.2, ge=0, lt=1)
+    batch_size: int = Field(2, ge=1)
+    chunk: int = Field(0, ge=0, description="images per chunk (accumulated gradients); 0 = whole batch")
+    lr: float = Field(1e-3, gt=0)
+    betas: tuple[float, float] = (0.4, 0.999)
+    weight_decay: float = Field(1e-3, ge=0)
+    epochs: int = Field(5, ge=1)
+
+
+class BaselineConfig(_Section):
+    """UNIT / CycleGAN baselines: MLPs for spectra, small conv nets for images."""
+
+    hidden: int = Field(256, ge=1, description="MLP width (spectra)")
+    latent: int = Field(32, ge=1, description="UNIT shared latent size (spectra)")
+    conv_width: int = Field(32, ge=1, description="first conv width (images)")
+    n_res: int = Field(2, ge=0, description="residual blocks (images)")
+    recon_weight: float = Field(10.0, ge=0)
+    cycle_weight: float = Field(10.0, ge=0)
+    kl_weight: float = Field(0.01, ge=0)
+    identity_weight: float = Field(5.0, ge=0)
+
+
+class TransferConfig(MedgapConfig):
+    """Everything a transfer run needs besides the data."""
+
+    modality: Literal["hsi", "pat"] = "hsi"
+    method: Literal["cinn", "unit", "cyclegan"] = "cinn"
+    condition: Literal["domain", "domain+label"] = "domain+label"
+    seed: int = 0
+    hsi: HSIConfig = Field(default_factory=HSIConfig)
+    pat: PATConfig = Field(default_factory=PATConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+
+    presets: ClassVar[dict[str, dict]] = {
+        "cpu-small": {},
+        "paper": {
+            "hsi": {"n_blocks": 40, "n_conditional": 30, "hidden": 512, "affine_init": 0.7, "batch_size": 10000,
+                    "chunk": 2500, "lr": 1e-4,
+                    "epochs": 300, "noise_std": 0.1, "label_noise": 0.5},
+            "pat": {"blocks_per_scale": [4, 2, 1, 1, 2], "width": 256, "affine_init": 0.7, "adaptive_scales": [2, 3],
+                    "disc_dim": 64, "disc_layers": 3, "disc_scales": 3, "batch_size": 2, "lr": 1e-3,
+                    "epochs": 300, "noise_std": 0.05, "label_noise": 0.2},
+            "baseline": {"hidden": 512, "latent": 64, "conv_width": 64, "n_res": 4},
+        },
+    }
+
+    @property
+    def net(self) -> HSIConfig | PATConfig:
+        """The section of the chosen modality."""
+        return self.hsi if self.modality == "hsi" else self.pat

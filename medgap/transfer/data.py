@@ -1,0 +1,190 @@
+"""Input handling for transfer: reading files, checking sim/real compatibility, normalisation.
+
+Accepted inputs (``load_data``):
+- spectra ``.npz`` (``spectra`` (N, C), ``wavelengths``; optional ``labels``, ``label_names``, ``groups``);
+- images ``.npz`` (``images`` (N, C, H, W), ``wavelengths``; optional ``segmentation``, ``label_names``);
+- HSI cubes: ``.npz`` with ``cube`` (H, W, C) or (N, H, W, C), ``wavelengths`` and optional
+  ``labels`` (H, W) / (N, H, W) with -1 for unlabelled pixels; or a bare ``.npy`` cube plus a
+  wavelength vector given by the caller. Cubes become pixel spectra (groups = image index) and
+  ``apply`` writes them back as cubes.
+
+Normalisation: spectra are divided by their L2 norm, then standardised per channel with the mean/std
+of their own domain; images are standardised per channel. Both are undone with the target domain's
+statistics after transfer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medgap.errors import InputError
+from medgap.io import ImageSet, SpectraSet, atomic_save_npz, read_images, read_spectra
+
+__all__ = ["CubeLayout", "load_data", "write_like", "check_pair", "DomainStats", "fit_stats"]
+
+
+@dataclass
+class CubeLayout:
+    """How pixel spectra were cut out of cubes, to write results back: shape (N, H, W, C), mask."""
+
+    shape: tuple[int, int, int, int]
+    keep: np.ndarray  # (N, H, W) bool: pixels that became spectra (all of them)
+    labels: np.ndarray | None
+
+
+def _cube_to_spectra(cube: np.ndarray, wavelengths, labels, path) -> tuple[SpectraSet, CubeLayout]:
+    cube = np.asarray(cube)
+    if cube.ndim == 3:
+        cube = cube[None]
+        labels = None if labels is None else np.asarray(labels)[None]
+    if cube.ndim != 4:
+        raise InputError(path, f"a cube must be (H, W, C) or (N, H, W, C), got shape {cube.shape}")
+    n, h, w, c = cube.shape
+    if wavelengths is None:
+        raise InputError(path, "a bare cube needs a wavelength vector (give --wavelengths)")
+    wl = np.asarray(wavelengths, dtype=np.float64).reshape(-1)
+    if wl.size != c:
+        raise InputError(path, f"cube has {c} channels but {wl.size} wavelengths were given")
+    flat_labels, names = None, None
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (n, h, w):
+            raise InputError(path, f"label mask must have shape {(n, h, w)[1:] if n == 1 else (n, h, w)}, got {labels.shape[1:] if n == 1 else labels.shape}")
+        flat_labels = labels.reshape(-1).astype(np.int64)
+        if (flat_labels < 0).any():
+            # unlabelled pixels (-1) make the set unlabelled as a whole: apply keeps the mask itself
+            flat_labels = None
+    groups = np.repeat(np.arange(n), h * w)
+    spectra = SpectraSet(cube.reshape(-1, c), wl, flat_labels, names, groups, Path(path) if path else None)
+    return spectra, CubeLayout((n, h, w, c), np.ones((n, h, w), bool), labels)
+
+
+def load_data(path: str | Path, wavelengths: np.ndarray | None = None) -> tuple[SpectraSet | ImageSet, CubeLayout | None]:
+    """Read spectra, images or an HSI cube; returns (data, cube layout or None)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file does not exist")
+    if path.suffix == ".npy":
+        try:
+            cube = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise InputError(path, f"cannot read as .npy ({exc})") from exc
+        return _cube_to_spectra(cube, wavelengths, None, path)
+    if path.suffix != ".npz":
+        raise InputError(path, "expected a .npz (spectra, images or cube) or a .npy cube")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            keys = set(f.files)
+            if "cube" in keys:
+                wl = f["wavelengths"] if "wavelengths" in keys else wavelengths
+                return _cube_to_spectra(f["cube"], wl, f["labels"] if "labels" in keys else None, path)
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"cannot read as .npz ({exc})") from exc
+    if "images" in keys:
+        return read_images(path), None
+    if "spectra" in keys:
+        data = read_spectra(path)
+        return data, None
+    raise InputError(path, f"no 'spectra', 'images' or 'cube' array; found {sorted(keys)}")
+
+
+def write_like(path: str | Path, data: SpectraSet | ImageSet, layout: CubeLayout | None) -> Path:
+    """Write ``data`` in the layout it was read from (cube npz for cubes), atomically."""
+    from medgap.io import write_images, write_spectra
+
+    if layout is not None:
+        n, h, w, c = layout.shape
+        arrays = {"cube": data.spectra.reshape(n, h, w, c), "wavelengths": data.wavelengths}
+        if layout.labels is not None:
+            arrays["labels"] = layout.labels
+        if n == 1:
+            arrays = {k: (v[0] if k in ("cube", "labels") else v) for k, v in arrays.items()}
+        return atomic_save_npz(path, **arrays)
+    if isinstance(data, ImageSet):
+        return write_images(path, data)
+    return write_spectra(path, data)
+
+
+def check_spectra(data: SpectraSet, path) -> None:
+    """Refuse spectra that cannot be L2-normalised."""
+    norms = np.linalg.norm(data.spectra.astype(np.float64), axis=1)
+    zero = int((norms <= 1e-12).sum())
+    if zero:
+        first = int(np.argmax(norms <= 1e-12))
+        raise InputError(path, f"{zero} spectra are all zero (L2 norm 0), first at row {first}: remove them")
+
+
+def check_pair(sim, real, sim_path=None, real_path=None, *, need_labels: bool) -> str:
+    """Check that sim and real data can be used together; return the modality ('hsi' or 'pat')."""
+    sim_path = sim_path or getattr(sim, "path", None)
+    real_path = real_path or getattr(real, "path", None)
+    if type(sim) is not type(real):
+        raise InputError(real_path, f"sim holds {type(sim).__name__} but real holds {type(real).__name__}")
+    # different grids are refused rather than resampled: resampling would silently change the spectra
+    if sim.wavelengths.shape != real.wavelengths.shape or not np.allclose(sim.wavelengths, real.wavelengths, atol=1e-6):
+        raise InputError(real_path, f"wavelength grid ({len(real.wavelengths)} channels, {real.wavelengths[0]:g}-"
+                                    f"{real.wavelengths[-1]:g} nm) differs from the simulation's "
+                                    f"({len(sim.wavelengths)} channels, {sim.wavelengths[0]:g}-{sim.wavelengths[-1]:g} nm);"
+                                    " resample one of them to the other's grid first")
+    if isinstance(sim, SpectraSet):
+        check_spectra(sim, sim_path)
+        check_spectra(real, real_path)
+        if need_labels and sim.labels is None:
+            raise InputError(sim_path, "condition 'domain+label' needs labels in the simulated data; "
+                                       "add 'labels' or use --condition domain")
+        return "hsi"
+    if sim.images.shape[2:] != real.images.shape[2:]:
+        raise InputError(real_path, f"image size {real.images.shape[2:]} differs from the simulation's {sim.images.shape[2:]}")
+    if need_labels and sim.segmentation is None:
+        raise InputError(sim_path, "condition 'domain+label' needs 'segmentation' in the simulated images; "
+                                   "add it or use --condition domain")
+    return "pat"
+
+
+@dataclass
+class DomainStats:
+    """Per-channel mean/std (C,) in the normalised space and the mean L2 norm of raw spectra."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    scale: torch.Tensor  # () mean L2 norm of raw spectra (1 for images)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw (B, C) spectra or (B, C, H, W) images -> standardised network input."""
+        if x.ndim == 2:
+            x = x / x.norm(dim=1, keepdim=True)
+            return (x - self.mean) / self.std
+        return (x - self.mean[:, None, None]) / self.std[:, None, None]
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Network output -> raw units of this domain (spectra: L2 norm = the domain's mean norm)."""
+        if x.ndim == 2:
+            x = x * self.std + self.mean
+            return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12) * self.scale
+        return x * self.std[:, None, None] + self.mean[:, None, None]
+
+    def to_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {f"{prefix}_mean": self.mean, f"{prefix}_std": self.std, f"{prefix}_scale": self.scale}
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor], prefix: str) -> "DomainStats":
+        return cls(t[f"{prefix}_mean"], t[f"{prefix}_std"], t[f"{prefix}_scale"])
+
+
+def fit_stats(data: SpectraSet | ImageSet) -> DomainStats:
+    """Statistics of one domain (float64 accumulation, stored as float32)."""
+    if isinstance(data, SpectraSet):
+        x = data.spectra.astype(np.float64)
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        xn = x / norms
+        mean, std, scale = xn.mean(0), xn.std(0), norms.mean()
+    else:
+        x = data.images.astype(np.float64)
+        mean, std, scale = x.mean(axis=(0, 2, 3)), x.std(axis=(0, 2, 3)), 1.0
+    std = np.where(std > 1e-12, std, 1.0)  # a constant channel must not divide by zero
+    f = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+    return DomainStats(f(mean), f(std), f(scale))

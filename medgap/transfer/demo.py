@@ -1,0 +1,101 @@
+"""Demo section: the HSI path end to end on simulated data (cpu-small)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from medgap.io import SpectraSet, write_spectra
+from medgap.report.figures import plt, save_figure
+
+__all__ = ["demo_section"]
+
+
+def _pat_figure(path: Path) -> None:
+    from medgap.data.spectra import PAT_LABELS, simulate_pat
+
+    simple = simulate_pat(1, shape=(64, 128), seed=4)
+    rich = simulate_pat(1, shape=(64, 128), seed=4, realism="rich")
+    fig, axes = plt.subplots(1, 3, figsize=(12, 2.8))
+    axes[0].imshow(simple.segmentation[0], cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
+    axes[0].set_title("segmentation (" + ", ".join(PAT_LABELS[1:]) + ")", fontsize=7)
+    axes[1].imshow(simple.images[0, -1], cmap="magma")
+    axes[1].set_title("simple simulation, p0 at 850 nm", fontsize=8)
+    axes[2].imshow(rich.images[0, -1], cmap="magma")
+    axes[2].set_title("rich 'real-like' stand-in, 850 nm", fontsize=8)
+    for ax in axes:
+        ax.axis("off")
+    save_figure(fig, path)
+
+
+def _spectra_figure(real: SpectraSet, sources: dict[str, SpectraSet], path: Path) -> None:
+    from .evaluation import normalise
+
+    names = real.label_names
+    show = [names.index(k) for k in ("liver", "omentum", "colon") if k in names]
+    fig, axes = plt.subplots(1, len(show), figsize=(4 * len(show), 3), squeeze=False)
+    for ax, k in zip(axes[0], show):
+        for name, s in {"real": real, **sources}.items():
+            ax.plot(s.wavelengths, np.median(normalise(s.spectra[s.labels == k]), 0), label=name)
+        ax.set_title(f"{names[k]}: median normalised spectrum", fontsize=9)
+        ax.set_xlabel("wavelength (nm)")
+    axes[0][0].legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def demo_section(out_dir: Path, quick: bool = False) -> dict:
+    """Simulate labelled spectra and a rich 'real-like' stand-in, train cINN/UNIT/CycleGAN (cpu-small),
+    transfer the simulations and evaluate them against the stand-in (whose labels training never sees)."""
+    from medgap.data.spectra import simulate_hsi
+
+    from .apply import apply_transfer
+    from .config import TransferConfig
+    from .evaluation import evaluate
+    from .trainer import train
+
+    out_dir = Path(out_dir)
+    n = 2000 if quick else 8000
+    sim = simulate_hsi(n, seed=0)
+    real = simulate_hsi(n, realism="rich", seed=1)
+    real_unlabelled = SpectraSet(real.spectra, real.wavelengths, None, None, real.groups)
+    epochs = {"cinn": 4 if quick else 12, "unit": 4 if quick else 12, "cyclegan": 4 if quick else 12}
+    transferred, seconds = {}, {}
+    for method, ep in epochs.items():
+        cfg = TransferConfig.from_preset("cpu-small", overrides=[f"method={method}", f"hsi.epochs={ep}"])
+        t0 = time.perf_counter()
+        model_dir = out_dir / "models" / method
+        train(sim, real_unlabelled, model_dir, cfg, resume=False, progress=False)
+        seconds[method] = round(time.perf_counter() - t0, 1)
+        transferred[method] = apply_transfer(model_dir, sim)
+    data_dir = out_dir / "data"
+    write_spectra(data_dir / "sim.npz", sim)
+    write_spectra(data_dir / "real_stand_in.npz", real)
+    for method, data in transferred.items():
+        write_spectra(data_dir / f"{method}_sim2real.npz", data)
+    report = evaluate(real, sim, transferred, out_dir / "report", max_train=1000 if quick else 5000)
+    _spectra_figure(real, {"sim": sim, "cinn": transferred["cinn"]}, out_dir / "median_spectra.png")
+    _pat_figure(out_dir / "pat_simulator.png")
+    src = report["sources"]
+    metrics = {f"{name}_{key}": round(float(src[name][key]), 4)
+               for name in ("sim", *epochs, "real (upper bound)") for key in ("mmd2", "balanced_accuracy")
+               if key in src[name]}
+    metrics.update({f"train_seconds_{k}": v for k, v in seconds.items()})
+    return {
+        "title": "Sim-to-real transfer of hyperspectral spectra (cINN)",
+        "summary": (
+            f"{n} labelled reflectance spectra of 10 abdominal organs from the diffusion-theory simulator "
+            f"(measured HbO2/Hb/water/fat spectra) were transferred by a cINN (cpu-small) into the domain of "
+            f"{n} spectra from the richer simulator (layers, vessel packaging, camera, noise). That richer set is a "
+            "stand-in for real recordings, not real data: its labels were hidden from training and used only to "
+            "test. UNIT and CycleGAN baselines were trained the same way. MMD^2 to the stand-in and the balanced "
+            "accuracy of a calibrated random forest trained on each source and tested on held-out stand-in "
+            "subjects are reported; 'real (upper bound)' trains on labelled stand-in data."),
+        "metrics": metrics,
+        "figures": [f"report/{f}" for f in report["figures"]] + ["median_spectra.png", "pat_simulator.png"],
+        "gaps": [{"name": "before: simulation vs real stand-in", "a": "data/sim.npz", "b": "data/real_stand_in.npz",
+                  "name_a": "sim", "name_b": "real stand-in"}]
+                + [{"name": f"after: {m} sim->real vs real stand-in", "a": f"data/{m}_sim2real.npz",
+                    "b": "data/real_stand_in.npz", "name_a": m, "name_b": "real stand-in"} for m in transferred],
+    }

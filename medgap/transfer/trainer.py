@@ -1,0 +1,269 @@
+"""Training of a transfer model from labelled simulations and unlabelled real data.
+
+One iteration: a global batch of B simulated (class-balanced when labels exist) and B real samples,
+split over the ranks; generator step on ml_weight * L_ML + gan_weight * L_G with an optimiser that
+holds only the generator's parameters; discriminator step (LSGAN) on the detached transfers with its
+own optimiser; gradients clipped by value; the generator learning rate is reduced on plateaus of the
+epoch loss. Checkpoints go to ``<out>.checkpoints/`` every ``checkpoint_every`` epochs and a rerun
+resumes from the last one; the final model folder is written atomically to ``out``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medgap.errors import InputError
+from medgap.io import ImageSet, SpectraSet
+from medgap.modelio import save_model
+from medgap.training.checkpoint import CheckpointManager
+from medgap.training.distributed import DistContext, setup_distributed
+from medgap.training.runtime import MetricLogger, seed_everything, track
+
+from .cinn import count_parameters
+from .config import TransferConfig
+from .data import DomainStats, check_pair, fit_stats
+from .model import TransferModel, build_model
+
+__all__ = ["METHOD", "train", "checkpoint_dir", "BatchSampler", "make_optimizers", "train_step"]
+
+METHOD = "transfer"  # the method name written into model folders
+
+
+def checkpoint_dir(out: str | Path) -> Path:
+    """Where training state for the model folder ``out`` lives (beside it: the folder is replaced atomically)."""
+    out = Path(out)
+    return out.with_name(out.name + ".checkpoints")
+
+
+class BatchSampler:
+    """Index batches drawn from a seed and the step number only, so every rank draws the same global
+    batch and a resumed run continues with the batches it would have drawn."""
+
+    def __init__(self, n: int, labels: np.ndarray | None, seed: int, balanced: bool):
+        self.n, self.seed = n, seed
+        self.balanced = balanced and labels is not None
+        if self.balanced:
+            order = np.argsort(labels, kind="stable")
+            classes, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
+            self.order = torch.from_numpy(order)
+            self.starts, self.counts = torch.from_numpy(starts), torch.from_numpy(counts)
+
+    def __call__(self, batch: int, step: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        if not self.balanced:
+            return torch.randint(0, self.n, (batch,), generator=g)
+        cls = torch.randint(0, len(self.counts), (batch,), generator=g)  # every class equally often
+        pos = (torch.rand(batch, generator=g, dtype=torch.float64) * self.counts[cls]).long()
+        return self.order[self.starts[cls] + pos]
+
+
+def _arrays(data):
+    if isinstance(data, SpectraSet):
+        return data.spectra, data.labels
+    return data.images, data.segmentation
+
+
+def _batch(x: np.ndarray, y: np.ndarray | None, idx: torch.Tensor, stats: DomainStats, device, noise_std: float):
+    i = idx.numpy()
+    xb = stats.normalize(torch.from_numpy(x[i]).float()).to(device)
+    if noise_std > 0:
+        xb = xb + noise_std * torch.randn_like(xb)
+    yb = None if y is None else torch.from_numpy(y[i]).to(device)
+    return xb, yb
+
+
+def _sync_grads(ctx: DistContext, params: list[torch.nn.Parameter]) -> None:
+    # gradients are averaged by hand rather than through DDP: the generator runs forward and inverse
+    # passes in one step, which DDP's one-forward-one-backward bookkeeping does not cover
+    if not ctx.distributed:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    flat = ctx.all_reduce_mean(flat)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset: offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def _without_epochs(config: dict | None) -> dict | None:
+    # a run may be resumed with more epochs: everything else must match the checkpoint
+    if config is None:
+        return None
+    return {k: ({kk: vv for kk, vv in v.items() if kk != "epochs"} if isinstance(v, dict) else v)
+            for k, v in config.items()}
+
+
+def make_optimizers(model: TransferModel, cfg: TransferConfig) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    """Separate Adam optimisers: the generator's holds only generator parameters (never a
+    discriminator's), the discriminators' only theirs; FrEIA's frozen permutations are left out."""
+    net = cfg.net
+    gen = [p for p in model.generator.parameters() if p.requires_grad]
+    dis = [p for p in model.dis.parameters() if p.requires_grad]
+    kw = dict(lr=net.lr, betas=tuple(net.betas), weight_decay=net.weight_decay)
+    return torch.optim.Adam(gen, **kw), torch.optim.Adam(dis, **kw)
+
+
+def train_step(model: TransferModel, opt_g, opt_d, pieces, clip_value: float, ctx: DistContext | None = None):
+    """One iteration over ``pieces`` = [(x_sim, y_sim or None, x_real), ...] chunks of one batch.
+
+    Generator step on the accumulated chunk gradients (averaged over ranks, clipped by value), then
+    the discriminator step on the kept, detached transfers. Returns (loss_g, loss_d, logs) as floats.
+    """
+    ctx = ctx or DistContext()
+    gen_params, dis_params = opt_g.param_groups[0]["params"], opt_d.param_groups[0]["params"]
+    total = sum(len(xa) for xa, _, _ in pieces)
+    opt_g.zero_grad(set_to_none=True)
+    kept, logs, loss_g = [], {}, 0.0
+    for xa, ya, xb in pieces:
+        loss, part, x_ab, x_ba = model.generator_loss(xa, ya, xb)
+        w = len(xa) / total
+        (loss * w).backward()
+        loss_g += w * loss.item()
+        logs = {key: logs.get(key, 0.0) + w * v for key, v in part.items()}
+        kept.append((w, xa, xb, x_ab.detach(), x_ba.detach()))
+    _sync_grads(ctx, gen_params)
+    torch.nn.utils.clip_grad_value_(gen_params, clip_value)
+    opt_g.step()
+
+    opt_d.zero_grad(set_to_none=True)
+    loss_d = 0.0
+    for w, xa, xb, x_ab, x_ba in kept:
+        loss = model.discriminator_loss(xa, xb, x_ab, x_ba)
+        (loss * w).backward()
+        loss_d += w * loss.item()
+    _sync_grads(ctx, dis_params)
+    torch.nn.utils.clip_grad_value_(dis_params, clip_value)
+    opt_d.step()
+    return loss_g, loss_d, logs
+
+
+def n_classes_of(data, need_labels: bool) -> int:
+    if not need_labels:
+        return 0
+    if data.label_names is not None:
+        return len(data.label_names)
+    labels = data.labels if isinstance(data, SpectraSet) else data.segmentation
+    return int(labels.max()) + 1
+
+
+def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Path, cfg: TransferConfig, *,
+          device: str = "auto", resume: bool = True, progress: bool = True) -> Path:
+    """Train ``cfg.method`` on (sim, real) and write the model folder ``out``; returns ``out``.
+
+    sim/real: SpectraSet (HSI, (N, C)) or ImageSet (PAT, (N, C, H, W)); the modality follows the data.
+    """
+    out = Path(out)
+    need_labels = cfg.method == "cinn" and cfg.condition == "domain+label"
+    modality = check_pair(sim, real, need_labels=need_labels)
+    if modality != cfg.modality:
+        cfg = cfg.replace(modality=modality)
+    net = cfg.net
+    ctx = setup_distributed(device)
+    seed_everything(cfg.seed)  # FrEIA draws its fixed permutations from numpy's global RNG
+
+    x_sim, y_sim = _arrays(sim)
+    x_real, _ = _arrays(real)
+    if not need_labels:
+        y_sim = None
+    k = n_classes_of(sim, need_labels)
+    image_shape = None if modality == "hsi" else tuple(x_sim.shape[2:])
+    model = build_model(cfg, x_sim.shape[1], k, image_shape).to(ctx.device)
+    stats_sim, stats_real = fit_stats(sim), fit_stats(real)
+
+    opt_g, opt_d = make_optimizers(model, cfg)
+    t = cfg.train
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt_g, factor=t.plateau_factor, patience=t.plateau_patience,
+                                                       threshold=t.plateau_threshold, cooldown=t.plateau_cooldown)
+    if not resume and ctx.is_main and checkpoint_dir(out).exists():
+        shutil.rmtree(checkpoint_dir(out))  # a fresh run must not later resume from an older one's steps
+    ctx.barrier()
+    ckpt = CheckpointManager(checkpoint_dir(out), keep_last=t.keep_checkpoints)
+    start_epoch, history = 0, []
+    if resume and ckpt.latest() is not None:
+        saved_cfg = json.loads((ckpt.latest() / "state.json").read_text(encoding="utf-8"))["extra"].get("config")
+        if _without_epochs(saved_cfg) != _without_epochs(cfg.to_dict()):
+            raise InputError(checkpoint_dir(out), "checkpoints come from a run with another configuration; "
+                                                  "delete the folder or train into another --out")
+        _, extra = ckpt.restore({"generator": model.generator, "dis": model.dis}, {"gen": opt_g, "dis": opt_d},
+                                {"plateau": sched})
+        start_epoch, history = int(extra["epoch"]) + 1, list(extra["history"])
+
+    batch = net.batch_size
+    if ctx.world_size > batch:
+        raise InputError(None, f"batch size {batch} is smaller than the {ctx.world_size} processes")
+    iters = t.iterations_per_epoch or max(1, math.ceil(max(len(x_sim), len(x_real)) / batch))
+    sample_sim = BatchSampler(len(x_sim), sim.labels if isinstance(sim, SpectraSet) else None, cfg.seed, balanced=True)
+    sample_real = BatchSampler(len(x_real), None, cfg.seed + 1, balanced=False)
+    logger = MetricLogger(checkpoint_dir(out), enabled=ctx.is_main)
+    model.train()
+    for epoch in range(start_epoch, net.epochs):
+        t0, sums = time.perf_counter(), {}
+        for it in track(range(iters), description=f"epoch {epoch + 1}/{net.epochs}", disable=not progress):
+            step = epoch * iters + it
+            ia = ctx.shard(sample_sim(batch, step))
+            ib = ctx.shard(sample_real(batch, step))
+            # the global batch is processed in chunks with accumulated gradients: every loss is a mean
+            # over samples, so the result equals one pass over the whole batch at a fraction of the memory
+            size = net.chunk or len(ia)
+            pieces = [(*_batch(x_sim, y_sim, ia[k:k + size], stats_sim, ctx.device, net.noise_std),
+                       _batch(x_real, None, ib[k:k + size], stats_real, ctx.device, net.noise_std)[0])
+                      for k in range(0, len(ia), size)]
+            loss_g, loss_d, logs = train_step(model, opt_g, opt_d, pieces, t.clip_value, ctx)
+            del pieces
+
+            if not math.isfinite(loss_g):
+                raise FloatingPointError(f"generator loss became {loss_g} at epoch {epoch + 1}, "
+                                         f"iteration {it + 1}; lower the learning rate")
+            for key, v in {"loss_g": loss_g, "loss_d": loss_d, **logs}.items():
+                sums[key] = sums.get(key, 0.0) + v
+        means = {key: float(ctx.all_reduce_mean(torch.tensor(v / iters)).item()) for key, v in sums.items()}
+        sched.step(means["loss_g"])
+        means.update(lr=opt_g.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
+        history.append({"epoch": epoch + 1, **means})
+        logger.log(epoch + 1, **means)
+        last = epoch + 1 == net.epochs
+        if ctx.is_main and ((epoch + 1) % t.checkpoint_every == 0 or last):
+            ckpt.save((epoch + 1) * iters, {"generator": model.generator, "dis": model.dis},
+                      {"gen": opt_g, "dis": opt_d}, {"plateau": sched},
+                      extra={"epoch": epoch, "history": history, "config": cfg.to_dict()}, metric=means["loss_g"])
+        ctx.barrier()
+    logger.close()
+
+    if ctx.is_main:
+        _save(out, cfg, model, stats_sim, stats_real, sim, real, k, history)
+    ctx.barrier()
+    ctx.close()
+    return out
+
+
+def _save(out, cfg, model: TransferModel, stats_sim, stats_real, sim, real, k, history) -> None:
+    label_names = sim.label_names if k else None
+    extras = {
+        "modality": cfg.modality, "transfer_method": cfg.method, "condition": cfg.condition,
+        "n_classes": k, "label_names": label_names,
+        "wavelengths_nm": [float(w) for w in sim.wavelengths],
+        "n_channels": int(sim.wavelengths.shape[0]),
+        "image_shape": None if isinstance(sim, SpectraSet) else list(sim.images.shape[2:]),
+        "parameters": {"generator_trainable": count_parameters(model.generator, True),
+                       "generator_total": count_parameters(model.generator)},
+        "history": history,
+    }
+    trained_on = {"sim": str(sim.path) if sim.path else "<array>", "sim_samples": len(sim),
+                  "real": str(real.path) if real.path else "<array>", "real_samples": len(real)}
+    card = (f"# medgap transfer model ({cfg.method}, {cfg.modality})\n\nMaps {cfg.modality.upper()} data between a "
+            f"simulated and a real domain (condition: {cfg.condition}).\n\nApply with\n\n"
+            f"    medgap transfer apply {out.name} INPUT.npz --out OUT.npz --direction sim2real\n\n"
+            f"Trained on {trained_on['sim_samples']} simulated and {trained_on['real_samples']} real samples, "
+            f"{len(history)} epochs; final generator loss {history[-1]['loss_g']:.4f}.\n")
+    stats = {**stats_sim.to_tensors("sim"), **stats_real.to_tensors("real")}
+    save_model(out, method=METHOD, config=cfg, weights={"generator": model.generator, "discriminators": model.dis,
+                                                         "stats": stats},
+               trained_on=trained_on, card=card, extras=extras)

@@ -1,0 +1,160 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from medgap.errors import InputError, ModelFolderError
+from medgap.io import ImageSet, SpectraSet
+from medgap.metrics import mmd2_unbiased
+from medgap.modelio import save_model
+from medgap.transfer import TransferConfig, apply_transfer, load_transfer, train
+from medgap.transfer.cinn import REAL, SIM
+from medgap.transfer.evaluation import normalise
+from medgap.transfer.model import build_model
+from medgap.transfer.trainer import BatchSampler, checkpoint_dir, make_optimizers
+
+from transfer_helpers import tiny_overrides, unlabelled
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _mmd(a, b):
+    return mmd2_unbiased(normalise(a.spectra[:600]), normalise(b.spectra[:600]))
+
+
+def test_cpu_small_training_closes_the_gap(hsi_pair, tmp_path):
+    sim, real = hsi_pair
+    cfg = TransferConfig.from_preset("cpu-small", overrides=["hsi.epochs=3", "hsi.batch_size=500"])
+    train(sim, unlabelled(real), tmp_path / "m", cfg, progress=False)
+    out = apply_transfer(tmp_path / "m", sim)
+    assert _mmd(out, real) < 0.5 * _mmd(sim, real)
+    np.testing.assert_array_equal(out.labels, sim.labels)  # labels carried over
+    again = apply_transfer(tmp_path / "m", sim)
+    np.testing.assert_array_equal(out.spectra, again.spectra)  # deterministic apply
+    # cycle consistency is exact in the network's (normalised) space
+    loaded = load_transfer(tmp_path / "m", "cpu")
+    x = loaded.stats[SIM].normalize(torch.from_numpy(sim.spectra[:500]))
+    y = torch.from_numpy(sim.labels[:500])
+    back = loaded.model.transfer(loaded.model.transfer(x, SIM, y), REAL, y)
+    assert ((back - x).norm(dim=1) / x.norm(dim=1)).max() < 1e-4
+    # in raw units only up to the re-normalisation of the transferred spectra to unit L2 norm
+    back = apply_transfer(loaded, SpectraSet(out.spectra, out.wavelengths, out.labels), "real2sim")
+    assert np.abs(normalise(back.spectra) - normalise(sim.spectra)).max() < 0.05 * np.abs(normalise(sim.spectra)).max()
+    info = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert info["method"] == "transfer" and len(info["extras"]["history"]) == 3
+    assert (checkpoint_dir(tmp_path / "m") / "metrics.csv").exists()
+
+
+def test_resume_continues_exactly(hsi_pair, tmp_path):
+    sim, real = hsi_pair
+    full = TransferConfig.from_preset("cpu-small", overrides=tiny_overrides(3))
+    train(sim, real, tmp_path / "a", full, progress=False)
+    train(sim, real, tmp_path / "b", full.replace(hsi={"epochs": 2}), progress=False)  # "interrupted"
+    train(sim, real, tmp_path / "b", full, progress=False)  # resumes at epoch 3
+    a, b = (load_file(str(tmp_path / k / "generator.safetensors")) for k in "ab")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    hist = json.loads((tmp_path / "b" / "config.json").read_text())["extras"]["history"]
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    other = full.replace(hsi={"hidden": 16})
+    with pytest.raises(InputError, match="another configuration"):
+        train(sim, real, tmp_path / "b", other, progress=False)
+
+
+def test_optimisers_are_separate_and_sampling_is_class_balanced():
+    cfg = TransferConfig.from_preset("cpu-small")
+    model = build_model(cfg, 40, 10)
+    opt_g, opt_d = make_optimizers(model, cfg)
+    g_ids = {id(p) for p in opt_g.param_groups[0]["params"]}
+    d_ids = {id(p) for p in opt_d.param_groups[0]["params"]}
+    assert not g_ids & d_ids
+    assert g_ids == {id(p) for p in model.generator.parameters() if p.requires_grad}
+    assert d_ids == {id(p) for p in model.dis.parameters()}
+    labels = np.array([0] * 900 + [1] * 90 + [2] * 10)
+    idx = BatchSampler(1000, labels, seed=0, balanced=True)(3000, step=5)
+    counts = np.bincount(labels[idx.numpy()], minlength=3)
+    assert counts.min() > 850  # ~1000 each despite a 90:9:1 imbalance
+    assert torch.equal(idx, BatchSampler(1000, labels, seed=0, balanced=True)(3000, step=5))
+
+
+@pytest.mark.parametrize("method", ["unit", "cyclegan"])
+def test_spectral_baselines_train_and_apply(hsi_pair, tmp_path, method):
+    sim, real = hsi_pair
+    cfg = TransferConfig.from_preset("cpu-small", overrides=tiny_overrides(1) + [f"method={method}"])
+    train(sim, real, tmp_path / method, cfg, progress=False)
+    out = apply_transfer(tmp_path / method, sim)
+    assert out.spectra.shape == sim.spectra.shape and np.all(np.isfinite(out.spectra))
+    assert not np.allclose(normalise(out.spectra), normalise(sim.spectra))
+
+
+@pytest.mark.parametrize("method", ["cinn", "unit", "cyclegan"])
+def test_image_methods_train_and_apply(pat_pair, tmp_path, method):
+    sim, real = pat_pair
+    cfg = TransferConfig.from_preset("cpu-small", overrides=tiny_overrides(1, "pat") + [f"method={method}"])
+    train(sim, unlabelled(real), tmp_path / method, cfg, progress=False)
+    out = apply_transfer(tmp_path / method, sim)
+    assert isinstance(out, ImageSet) and out.images.shape == sim.images.shape
+    np.testing.assert_array_equal(out.segmentation, sim.segmentation)
+    if method == "cinn":
+        back = apply_transfer(tmp_path / method, out, "real2sim")
+        np.testing.assert_allclose(back.images, sim.images, atol=1e-3 * np.abs(sim.images).max())
+
+
+def test_bad_inputs_are_refused_without_partial_outputs(hsi_pair, pat_pair, tmp_path):
+    sim, real = hsi_pair
+    cfg = TransferConfig.from_preset("cpu-small", overrides=tiny_overrides(1))
+    out = tmp_path / "m"
+    zero = real.spectra.copy()
+    zero[7] = 0
+    with pytest.raises(InputError, match="all zero.*row 7"):
+        train(sim, SpectraSet(zero, real.wavelengths, path=Path("real.npz")), out, cfg, progress=False)
+    with pytest.raises(InputError, match="wavelength grid"):
+        train(sim, SpectraSet(real.spectra, real.wavelengths + 1.0), out, cfg, progress=False)
+    with pytest.raises(InputError, match="needs labels"):
+        train(unlabelled(sim), real, out, cfg, progress=False)
+    with pytest.raises(InputError, match="NaN"):
+        bad = real.spectra.copy()
+        bad[0, 3] = np.nan
+        SpectraSet(bad, real.wavelengths)
+    psim, preal = pat_pair
+    small = ImageSet(preal.images[:, :, :16, :32], preal.wavelengths)
+    with pytest.raises(InputError, match="image size"):
+        train(psim, small, out, cfg, progress=False)
+    assert not out.exists() and not checkpoint_dir(out).exists()
+    save_model(tmp_path / "other", method="harmonize", config={}, weights={"w": {"a": torch.zeros(1)}})
+    with pytest.raises(ModelFolderError, match="harmonize"):
+        apply_transfer(tmp_path / "other", sim)
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun not installed")
+def test_two_process_torchrun_equals_one_process(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MEDGAP_NO_PROGRESS": "1"}
+    script = str(ROOT / "tests" / "transfer" / "ddp_transfer.py")
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    one = subprocess.run([sys.executable, script, str(tmp_path / "one")], env=env, capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", script, str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a, b = (load_file(str(tmp_path / k / "generator.safetensors")) for k in ("one", "two"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+def test_chunked_batches_give_the_same_model(hsi_pair, tmp_path):
+    sim, real = hsi_pair
+    exact = ["condition=domain", "train.domain_noise=0", "hsi.noise_std=0", "hsi.disc_dropout=0"]
+    cfg = TransferConfig.from_preset("cpu-small", overrides=tiny_overrides(1) + exact)
+    train(sim, real, tmp_path / "whole", cfg, progress=False)
+    train(sim, real, tmp_path / "chunked", cfg.replace(hsi={"chunk": 100}), progress=False)  # 256 = 100+100+56
+    a, b = (load_file(str(tmp_path / k / "generator.safetensors")) for k in ("whole", "chunked"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
