@@ -12,6 +12,8 @@ from rich.console import Console
 
 import medgap
 from medgap.errors import MedgapError
+from medgap.harmonize.cli import app as harmonize_app
+from medgap.synthesize.cli import app as synthesize_app
 from medgap.transfer.cli import app as transfer_app
 
 app = typer.Typer(
@@ -22,12 +24,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
-app.add_typer(transfer_app, name="transfer")
-
-
-from medgap.harmonize.cli import app as harmonize_app  # noqa: E402
-
 app.add_typer(harmonize_app, name="harmonize")
+app.add_typer(transfer_app, name="transfer")
+app.add_typer(synthesize_app, name="synthesize")
 
 
 def _version(value: bool) -> None:
@@ -94,10 +93,6 @@ def gap(
     console.print_json(json.dumps(metrics))
     console.print(f"[green]report: {out / 'report.html'}[/]")
 
-
-from medgap.synthesize.cli import app as synthesize_app  # noqa: E402
-
-app.add_typer(synthesize_app, name="synthesize")
 
 
 def main() -> None:
