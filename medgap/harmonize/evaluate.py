@@ -13,7 +13,6 @@ white-matter segmentation network (MONAI UNet) trained on target slices only.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch.nn.functional as F
 from medgap.errors import InputError
 from medgap.harmonize.api import METHODS, Harmonizer
 from medgap.harmonize.simulate import DOMAINS, HARD_DOMAINS
-from medgap.harmonize.train import TrainingSet, augment, load_training_set
+from medgap.harmonize.train import TrainingSet, augment, load_training_set, random_affine_grid
 from medgap.io import atomic_write_text
 from medgap.metrics import dice, iou, psnr, ssim
 from medgap.report.figures import plt, save_figure
@@ -37,17 +36,7 @@ def perturb(x: torch.Tensor, *others: torch.Tensor, seed: int = 1, degrees: floa
             shift: float = 0.04) -> list[torch.Tensor]:
     """The same random small affine per slice applied to images (bilinear) and labels (nearest)."""
     g = torch.Generator().manual_seed(seed)
-    b = x.shape[0]
-    ang = (torch.rand(b, generator=g) * 2 - 1) * math.radians(degrees)
-    sc = 1 + (torch.rand(b, generator=g) * 2 - 1) * scale
-    tr = (torch.rand(b, 2, generator=g) * 2 - 1) * shift * 2
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0] = torch.cos(ang) / sc
-    theta[:, 0, 1] = -torch.sin(ang) / sc
-    theta[:, 1, 0] = torch.sin(ang) / sc
-    theta[:, 1, 1] = torch.cos(ang) / sc
-    theta[:, :, 2] = tr
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = random_affine_grid(list(x.shape), degrees, scale, shift, g)
     out = [F.grid_sample(x.float(), grid, mode="bilinear", align_corners=False).clamp(0, 1)]
     for o in others:
         out.append(F.grid_sample(o.float(), grid, mode="nearest", align_corners=False) > 0.5)

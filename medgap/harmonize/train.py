@@ -120,21 +120,31 @@ def fit_statistics(model: SliceFlow, data: TrainingSet, threshold: float = 0.05)
                                                                    .manual_seed(b))[:1_000_000]], levels)
 
 
+def random_affine_grid(shape: list[int], degrees: float, scale: float, shift: float,
+                       generator: torch.Generator) -> torch.Tensor:
+    """A sampling grid for one random rotation/scale/shift per slice; ``shape`` is (B, C, H, W).
+
+    Angles in [-degrees, degrees], zoom 1 +- scale, shift +- shift of the image size.
+    """
+    b = shape[0]
+    ang = (torch.rand(b, generator=generator) * 2 - 1) * math.radians(degrees)
+    sc = 1 + (torch.rand(b, generator=generator) * 2 - 1) * scale
+    tr = (torch.rand(b, 2, generator=generator) * 2 - 1) * shift * 2
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = torch.cos(ang) / sc
+    theta[:, 0, 1] = -torch.sin(ang) / sc
+    theta[:, 1, 0] = torch.sin(ang) / sc
+    theta[:, 1, 1] = torch.cos(ang) / sc
+    theta[:, :, 2] = tr
+    return F.affine_grid(theta, shape, align_corners=False)
+
+
 def augment(x: torch.Tensor, cfg, generator: torch.Generator) -> torch.Tensor:
     """Small random affine (rotation, isotropic scale, translation) and optional gamma jitter."""
     b = x.shape[0]
     d = cfg
     if d.aug_rotate_deg > 0 or d.aug_scale > 0 or d.aug_translate > 0:
-        ang = (torch.rand(b, generator=generator) * 2 - 1) * math.radians(d.aug_rotate_deg)
-        sc = 1 + (torch.rand(b, generator=generator) * 2 - 1) * d.aug_scale
-        tr = (torch.rand(b, 2, generator=generator) * 2 - 1) * d.aug_translate * 2
-        theta = torch.zeros(b, 2, 3)
-        theta[:, 0, 0] = torch.cos(ang) / sc
-        theta[:, 0, 1] = -torch.sin(ang) / sc
-        theta[:, 1, 0] = torch.sin(ang) / sc
-        theta[:, 1, 1] = torch.cos(ang) / sc
-        theta[:, :, 2] = tr
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        grid = random_affine_grid(list(x.shape), d.aug_rotate_deg, d.aug_scale, d.aug_translate, generator)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if d.aug_gamma > 0:
         g = 1 + (torch.rand(b, generator=generator) * 2 - 1) * d.aug_gamma
