@@ -4,8 +4,9 @@ Measures, in the same run: the machine's fp32 matmul ceiling; one flow pass
 (forward and inverse) over a stack of 144x176 slices in this implementation
 and in a reference-style variant (autograd enabled, log-dets computed on
 every pass, the spline's parameters strided along the last axis and zuko's
-stock knots: how a straightforward port of the reference runs); the
-10-iteration harmonisation of the stack; one training step at batch 8 and the
+stock knots, conditioners in NCHW layout: how a straightforward port of the
+reference runs) and against the reference implementation's own times on this
+machine (from the issue); the 10-iteration harmonisation of the stack; one training step at batch 8 and the
 log-likelihood of 8 slices. Per-subject times for 50 slices are extrapolated
 linearly from the stack when ``--quick`` uses fewer slices.
 """
@@ -19,7 +20,7 @@ import time
 import torch
 from zuko.transforms import MonotonicRQSTransform
 
-from machine import machine_info, markdown_table, matmul_gflops
+from machine import conv2d_gflops, machine_info, markdown_table, matmul_gflops
 
 from medgap.flows import blocks
 from medgap.harmonize.config import HarmonizeConfig
@@ -27,6 +28,8 @@ from medgap.harmonize.model import SliceFlow
 from medgap.harmonize.optimize import HarmonizeOptions, harmonize_batch
 
 GFLOP_PER_SLICE_PASS = 59.0  # paper flow, 144x176, one pass (issue's figure)
+# The reference implementation timed on this machine (2 cores), from the issue.
+REFERENCE = {"subject": 614.0, "pass": 26.5, "step": 11.1, "loglik": 4.3}
 
 
 def _reference_spline(self, x_b):
@@ -36,6 +39,10 @@ def _reference_spline(self, x_b):
     s = 1.0 / math.sqrt(self.net.hidden)
     return MonotonicRQSTransform(p[..., :k] * s, p[..., k:2 * k] * s, p[..., 2 * k:], bound=self.bound,
                                  slope=self.min_slope)
+
+
+def _reference_net(self, x):
+    return self.final(self.blocks(self.initial(x)))  # NCHW throughout, as the reference
 
 
 def _reference_forward(self, x, rev=False, jac=True):
@@ -68,6 +75,7 @@ def main() -> None:
     torch.manual_seed(0)
     info = machine_info()
     ceiling = matmul_gflops()
+    conv_ceiling = conv2d_gflops()
     cfg = HarmonizeConfig.from_preset("paper")
     model = SliceFlow.from_config(cfg.flow, cfg.data.template_bins)
     model.flow.initialize(torch.rand(4, 1, 144, 176) - 0.5)
@@ -80,16 +88,17 @@ def main() -> None:
         with torch.inference_mode():
             model.decode(model.encode(x))
 
-    orig = blocks.RQSCoupling.forward
+    orig, orig_net = blocks.RQSCoupling.forward, blocks.ConvResidualNet.forward
 
     def ref_pass():
         blocks.RQSCoupling.forward = _reference_forward
+        blocks.ConvResidualNet.forward = _reference_net
         try:
             y = model.to_flow(x)
             z, _ = model.flow(y)
             model.flow(z, rev=True)
         finally:
-            blocks.RQSCoupling.forward = orig
+            blocks.RQSCoupling.forward, blocks.ConvResidualNet.forward = orig, orig_net
 
     t_ref = timed(ref_pass)
     t_ours = timed(ours_pass)
@@ -113,33 +122,45 @@ def main() -> None:
 
     scale = 50 / n
     passes = 2 * opts.iterations
+    subject_gflop = passes * GFLOP_PER_SLICE_PASS * 50
+    step_gflop = 3 * GFLOP_PER_SLICE_PASS * 8  # forward + backward (input and weight gradients)
     rows = [
-        ["flow pass (fwd+inv), reference-style", f"{t_ref * scale:.1f}", "1.00",
-         f"{2 * GFLOP_PER_SLICE_PASS * n / t_ref:.0f}"],
-        ["flow pass (fwd+inv), medgap", f"{t_ours * scale:.1f}", f"{t_ref / t_ours:.2f}",
-         f"{2 * GFLOP_PER_SLICE_PASS * n / t_ours:.0f}"],
+        ["flow pass (fwd+inv), reference-style port, this run", f"{t_ref * scale:.1f}", "",
+         f"{t_ref / t_ours:.2f}", f"{2 * GFLOP_PER_SLICE_PASS * n / t_ref:.0f}"],
+        ["flow pass (fwd+inv), medgap", f"{t_ours * scale:.1f}", f"{2 * REFERENCE['pass']:.1f}",
+         f"{2 * REFERENCE['pass'] / (t_ours * scale):.2f}", f"{2 * GFLOP_PER_SLICE_PASS * n / t_ours:.0f}"],
         [f"harmonise 50 slices, {opts.iterations} iterations, medgap", f"{t_harm * scale:.1f}",
-         f"{t_ref * opts.iterations / t_harm:.2f}", f"{passes * GFLOP_PER_SLICE_PASS * n / t_harm:.0f}"],
-        [f"harmonise, reference-style (= {opts.iterations} x pass)", f"{t_ref * scale * opts.iterations:.1f}",
-         "1.00", ""],
+         f"{REFERENCE['subject']:.0f}", f"{REFERENCE['subject'] / (t_harm * scale):.2f}",
+         f"{passes * GFLOP_PER_SLICE_PASS * n / t_harm:.0f}"],
+        ["training step, batch 8", f"{t_step:.1f}", f"{REFERENCE['step']}", f"{REFERENCE['step'] / t_step:.2f}",
+         f"{step_gflop / t_step:.0f}"],
+        ["log-likelihood of 8 slices", f"{t_ll:.1f}", f"{REFERENCE['loglik']}", f"{REFERENCE['loglik'] / t_ll:.2f}",
+         f"{GFLOP_PER_SLICE_PASS * 8 / t_ll:.0f}"],
     ]
     print(markdown_table(["machine", ""], [[k, v] for k, v in info.items()]))
     print()
-    print(f"fp32 matmul ceiling measured in this run: {ceiling:.0f} GFLOP/s before, {ceiling_after:.0f} after "
-          f"(shared machine: other jobs ran at the same time).")
+    print(f"fp32 ceilings measured in this run: matmul 2048^3 {ceiling:.0f} GFLOP/s before, {ceiling_after:.0f} "
+          f"after; Conv2d 96->96 3x3 on 8x72x88 (the flow's main layer, channels-last) {conv_ceiling:.0f} GFLOP/s.")
     print()
     print(f"Paper flow (14,486,534 parameters, random weights), {n} slices of 144x176 timed"
-          f"{', extrapolated to 50' if n != 50 else ''}; ~{GFLOP_PER_SLICE_PASS:.0f} GFLOP per slice per pass.")
+          f"{', extrapolated to 50' if n != 50 else ''}; ~{GFLOP_PER_SLICE_PASS:.0f} GFLOP per slice per pass. "
+          "Reference seconds: the reference implementation timed on this machine (issue 3).")
     print()
-    print(markdown_table(["task (50-slice subject)", "seconds", "speed-up vs reference-style",
-                          "achieved GFLOP/s"], rows))
+    print(markdown_table(["task (50-slice subject)", "medgap seconds", "reference seconds",
+                          "speed-up vs reference", "achieved GFLOP/s"], rows))
     print()
-    print(markdown_table(["other", "seconds", "issue goal (s)"], [
-        ["training step, batch 8 (paper flow)", f"{t_step:.1f}", "5.5"],
-        ["log-likelihood of 8 slices", f"{t_ll:.1f}", "(ref 4.3)"],
+    best = max(ceiling, ceiling_after)
+    print("What the goals would need (FLOPs / the best matmul ceiling of this run):")
+    print()
+    print(markdown_table(["goal", "seconds", "FLOPs (GFLOP)", "needs GFLOP/s", "best matmul ceiling",
+                          "Conv2d ceiling"], [
+        ["harmonise a 50-slice subject", "307", f"{subject_gflop:,.0f}", f"{subject_gflop / 307:.0f}",
+         f"{best:.0f}", f"{conv_ceiling:.0f}"],
+        ["training step, batch 8", "5.5", f"{step_gflop:,.0f}", f"{step_gflop / 5.5:.0f}", f"{best:.0f}",
+         f"{conv_ceiling:.0f}"],
     ]))
     print()
-    print(f"Achieved / ceiling for the medgap pass: {2 * GFLOP_PER_SLICE_PASS * n / t_ours / ceiling:.2f}.")
+    print(f"Achieved / Conv2d ceiling for the medgap pass: {2 * GFLOP_PER_SLICE_PASS * n / t_ours / conv_ceiling:.2f}.")
 
 
 if __name__ == "__main__":

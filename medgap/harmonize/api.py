@@ -108,22 +108,26 @@ class Harmonizer:
                               min_foreground=d.min_foreground, path=volume.path)
 
     def harmonize_volume(self, volume: Volume, mask: np.ndarray | None = None, method: str = "blindharmony",
-                         progress: bool = False) -> np.ndarray:
+                         progress: bool = False, detail: str = "keep") -> np.ndarray:
         """Harmonised copy of ``volume.data`` on its own grid; voxels outside the foreground
-        (``mask`` or the intensity foreground) and slices without brain are unchanged."""
+        (``mask`` or the intensity foreground) and slices without brain are unchanged.
+        ``detail``: see :func:`~medgap.harmonize.data.restore_volume` (``"keep"``: the
+        model-grid change is added to the source at its own resolution)."""
+        if detail not in ("keep", "resample"):
+            raise InputError(None, f"detail must be 'keep' or 'resample', not {detail!r}")
         stack = self.prepare(volume, mask)
         out = self.harmonize_slices(torch.from_numpy(stack.slices), torch.from_numpy(stack.position), method,
                                     progress)
-        return restore_volume(stack, out.numpy(), volume.data)
+        return restore_volume(stack, out.numpy(), volume.data, detail)
 
     def apply_file(self, source: str | Path, out: str | Path, method: str = "blindharmony",
-                   mask: str | Path | None = None, progress: bool = False) -> Path:
+                   mask: str | Path | None = None, progress: bool = False, detail: str = "keep") -> Path:
         """Harmonise a NIfTI file into ``out`` (.nii/.nii.gz, written atomically, input affine/header)."""
         out = Path(out)
         if not (out.name.endswith(".nii") or out.name.endswith(".nii.gz")):
             raise InputError(out, "output name must end in .nii or .nii.gz")
         vol, m = load_for_harmonize(source, mask)
-        result = self.harmonize_volume(vol, m, method, progress)
+        result = self.harmonize_volume(vol, m, method, progress, detail)
         return write_nifti(out, result, like=vol)
 
     def score_file(self, image: str | Path, mask: str | Path | None = None) -> dict:

@@ -54,6 +54,9 @@ def apply(
     out: Path = typer.Option(..., "--out", help="Output NIfTI (.nii/.nii.gz), on the source's grid."),
     method: str = typer.Option("blindharmony", "--method", help="blindharmony, histogram, lowfreq or identity."),
     mask: Optional[Path] = typer.Option(None, "--mask", help="Brain mask of the source (voxels outside stay)."),
+    detail: str = typer.Option("keep", "--detail",
+                               help="keep: add the model-grid change to the source at its own resolution; "
+                                    "resample: return the resampled model-grid result."),
     set_: Optional[list[str]] = _SET,
     device: str = _DEVICE,
 ) -> None:
@@ -61,7 +64,7 @@ def apply(
     from medgap.harmonize.api import Harmonizer
 
     h = Harmonizer.load(model, device=device, overrides=tuple(set_ or ()))
-    path = h.apply_file(source, out, method=method, mask=mask, progress=True)
+    path = h.apply_file(source, out, method=method, mask=mask, progress=True, detail=detail)
     console.print(f"wrote {path}")
 
 
