@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import re
 import subprocess
 import sys
@@ -48,8 +49,12 @@ def run_one(name: str, quick: bool) -> str:
         raise SystemExit(f"{name} failed with exit code {done.returncode}")
     info = machine_info()
     minutes = (datetime.datetime.now(datetime.timezone.utc) - start).total_seconds() / 60
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else info["cores"]
+    threads = os.environ.get("OMP_NUM_THREADS")
+    cores = f"{info['cores']} cores" if usable == info["cores"] else f"{usable} of its {info['cores']} cores"
+    cores += f", OMP_NUM_THREADS={threads}" if threads else ""
     stamp = (f"_Run {start:%Y-%m-%d %H:%M} UTC{' (--quick)' if quick else ''}, {minutes:.1f} min, on "
-             f"{info['cpu']}, {info['cores']} cores, {info.get('memory_gb', '?')} GB, torch {info['torch']}, "
+             f"{info['cpu']}, {cores}, {info.get('memory_gb', '?')} GB, torch {info['torch']}, "
              f"GPU: {info['gpu']}. Command: `python benchmarks/run.py {name}`._")
     return f"<!-- bench:{name} -->\n{stamp}\n\n{done.stdout.strip()}\n<!-- /bench:{name} -->"
 
