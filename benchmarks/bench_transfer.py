@@ -268,7 +268,7 @@ def main() -> None:
     for mod in mods:
         name = "HSI paper (40 blocks)" if mod == "hsi" else "PAT paper (5 scales, 16x128x256)"
         for scale, rand, what in ((0.7, False, "as medgap initialises it (zero-init couplings, scale 0.7)"),
-                                  (0.7, True, "random subnets, global scale 0.7 (start of training)"),
+                                  (0.7, True, "random subnets (PyTorch default init), global scale 0.7"),
                                   (1.0, True, "random subnets, global scale 1.0 (z ~ unit variance)")):
             err, zstd = invertibility(mod, scale, rand)
             inv.append([name, what, err, zstd])
