@@ -5,8 +5,10 @@
 Speed: the HSI ``paper`` network at a batch of B spectra per domain. "reference-style" reproduces
 how the published implementation runs one iteration with the same network: FrEIA's permutation
 matmuls, separate passes per domain, and a discriminator step that recomputes both transfers.
-"medgap" is ``medgap.transfer.trainer.train_step`` as training runs it (indexed permutations, both
-domains in one pass, transfers reused by the discriminator step, 2,500-spectrum chunks). Each runs in
+"medgap" is ``medgap.transfer.trainer.train_step`` as training runs the paper preset (indexed
+permutations, both domains in one pass, transfers reused by the discriminator step, 2,500-spectrum
+chunks, coupling blocks compiled with torch.compile); "medgap, hsi.compile=false" the same in eager
+mode. HSI rows: one warm-up iteration (which pays the compile time), then the best of two. Each runs in
 its own process (peak memory = that process's peak RSS). Achieved GFLOP/s counts the matrix products
 the iteration must do (encode + decode of both domains, forward and backward: 3x the forward cost)
 and is compared with the fp32 matmul ceiling measured in the same run.
@@ -104,8 +106,10 @@ def forward_flops(modality: str) -> float:
 def worker(kind: str, modality: str, batch: int, reps: int) -> dict:
     torch.manual_seed(0)
     np.random.seed(0)
-    ours = kind == "medgap"
+    ours = kind.startswith("medgap")
     cfg, model = _model(modality, indexed=ours)
+    if kind == "medgap" and modality == "hsi" and cfg.hsi.compile:
+        model.generator.compile_blocks()  # as training runs the paper preset (hsi.compile=true)
     opt_g, opt_d = make_optimizers(model, cfg)
     if modality == "hsi":
         xa, xb = torch.randn(batch, 100), torch.randn(batch, 100)
@@ -128,14 +132,17 @@ def worker(kind: str, modality: str, batch: int, reps: int) -> dict:
         else:
             reference_iteration(model, opt_g, opt_d, xa, ya, xb, cfg.train.clip_value)
 
-    if reps > 1:
-        once()  # warm-up (skipped for single-iteration runs: both sides are then measured cold)
+    first = None
+    if reps > 1:  # warm-up (skipped for single-iteration runs: both sides are then measured cold)
+        t0 = time.perf_counter()
+        once()
+        first = time.perf_counter() - t0
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
         once()
         times.append(time.perf_counter() - t0)
-    return {"seconds": min(times), "peak_rss_gb": peak_rss_mb() / 1024}
+    return {"seconds": min(times), "first_seconds": first, "peak_rss_gb": peak_rss_mb() / 1024}
 
 
 def run_worker(kind: str, modality: str, batch: int, reps: int) -> dict:
@@ -172,6 +179,45 @@ def invertibility(modality: str, global_scale: float, random_subnets: bool = Tru
     return float(((back - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)).max()), float(z.std())
 
 
+def invertibility_trained(iterations: int, batch: int = 200) -> tuple[float, float, float]:
+    """Round trip of the paper HSI network after ``iterations`` real training iterations (paper preset:
+    lr 1e-4, both discriminators, clipping) on simulator data (sim = simple, real = rich), measured on
+    2,000 held-out normalised real spectra. Returns (max relative error, std of z, last generator loss,
+    max relative error of the same network in float64)."""
+    from medgap.data.spectra.hsi import simulate_hsi
+    from medgap.transfer.data import fit_stats
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    cfg = TransferConfig.from_preset("paper")
+    sim, real = simulate_hsi(4000, seed=0), simulate_hsi(6000, realism="rich", seed=1)
+    s_sim, s_real = fit_stats(sim), fit_stats(real)
+    xs = s_sim.normalize(torch.from_numpy(sim.spectra))
+    xr = s_real.normalize(torch.from_numpy(real.spectra))
+    ys = torch.from_numpy(sim.labels)
+    model = build_model(cfg, 100, 10)
+    opt_g, opt_d = make_optimizers(model, cfg)
+    g = torch.Generator().manual_seed(0)
+    loss = float("nan")
+    for _ in range(iterations):
+        ia, ib = torch.randint(0, 4000, (batch,), generator=g), torch.randint(0, 4000, (batch,), generator=g)
+        noise = cfg.hsi.noise_std
+        pieces = [(xs[ia] + noise * torch.randn(batch, 100), ys[ia], xr[ib] + noise * torch.randn(batch, 100))]
+        loss, _, _ = train_step(model, opt_g, opt_d, pieces, cfg.train.clip_value)
+    gen = model.generator.eval()
+    x, y = xr[4000:], torch.randint(0, 10, (2000,), generator=g)
+    with torch.no_grad():
+        z, _ = gen.encode(x, REAL, y)
+        back = gen.decode(z, REAL, y)
+    err = float(((back - x).norm(dim=1) / x.norm(dim=1)).max())
+    gen = gen.double()  # the same network in float64: what the contraction costs in float32 arithmetic
+    with torch.no_grad():
+        z64, _ = gen.encode(x.double(), REAL, y)
+        back64 = gen.decode(z64, REAL, y)
+    err64 = float(((back64 - x.double()).norm(dim=1) / x.double().norm(dim=1)).max())
+    return err, float(z.std()), float(loss), err64
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -185,18 +231,19 @@ def main() -> None:
     torch.set_num_threads(torch.get_num_threads())
     ceiling = [matmul_gflops()]
     batch = 2000 if args.quick else 10000
-    reps = 1
+    reps = 2  # HSI: one warm-up iteration (it includes torch.compile's compile time), then the best of 2
     print(f"Threads: {torch.get_num_threads()}. The machine is shared with other engineers' runs: absolute "
           "times swing with their load; the ratios within one table come from back-to-back runs.\n")
     flops_hsi = forward_flops("hsi")
     rows = []
-    res = {k: run_worker(k, "hsi", batch, reps) for k in ("reference-style", "medgap")}
+    res = {k: run_worker(k, "hsi", batch, reps) for k in ("reference-style", "medgap eager", "medgap")}
     ceiling.append(matmul_gflops())
     useful = 3 * 2 * flops_hsi * 2 * batch  # (encode + decode) x (fwd + bwd) for 2B spectra
     base = res["reference-style"]["seconds"]
     for k, v in res.items():
         gf = useful / v["seconds"] / 1e9
-        rows.append([f"HSI paper, {k}", batch, v["seconds"], 2 * batch / v["seconds"], base / v["seconds"],
+        name = {"medgap": "medgap (paper preset: compiled blocks)", "medgap eager": "medgap, hsi.compile=false"}.get(k, k)
+        rows.append([f"HSI paper, {name}", batch, v["seconds"], 2 * batch / v["seconds"], base / v["seconds"],
                      v["peak_rss_gb"], gf, gf / np.mean(ceiling)])
     if not args.skip_pat and not args.quick:
         flops_pat = forward_flops("pat")
@@ -211,6 +258,9 @@ def main() -> None:
     print(markdown_table(["training iteration", "batch / domain", "seconds", "samples/s (both domains)",
                           "speed-up vs reference-style", "peak RSS (GB)", "achieved GFLOP/s",
                           "fraction of matmul ceiling"], rows))
+    print("\nHSI rows: best of 2 iterations after one warm-up iteration; the warm-up took "
+          + ", ".join(f"{k} {v['first_seconds']:.0f} s" for k, v in res.items())
+          + " (the compiled path's includes compiling the blocks once per process).")
     print(f"\nfp32 matmul ceiling (2048^3) measured during the run: {', '.join(f'{c:.0f}' for c in ceiling)} GFLOP/s.\n")
 
     inv = []
@@ -218,11 +268,23 @@ def main() -> None:
     for mod in mods:
         name = "HSI paper (40 blocks)" if mod == "hsi" else "PAT paper (5 scales, 16x128x256)"
         for scale, rand, what in ((0.7, False, "as medgap initialises it (zero-init couplings, scale 0.7)"),
-                                  (0.7, True, "random subnets, global scale 0.7 (start of training)"),
+                                  (0.7, True, "random subnets (PyTorch default init), global scale 0.7"),
                                   (1.0, True, "random subnets, global scale 1.0 (z ~ unit variance)")):
             err, zstd = invertibility(mod, scale, rand)
             inv.append([name, what, err, zstd])
+        if mod == "hsi":
+            n_it = 20
+            err, zstd, loss, err64 = invertibility_trained(n_it)
+            inv.append([name, f"after {n_it} training iterations (paper preset, batch 200 per domain; "
+                              f"generator loss {loss:.3f}), held-out real-like spectra (float64: {err64:.1e})",
+                        err, zstd])
     print(markdown_table(["network (float32)", "state", "max relative round-trip error", "std of z"], inv))
+    print("\nWith the published global scale 0.7, 40 blocks contract the data ~0.7^40 while the couplings "
+          "(random, or learned in the first training iterations) stretch some directions more than others: "
+          "the inverse is then badly conditioned and float32 rounding is amplified (std of z ~0.002). "
+          "Maximum-likelihood training drives z towards unit variance, where the error is ~4e-7 (scale 1.0 "
+          "rows); at lr 1e-4 that takes thousands of iterations, so the early phase of paper training "
+          "misses the 1e-4 target in float32. The same network in float64 round-trips to ~1e-12.")
     print()
     print("Quality on the simulator benchmark: see bench_transfer_quality.")
 

@@ -176,6 +176,18 @@ class SpectralCINN(_CINNBase):
                             cond_shape=(cond_dim,) if conditional else None,
                             subnet_constructor=subnet, **_block_kwargs(clamp, affine_init))
 
+    def compile_blocks(self) -> None:
+        """torch.compile every coupling block (training speed-up on CPU; same arithmetic).
+
+        Inductor fuses each block's chain of elementwise operations (split, concatenation, soft
+        clamp, exp, affine coupling, global scaling, permutation) and their gradients into a few
+        loops; the matrix products stay oneDNN/MKL calls. All blocks share one code object, so one
+        graph per kind of call (forward/inverse, with/without condition) serves all 40 blocks.
+        Compiling fails softly: a block whose compilation raises runs eagerly from then on.
+        """
+        for block in self.inn.module_list:
+            block.forward = _compiled_or_eager(block.forward)
+
     def _conditions(self, x, domain, labels, stochastic, generator):
         code = domain_code((x.shape[0], 2), domain, self.domain_noise, stochastic, x.device, generator)
         if self.n_classes == 0:
@@ -183,6 +195,22 @@ class SpectralCINN(_CINNBase):
         if labels is None:
             raise ValueError("this network is conditioned on labels: pass labels")
         return [torch.cat([code, soft_labels(labels, self.n_classes, self.label_noise, stochastic, generator)], 1)]
+
+
+def _compiled_or_eager(fn):
+    compiled = torch.compile(fn)
+    state = {"ok": True}
+
+    def call(*args, **kwargs):
+        if state["ok"]:
+            try:
+                return compiled(*args, **kwargs)
+            except Exception as err:  # no C compiler, unsupported platform, ...: stay correct, run eagerly
+                import warnings
+                warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); running eagerly", stacklevel=2)
+                state["ok"] = False
+        return fn(*args, **kwargs)
+    return call
 
 
 def _zero_last(net: nn.Sequential) -> nn.Sequential:

@@ -176,6 +176,8 @@ def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Pa
     k = n_classes_of(sim, need_labels)
     image_shape = None if modality == "hsi" else tuple(x_sim.shape[2:])
     model = build_model(cfg, x_sim.shape[1], k, image_shape).to(ctx.device)
+    if cfg.method == "cinn" and getattr(net, "compile", False):
+        model.generator.compile_blocks()
     stats_sim, stats_real = fit_stats(sim), fit_stats(real)
 
     opt_g, opt_d = make_optimizers(model, cfg)

@@ -120,3 +120,48 @@ def test_package_api_names_are_functions():
 
     assert callable(T.train) and callable(T.evaluate) and callable(T.apply_transfer)
     assert T.TransferConfig.from_preset("paper").hsi.n_blocks == 40
+
+
+def _grads_after_step(net, x, y):
+    z, logdet = net.encode(x, SIM, y, stochastic=False)
+    back = net.decode(z, REAL, y)
+    (0.5 * z.pow(2).sum(1) - logdet + back.pow(2).sum(1)).mean().backward()
+    return [p.grad.clone() for p in net.parameters() if p.requires_grad]
+
+
+def test_compile_blocks_falls_back_to_eager_when_compiling_fails(monkeypatch):
+    torch.manual_seed(0)
+    net = SpectralCINN(20, n_classes=3, n_blocks=3, n_conditional=2, hidden=16)
+    _randomise(net)
+    x, y = torch.randn(32, 20), torch.randint(0, 3, (32,))
+    expected = _grads_after_step(net, x, y)
+    net.zero_grad()
+
+    def broken_compile(fn, **kw):
+        def run(*a, **k):
+            raise RuntimeError("no C compiler")
+        return run
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    net.compile_blocks()
+    import pytest
+    with pytest.warns(UserWarning, match="running eagerly"):
+        got = _grads_after_step(net, x, y)
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(a, b)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.slow
+def test_compiled_blocks_match_eager():
+    torch.manual_seed(0)
+    net = SpectralCINN(20, n_classes=3, n_blocks=3, n_conditional=2, hidden=16)
+    _randomise(net)
+    x, y = torch.randn(32, 20), torch.randint(0, 3, (32,))
+    expected = _grads_after_step(net, x, y)
+    net.zero_grad()
+    net.compile_blocks()
+    got = _grads_after_step(net, x, y)
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

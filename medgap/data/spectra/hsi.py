@@ -11,7 +11,8 @@ with the internal-reflection parameter A for a tissue/air index ratio of 1.4.
 a thin superficial layer mixed in by the wavelength-dependent penetration depth
 (delta = 1 / sqrt(3 mu_a (mu_a + mu_s'))), vessel packaging of blood, a Rayleigh share of the
 scattering with per-spectrum heterogeneity, subject-level physiology offsets, a camera
-(filter bandwidth, white-reference tilt, specular offset) and shot/read noise. Its labels are
+(filter bandwidth, stray light and detector saturation that the white reference does not remove,
+white-reference tilt, specular offset) and shot/read noise. Its labels are
 meant to be hidden from training: it stands in for real recordings, it is not one.
 """
 
@@ -60,6 +61,33 @@ def _gaussian_band_matrix(fine_nm: np.ndarray, centres_nm: np.ndarray, fwhm_nm: 
     sigma = fwhm_nm / 2.3548
     w = np.exp(-0.5 * ((centres_nm[:, None] - fine_nm[None, :]) / sigma) ** 2)
     return w / w.sum(axis=1, keepdims=True)
+
+
+def _camera(refl: np.ndarray, fine_nm: np.ndarray, band: np.ndarray, exposure: np.ndarray,
+            stray_fraction: float = 0.2) -> np.ndarray:
+    """White-reference-calibrated reflectance (n, C) as a push-broom camera records ``refl`` (n, F).
+
+    The sensor sees lamp x silicon quantum efficiency x reflectance (weak in the NIR), of which
+    ``stray_fraction`` is scattered across the whole spectrum (stray light, 150 nm wide), and its
+    counts saturate (c / (1 + c), c in units of the half-saturation level). The exposure is set per
+    recording on the tissue (``exposure``: counts of a perfect reflector, per spectrum), the white
+    reference is taken in the linear range. The division by the white reference therefore removes
+    lamp and quantum efficiency only for a linear, stray-light-free detector: what remains depends on
+    the whole spectrum (bright visible bands leak into the dim NIR ones; bright tissue is compressed),
+    a gap no per-channel shift and scale can close.
+    """
+    lamp = (fine_nm / 700.0) ** 2  # halogen lamp, rising towards the NIR over this range
+    qe = np.exp(-0.5 * ((fine_nm - 600.0) / 220.0) ** 2)  # front-illuminated silicon
+    weight = lamp * qe / (lamp * qe).max()
+    stray = _gaussian_band_matrix(fine_nm, fine_nm, fwhm_nm=150.0)
+
+    def counts(r: np.ndarray) -> np.ndarray:
+        sig = r * weight
+        return ((1.0 - stray_fraction) * sig + stray_fraction * sig @ stray.T) @ band.T
+
+    white = counts(np.ones((1, fine_nm.size)))
+    c = exposure[:, None] * counts(refl)
+    return c / (1.0 + c) / (exposure[:, None] * white)
 
 
 def simulate_hsi(n: int, *, wavelengths: np.ndarray | None = None, realism: str = "simple", seed: int = 0,
@@ -116,7 +144,7 @@ def simulate_hsi(n: int, *, wavelengths: np.ndarray | None = None, realism: str 
         refl = diffuse_reflectance(w_top * top_a + (1 - w_top) * deep_a, w_top * top_s + (1 - w_top) * deep_s)
 
         band = _gaussian_band_matrix(fine, wl, fwhm_nm=20.0)
-        spectra = refl @ band.T
+        spectra = _camera(refl, fine, band, rng.uniform(4.0, 5.0, n_sub)[groups])
         spectra = spectra * np.exp(tilt[:, None] * (wl[None, :] - 750.0) / 250.0)
         spectra = spectra + rng.uniform(0.0, 0.02, n)[:, None]  # specular reflection, flat
         shot = np.sqrt(np.clip(spectra, 0, None) * 1e-4)
