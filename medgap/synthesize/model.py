@@ -147,10 +147,13 @@ class UpConv3d(nn.Module):
         co = self.conv.out_channels
         bias = None if self.conv.bias is None else self.conv.bias.repeat_interleave(8)
         c = F.conv3d(x, self.phase_weight(), bias, padding=1).view(B, co, 2, 2, 2, D + 1, H + 1, W + 1)
-        # phase (a, b, c) of output (2i+a, 2j+b, 2k+c) sits at c[..., i+a, j+b, k+c]
-        parts = [c[:, :, a, b, e, a : a + D, b : b + H, e : e + W] for a in (0, 1) for b in (0, 1) for e in (0, 1)]
-        y = torch.stack(parts, dim=2).view(B, co, 2, 2, 2, D, H, W)
-        return y.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(B, co, 2 * D, 2 * H, 2 * W)
+        # phase (a, b, e) of output voxel (2i+a, 2j+b, 2k+e) sits at c[..., i+a, j+b, k+e]
+        y = c.new_empty(B, co, D, 2, H, 2, W, 2)
+        for a in (0, 1):
+            for b in (0, 1):
+                for e in (0, 1):
+                    y[:, :, :, a, :, b, :, e] = c[:, :, a, b, e, a : a + D, b : b + H, e : e + W]
+        return y.view(B, co, 2 * D, 2 * H, 2 * W)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.folded:
