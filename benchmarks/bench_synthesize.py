@@ -60,6 +60,9 @@ def _worker(spec: dict) -> dict:
 
             step = FullResStep(FullResGAN(arch), cfg)
             run = lambda: step(x, torch.randn(batch, arch.latent_dim))  # noqa: E731
+        per_step: dict[str, dict] = {}
+        if spec.get("breakdown") and spec["kind"] == "train":
+            step.phase = lambda name: _phase_probe(per_step.setdefault(name, {}))
         with FlopCounterMode(display=False) as counter:
             run()  # warm-up, and the FLOP count of one iteration
         result["gflop"] = counter.get_total_flops() / 1e9
@@ -69,6 +72,8 @@ def _worker(spec: dict) -> dict:
             run()
             times.append(time.perf_counter() - t0)
         result["seconds"] = min(times)
+        if per_step:
+            result["steps"] = per_step
     else:  # generation of one volume
         from medgap.synthesize.model import Generator
         from medgap.synthesize.slabwise import generate_slabwise
@@ -94,6 +99,29 @@ def _worker(spec: dict) -> dict:
     return result
 
 
+class _phase_probe:
+    """Context manager for ``HAGANStep.phase``: GFLOP of the first entry (under the outer
+    FlopCounterMode, so counted separately here), seconds of the last."""
+
+    def __init__(self, record: dict):
+        self.record = record
+
+    def __enter__(self):
+        from torch.utils.flop_counter import FlopCounterMode
+
+        self.counter = FlopCounterMode(display=False) if "gflop" not in self.record else None
+        if self.counter is not None:
+            self.counter.__enter__()
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.record["seconds"] = time.perf_counter() - self.t0
+        if self.counter is not None:
+            self.counter.__exit__(*exc)
+            self.record["gflop"] = self.counter.get_total_flops() / 1e9
+        return False
+
+
 def measure(spec: dict, timeout: int = 1800) -> dict:
     done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
                           cwd=ROOT, timeout=timeout)
@@ -108,7 +136,7 @@ def memory_section(sizes, ceiling) -> tuple[str, dict]:
 
     rows, raw = [], {}
     for s in sizes:
-        tr = measure({"kind": "train", "size": s})
+        tr = measure({"kind": "train", "size": s, "breakdown": s >= 128})
         gw = measure({"kind": "generate_whole", "size": s})
         gs = measure({"kind": "generate_slab", "size": s, "max_memory_gb": 1.9})
         fr = measure({"kind": "train_fullres", "size": s}) if s <= 128 else {"error": "see bench_synthesize_memory"}
@@ -143,6 +171,27 @@ def speed_section(raw, sizes, ceiling) -> str:
         ["operation", "reference s (issue)", "reference peak MB (issue)", "literal upsample+conv s (this run)",
          "medgap s", "speed-up vs. literal (this run)", "speed-up vs. reference (issue)",
          "achieved GFLOP/s (% of Conv3d ceiling)", "medgap peak RSS MB"], rows)
+
+
+def breakdown_section(raw, ceiling) -> str:
+    """Per-step GFLOP, seconds and GFLOP/s of one training iteration, with the time at the ceiling."""
+    from machine import markdown_table
+
+    rows = []
+    names = {"d": "D step", "g": "G step", "eh": "E^H step", "eg": "E^G step"}
+    for s in sorted(raw):
+        steps = raw[s]["train"].get("steps")
+        if not steps:
+            continue
+        for key, name in names.items():
+            st = steps[key]
+            rows.append([f"{s}^3", name, st["gflop"], st["seconds"], st["gflop"] / st["seconds"],
+                         st["gflop"] / ceiling])
+        tr = raw[s]["train"]
+        rows.append([f"{s}^3", "whole iteration", tr["gflop"], tr["seconds"], tr["gflop"] / tr["seconds"],
+                     tr["gflop"] / ceiling])
+    return markdown_table(["size", "step", "GFLOP", "s", "GFLOP/s", "s at the Conv3d ceiling (GFLOP / ceiling)"],
+                          rows)
 
 
 def _t(r):
@@ -264,6 +313,8 @@ def main() -> None:
     print(f"\nPlot: `docs/{plot.name}`.\n")
     print("### Speed vs. the reference (issue numbers) and vs. the literal layer layout measured in this run\n")
     print(speed_section(raw, sizes, ceiling))
+    print("\n### Training iteration per step (batch 2, paper width; FLOPs counted by FlopCounterMode)\n")
+    print(breakdown_section(raw, ceiling))
     print(f"\nConv3d ceiling re-measured at the end: {conv3d_gflops():.0f} GFLOP/s.\n")
     if not args.skip_quality:
         secs = 45.0 if args.quick else args.quality_seconds
