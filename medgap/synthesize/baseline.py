@@ -114,10 +114,7 @@ def train_baseline(data: TrainingSet, cfg: SynthesizeConfig, *, seed: int = 0, m
     t0, done = time.perf_counter(), 0
     for _ in track(range(cfg.iterations), description="full-res GAN", disable=not progress):
         idx = torch.randint(len(data), (cfg.batch_size,))
-        vols = [torch.from_numpy(np.asarray(data.volumes[int(i)], np.float32))[None] for i in idx]
-        if augment is not None:
-            vols = [augment(v) for v in vols]
-        step(torch.stack(vols).to(dev), torch.randn(cfg.batch_size, model.arch.latent_dim, device=dev))
+        step(data.batch(idx, augment).to(dev), torch.randn(cfg.batch_size, model.arch.latent_dim, device=dev))
         done += 1
         if max_seconds is not None and time.perf_counter() - t0 >= max_seconds:
             break

@@ -162,6 +162,13 @@ class TrainingSet:
     def num_classes(self) -> int:
         return len(self.label_names)
 
+    def batch(self, indices, augment: Augment | None = None) -> torch.Tensor:
+        """Cubes ``indices`` as a float32 batch (b, 1, S, S, S), each augmented if ``augment`` is given."""
+        vols = [torch.from_numpy(np.asarray(self.volumes[int(i)], dtype=np.float32))[None] for i in indices]
+        if augment is not None:
+            vols = [augment(v) for v in vols]
+        return torch.stack(vols)
+
     def describe(self) -> dict:
         return {"volumes": len(self), "size": int(self.volumes.shape[1]), "spacing_mm": round(self.spacing_mm, 4),
                 "label_names": self.label_names, "sources": self.sources[:20]}

@@ -54,7 +54,7 @@ def estimate_bytes(generator: Generator, chunk: int, keep_first: bool) -> int:
     per_chunk = (
         2 * c * m * n * n * _F32  # feature chunk with halo (+ blocked copy)
         + 4 * c1 * (2 * m) * (2 * n) ** 2 * _F32  # first up-conv output (blocked, plain), normalised, reordered
-        + 3 * (4 * m) * s * s * _F32  # second up-conv output (blocked, plain) + tanh
+        + 4 * (4 * m) * s * s * _F32  # second up-conv: phase outputs (blocked, plain), interleaved, tanh
     )
     return RUNTIME_BYTES + weights + max(common_peak, feats + out + h1_whole + per_chunk)
 

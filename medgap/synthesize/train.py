@@ -24,6 +24,7 @@ Checkpoints (last ``keep_last`` + best by the E^G reconstruction loss) go to
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +73,12 @@ class HAGANStep:
 
     Holds the (possibly DDP-wrapped) networks and their optimisers. Calls that need
     no gradient synchronisation (a frozen network) go to the unwrapped module.
+    ``phase`` is a callable ``name -> context manager`` entered around each of the
+    four steps (``"d"``, ``"g"``, ``"eh"``, ``"eg"``); the benchmark sets it to count
+    FLOPs and time per step.
     """
+
+    phase = staticmethod(lambda name: contextlib.nullcontext())
 
     def __init__(self, model: HAGAN, cfg: SynthesizeConfig, wrap=lambda m: m):
         self.model = model
@@ -106,45 +112,50 @@ class HAGANStep:
         cond = a.num_classes > 0
 
         # ---- D step (fake detached; the same fake batch serves the G step)
-        fake_slab, fake_low = self.G(z, k // 4, y_fake)
-        real_logit, real_cls = self.D(x_slab, x_low, kvec)
-        fake_logit, _ = self.D(fake_slab.detach(), fake_low.detach(), kvec)
-        loss_d = F.binary_cross_entropy_with_logits(real_logit, ones) + F.binary_cross_entropy_with_logits(fake_logit, zeros)
-        if cond:
-            loss_d = loss_d + F.cross_entropy(real_cls, y_real)
-        self.opt["d"].zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.opt["d"].step()
+        with self.phase("d"):
+            fake_slab, fake_low = self.G(z, k // 4, y_fake)
+            real_logit, real_cls = self.D(x_slab, x_low, kvec)
+            fake_logit, _ = self.D(fake_slab.detach(), fake_low.detach(), kvec)
+            loss_d = (F.binary_cross_entropy_with_logits(real_logit, ones)
+                      + F.binary_cross_entropy_with_logits(fake_logit, zeros))
+            if cond:
+                loss_d = loss_d + F.cross_entropy(real_cls, y_real)
+            self.opt["d"].zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt["d"].step()
 
         # ---- G step (D frozen: no weight gradients, no DDP sync needed)
-        _frozen(m.discriminator, True)
-        g_logit, g_cls = m.discriminator(fake_slab, fake_low, kvec)
-        loss_g = F.binary_cross_entropy_with_logits(g_logit, ones)
-        if cond:
-            loss_g = loss_g + F.cross_entropy(g_cls, y_fake)
-        self.opt["g"].zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt["g"].step()
-        _frozen(m.discriminator, False)
-        del fake_slab, fake_low
+        with self.phase("g"):
+            _frozen(m.discriminator, True)
+            g_logit, g_cls = m.discriminator(fake_slab, fake_low, kvec)
+            loss_g = F.binary_cross_entropy_with_logits(g_logit, ones)
+            if cond:
+                loss_g = loss_g + F.cross_entropy(g_cls, y_fake)
+            self.opt["g"].zero_grad(set_to_none=True)
+            loss_g.backward()
+            self.opt["g"].step()
+            _frozen(m.discriminator, False)
+            del fake_slab, fake_low
 
         # ---- E^H step (G frozen)
-        _frozen(m.generator, True)
-        rec = m.generator.high(self.EH(x_slab))
-        loss_eh = F.l1_loss(rec, x_slab)
-        self.opt["eh"].zero_grad(set_to_none=True)
-        loss_eh.backward()
-        self.opt["eh"].step()
+        with self.phase("eh"):
+            _frozen(m.generator, True)
+            rec = m.generator.high(self.EH(x_slab))
+            loss_eh = F.l1_loss(rec, x_slab)
+            self.opt["eh"].zero_grad(set_to_none=True)
+            loss_eh.backward()
+            self.opt["eh"].step()
 
         # ---- E^G step (G and E^H frozen)
-        with torch.no_grad():
-            feats = m.encode_features(x)
-        rec_slab, rec_low = m.generator(self.EG(feats), k // 4, y_real)
-        loss_eg = 0.5 * (F.l1_loss(rec_slab, x_slab) + F.l1_loss(rec_low, x_low))
-        self.opt["eg"].zero_grad(set_to_none=True)
-        loss_eg.backward()
-        self.opt["eg"].step()
-        _frozen(m.generator, False)
+        with self.phase("eg"):
+            with torch.no_grad():
+                feats = m.encode_features(x)
+            rec_slab, rec_low = m.generator(self.EG(feats), k // 4, y_real)
+            loss_eg = 0.5 * (F.l1_loss(rec_slab, x_slab) + F.l1_loss(rec_low, x_low))
+            self.opt["eg"].zero_grad(set_to_none=True)
+            loss_eg.backward()
+            self.opt["eg"].step()
+            _frozen(m.generator, False)
         return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "loss_eh": loss_eh.item(), "loss_eg": loss_eg.item(),
                 "d_real": torch.sigmoid(real_logit).mean().item(), "d_fake": torch.sigmoid(fake_logit).mean().item()}
 
@@ -220,10 +231,7 @@ def train(
         y_fake = torch.randint(max(a.num_classes, 1), (B,))
         k = 4 * int(torch.randint(a.positions, (1,)))
         local = ctx.shard(torch.arange(B))
-        vols = [torch.from_numpy(np.asarray(data.volumes[int(idx[i])], dtype=np.float32))[None] for i in local]
-        if augment is not None:
-            vols = [augment(v) for v in vols]
-        x = torch.stack(vols).to(ctx.device)
+        x = data.batch(idx[local], augment).to(ctx.device)
         y_real = torch.as_tensor(data.labels[idx[local].numpy()], device=ctx.device) if a.num_classes else None
         y_f = y_fake[local].to(ctx.device) if a.num_classes else None
         last = step_fn(x, z[local].to(ctx.device), k, y_real, y_f)

@@ -32,12 +32,20 @@ def test_total_parameters_match_publication_table(size, total):
     assert abs(_counts(size)["all"] - total) / total < 0.01
 
 
-def test_upconv_equals_upsample_then_conv():
+@pytest.mark.parametrize("c_out", [1, 3, 9])  # < 8: parity-phase convolution; >= 8: transposed convolution
+def test_upconv_equals_upsample_then_conv(c_out):
     torch.manual_seed(0)
-    layer = UpConv3d(5, 3)
-    x = torch.randn(2, 5, 4, 6, 5)
+    layer = UpConv3d(5, c_out)
+    x = torch.randn(2, 5, 4, 6, 5, requires_grad=True)
     ref = F.conv3d(F.interpolate(x, scale_factor=2), layer.conv.weight, layer.conv.bias, padding=1)
-    assert torch.allclose(layer(x), ref, atol=1e-5)
+    out = layer(x)
+    assert out.shape == ref.shape
+    assert torch.allclose(out, ref, atol=1e-5)
+    g = torch.randn_like(ref)
+    grads_ref = torch.autograd.grad(ref, (x, layer.conv.weight, layer.conv.bias), g)
+    grads = torch.autograd.grad(out, (x, layer.conv.weight, layer.conv.bias), g)
+    for a, b in zip(grads, grads_ref):
+        assert torch.allclose(a, b, atol=1e-4)
 
 
 @pytest.mark.parametrize("size", [32, 64])
