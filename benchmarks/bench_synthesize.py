@@ -1,4 +1,5 @@
-"""HA-GAN on this CPU: memory vs. resolution, speed vs. the reference layout, quality vs. a full-res GAN.
+"""HA-GAN on this CPU: memory vs. resolution and speed vs. the reference layout
+(quality vs. a full-res GAN: bench_synthesize_quality.py).
 
 Every measurement of time/memory runs in a fresh subprocess (peak RSS from getrusage
 covers exactly one configuration). The in-run baseline for speed is the same model with
@@ -290,10 +291,6 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--worker", default=None)
-    parser.add_argument("--skip-quality", action="store_true")
-    parser.add_argument("--quality-seconds", type=float, default=300.0, help="training time per model")
-    parser.add_argument("--quality-size", type=int, default=64)
-    parser.add_argument("--quality-width", type=float, default=0.25)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(_worker(json.loads(args.worker))))
@@ -316,16 +313,6 @@ def main() -> None:
     print("\n### Training iteration per step (batch 2, paper width; FLOPs counted by FlopCounterMode)\n")
     print(breakdown_section(raw, ceiling))
     print(f"\nConv3d ceiling re-measured at the end: {conv3d_gflops():.0f} GFLOP/s.\n")
-    if not args.skip_quality:
-        secs = 45.0 if args.quick else args.quality_seconds
-        n = 12 if args.quick else 32
-        print(f"### Quality at equal wall-clock ({secs:.0f} s of training each, same seed, same pseudo-cohort)\n")
-        table, verdict = quality_section(secs, n, args.quality_size, args.quality_width)
-        print(table)
-        print(f"\nVerdict (FID and MMD^2): {verdict}. Pseudo-cohort: {n} augmented copies of the ICBM152 T1 "
-              f"(affine, elastic, intensity; drawn once), scored against {n} other copies; features of the "
-              "foundation's fixed seeded MONAI ResNet-10 (not MedicalNet). One template brain: this compares "
-              "how fast each model approaches a known distribution, not cohort-level realism.")
 
 
 if __name__ == "__main__":
