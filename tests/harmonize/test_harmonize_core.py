@@ -157,3 +157,16 @@ def test_wm_dark_reverses_tissue_order():
     y = simulate(x, "wm_dark")
     wm, gm = x > 0.9, (x > 0.4) & (x < 0.7)
     assert x[wm].mean() > x[gm].mean() and y[wm].mean() < y[gm].mean()
+
+
+def test_unknown_detail_mode_is_refused_before_any_work(tmp_path):
+    from medgap.harmonize.api import Harmonizer
+    from medgap.io import Volume
+
+    cfg = HarmonizeConfig.from_preset("cpu-small", overrides=["flow.image_size=[32,32]", "flow.levels=2"])
+    h = Harmonizer(SliceFlow.from_config(cfg.flow, cfg.data.template_bins), cfg, "cpu")
+    with pytest.raises(InputError, match="detail"):
+        h.harmonize_volume(Volume(phantom(), lps_affine(), None, None), detail="sharp")
+    with pytest.raises(ValueError, match="detail"):
+        restore_volume(prepare_volume(phantom(), lps_affine(), (32, 32)), np.zeros((1, 1, 32, 32)), phantom(),
+                       detail="sharp")

@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn as nn
 
@@ -129,13 +130,18 @@ def _grads_after_step(net, x, y):
     return [p.grad.clone() for p in net.parameters() if p.requires_grad]
 
 
-def test_compile_blocks_falls_back_to_eager_when_compiling_fails(monkeypatch):
+def _net_batch_and_eager_grads():
     torch.manual_seed(0)
     net = SpectralCINN(20, n_classes=3, n_blocks=3, n_conditional=2, hidden=16)
     _randomise(net)
     x, y = torch.randn(32, 20), torch.randint(0, 3, (32,))
     expected = _grads_after_step(net, x, y)
     net.zero_grad()
+    return net, x, y, expected
+
+
+def test_compile_blocks_falls_back_to_eager_when_compiling_fails(monkeypatch):
+    net, x, y, expected = _net_batch_and_eager_grads()
 
     def broken_compile(fn, **kw):
         def run(*a, **k):
@@ -143,24 +149,16 @@ def test_compile_blocks_falls_back_to_eager_when_compiling_fails(monkeypatch):
         return run
     monkeypatch.setattr(torch, "compile", broken_compile)
     net.compile_blocks()
-    import pytest
     with pytest.warns(UserWarning, match="running eagerly"):
         got = _grads_after_step(net, x, y)
     for a, b in zip(expected, got):
         torch.testing.assert_close(a, b)
 
 
-import pytest  # noqa: E402
-
 
 @pytest.mark.slow
 def test_compiled_blocks_match_eager():
-    torch.manual_seed(0)
-    net = SpectralCINN(20, n_classes=3, n_blocks=3, n_conditional=2, hidden=16)
-    _randomise(net)
-    x, y = torch.randn(32, 20), torch.randint(0, 3, (32,))
-    expected = _grads_after_step(net, x, y)
-    net.zero_grad()
+    net, x, y, expected = _net_batch_and_eager_grads()
     net.compile_blocks()
     got = _grads_after_step(net, x, y)
     for a, b in zip(expected, got):
