@@ -36,6 +36,7 @@ from medgap.transfer.cinn import REAL, SIM  # noqa: E402
 from medgap.transfer.config import TransferConfig  # noqa: E402
 from medgap.transfer.model import build_model  # noqa: E402
 from medgap.transfer.trainer import make_optimizers, train_step  # noqa: E402
+from medgap.training.precision import set_precision  # noqa: E402
 
 
 def _model(modality: str, indexed: bool):
@@ -108,8 +109,10 @@ def worker(kind: str, modality: str, batch: int, reps: int) -> dict:
     np.random.seed(0)
     ours = kind.startswith("medgap")
     cfg, model = _model(modality, indexed=ours)
-    if kind == "medgap" and modality == "hsi" and cfg.hsi.compile:
+    if kind in ("medgap", "medgap bf16") and modality == "hsi" and cfg.hsi.compile:
         model.generator.compile_blocks()  # as training runs the paper preset (hsi.compile=true)
+    if kind.endswith("bf16"):
+        set_precision(model, "bf16", "cpu")  # train.precision=bf16: subnets + discriminators in bfloat16
     opt_g, opt_d = make_optimizers(model, cfg)
     if modality == "hsi":
         xa, xb = torch.randn(batch, 100), torch.randn(batch, 100)

@@ -22,6 +22,7 @@ from torch import nn
 from medgap.synthesize.config import SynthesizeConfig
 from medgap.synthesize.data import Augment, TrainingSet
 from medgap.synthesize.model import Architecture, CommonGenerator, HighResGenerator, _sn_conv
+from medgap.training.precision import autocast
 from medgap.training.runtime import seed_everything, track
 
 __all__ = ["FullResGenerator", "FullResDiscriminator", "FullResGAN", "FullResStep", "train_baseline"]
@@ -76,11 +77,16 @@ class FullResStep:
 
     def __init__(self, model: FullResGAN, cfg: SynthesizeConfig):
         self.model = model
+        self.precision = cfg.precision
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(model.generator.parameters(), lr=cfg.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=cfg.lr_d, betas=betas)
 
     def __call__(self, x: torch.Tensor, z: torch.Tensor) -> dict[str, float]:
+        with autocast(self.precision, x.device):
+            return self._iteration(x, z)
+
+    def _iteration(self, x: torch.Tensor, z: torch.Tensor) -> dict[str, float]:
         G, D = self.model.generator, self.model.discriminator
         ones = torch.ones(x.shape[0], device=x.device)
         fake = G(z)

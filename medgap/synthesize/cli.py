@@ -44,6 +44,7 @@ def train(
     modality: Optional[str] = typer.Option(None, "--modality", help="ct (HU window) or mr (percentile clip)."),
     labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated class per input file (conditional)."),
     device: str = typer.Option("auto", "--device"),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (default) or bf16 mixed precision."),
     seed: int = typer.Option(0, "--seed"),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop (with a checkpoint) after this long."),
     no_resume: bool = typer.Option(False, "--no-resume", help="Start over even if checkpoints exist."),
@@ -54,7 +55,7 @@ def train(
     from medgap.synthesize.train import train as run
 
     overrides = list(set_)
-    for key, value in (("size", size), ("iterations", iterations), ("modality", modality)):
+    for key, value in (("size", size), ("iterations", iterations), ("modality", modality), ("precision", precision)):
         if value is not None:
             overrides.append(f"{key}={value}")
     if labels is not None:

@@ -21,7 +21,9 @@ class SynthesizeConfig(MedgapConfig):
     (percentile clip ``mr_percentiles`` -> [-1, 1]); ``spacing_mm`` isotropic
     resampling target (None: the finest spacing of each volume); ``augment``.
     Optimisation: Adam(``beta1``, ``beta2``), ``lr_g`` (G and both encoders),
-    ``lr_d``; ``batch_size`` is the global batch (split over DDP ranks).
+    ``lr_d``; ``batch_size`` is the global batch (split over DDP ranks); ``precision`` ``bf16``
+    trains with bfloat16 mixed precision (convolutions in bfloat16, weights, optimiser and losses in
+    float32; :mod:`medgap.training.precision`), ``fp32`` all in float32.
     """
 
     size: int = 64
@@ -45,6 +47,7 @@ class SynthesizeConfig(MedgapConfig):
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     keep_last: int = Field(2, ge=1)
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     presets: ClassVar[dict[str, dict]] = {
         "cpu-small": {},

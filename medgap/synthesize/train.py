@@ -11,7 +11,8 @@ Per iteration, with a global batch x (B, 1, S, S, S) in [-1, 1]:
 * E^H step (G frozen): L1(G^H(E^H(x_slab)), x_slab);
 * E^G step (G, E^H frozen): z' = E^G(E^H(x) slab-wise); 0.5 * (L1 on the slab + L1 on
   the low-res volume) through G;
-* Adam(beta1, beta2) = (0, 0.999); lr 1e-4 for G and the encoders, 4e-4 for D.
+* Adam(beta1, beta2) = (0, 0.999); lr 1e-4 for G and the encoders, 4e-4 for D;
+* ``precision="bf16"``: all four steps under bfloat16 autocast (weights, optimiser, losses float32).
 
 Conditional models (``conditional=True``) concatenate a one-hot label to z and add
 auxiliary-classifier cross-entropy terms (real labels in the D step, sampled labels in
@@ -40,6 +41,7 @@ from medgap.synthesize.data import Augment, TrainingSet
 from medgap.synthesize.model import HAGAN, count_parameters
 from medgap.training.checkpoint import CheckpointManager
 from medgap.training.distributed import setup_distributed
+from medgap.training.precision import autocast
 from medgap.training.runtime import MetricLogger, seed_everything, track
 
 __all__ = ["TrainResult", "train", "default_work_dir", "save_hagan", "HAGANStep"]
@@ -87,6 +89,7 @@ class HAGANStep:
         self.D = wrap(model.discriminator)
         self.EH = wrap(model.encoder_high)
         self.EG = wrap(model.encoder_global)
+        self.precision = cfg.precision
         betas = (cfg.beta1, cfg.beta2)
         self.opt = {
             "g": torch.optim.Adam(model.generator.parameters(), lr=cfg.lr_g, betas=betas),
@@ -102,6 +105,10 @@ class HAGANStep:
 
     def __call__(self, x: torch.Tensor, z: torch.Tensor, k: int, y_real=None, y_fake=None) -> dict[str, float]:
         """x (b, 1, S, S, S) real; z (b, latent) noise; k slab start (multiple of 4); labels (b,) or None."""
+        with autocast(self.precision, x.device):
+            return self._iteration(x, z, k, y_real, y_fake)
+
+    def _iteration(self, x, z, k, y_real, y_fake) -> dict[str, float]:
         m, a = self.model, self.arch
         d = a.slab_depth
         x_slab = x[:, :, k : k + d]

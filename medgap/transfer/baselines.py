@@ -12,17 +12,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from medgap.training.precision import AutocastSequential
+
 __all__ = ["mlp", "ResBlock", "conv_encoder", "conv_decoder", "UNIT", "CycleGAN"]
 
 
-def mlp(sizes: list[int]) -> nn.Sequential:
+def mlp(sizes: list[int]) -> AutocastSequential:
     """Linear layers with LeakyReLU between them (none after the last)."""
     layers: list[nn.Module] = []
     for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))
         if k < len(sizes) - 2:
             layers.append(nn.LeakyReLU(0.2))
-    return nn.Sequential(*layers)
+    return AutocastSequential(*layers)
 
 
 class ResBlock(nn.Module):
@@ -38,16 +40,16 @@ class ResBlock(nn.Module):
         return x + self.body(x)
 
 
-def conv_encoder(c_in: int, width: int, n_res: int) -> nn.Sequential:
+def conv_encoder(c_in: int, width: int, n_res: int) -> AutocastSequential:
     """(B, c_in, H, W) -> (B, 2*width, H/2, W/2)."""
-    return nn.Sequential(nn.Conv2d(c_in, width, 3, padding=1, padding_mode="reflect"), nn.LeakyReLU(0.2),
+    return AutocastSequential(nn.Conv2d(c_in, width, 3, padding=1, padding_mode="reflect"), nn.LeakyReLU(0.2),
                          nn.Conv2d(width, 2 * width, 4, 2, 1, padding_mode="reflect"), nn.LeakyReLU(0.2),
                          *[ResBlock(2 * width) for _ in range(n_res)])
 
 
-def conv_decoder(c_out: int, width: int, n_res: int) -> nn.Sequential:
+def conv_decoder(c_out: int, width: int, n_res: int) -> AutocastSequential:
     """(B, 2*width, H/2, W/2) -> (B, c_out, H, W)."""
-    return nn.Sequential(*[ResBlock(2 * width) for _ in range(n_res)], nn.Upsample(scale_factor=2, mode="nearest"),
+    return AutocastSequential(*[ResBlock(2 * width) for _ in range(n_res)], nn.Upsample(scale_factor=2, mode="nearest"),
                          nn.Conv2d(2 * width, width, 3, padding=1, padding_mode="reflect"), nn.LeakyReLU(0.2),
                          nn.Conv2d(width, c_out, 3, padding=1, padding_mode="reflect"))
 

@@ -28,6 +28,8 @@ import torch.nn as nn
 import FrEIA.framework as Ff
 import FrEIA.modules as Fm
 
+from medgap.training.precision import AutocastSequential
+
 __all__ = ["SIM", "REAL", "SpectralCINN", "ImageCINN", "domain_code", "soft_labels", "count_parameters"]
 
 SIM, REAL = 0, 1
@@ -167,7 +169,7 @@ class SpectralCINN(_CINNBase):
         cond_dim = 2 + n_classes
 
         def subnet(c_in: int, c_out: int) -> nn.Module:
-            return _zero_last(nn.Sequential(nn.Linear(c_in, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, c_out)))
+            return _zero_last(AutocastSequential(nn.Linear(c_in, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, c_out)))
 
         self.inn = Ff.SequenceINN(n_channels)
         for k in range(n_blocks):
@@ -213,7 +215,7 @@ def _compiled_or_eager(fn):
     return call
 
 
-def _zero_last(net: nn.Sequential) -> nn.Sequential:
+def _zero_last(net: AutocastSequential) -> AutocastSequential:
     # every coupling starts as the identity (Glow's zero initialisation): the untrained network is a
     # fixed permutation with global scaling, so training starts from a well-conditioned map
     nn.init.zeros_(net[-1].weight)
@@ -223,8 +225,8 @@ def _zero_last(net: nn.Sequential) -> nn.Sequential:
 
 def _conv_subnet(width: int):
     def make(c_in: int, c_out: int) -> nn.Module:
-        return _zero_last(nn.Sequential(nn.Conv2d(c_in, width, 3, padding=1), nn.ReLU(),
-                             nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+        return _zero_last(AutocastSequential(nn.Conv2d(c_in, width, 3, padding=1), nn.ReLU(),
+                                              nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
                              nn.Conv2d(width, c_out, 3, padding=1)))
     return make
 
@@ -232,8 +234,8 @@ def _conv_subnet(width: int):
 def _adaptive_conv_subnet(c_in: int, c_out: int) -> nn.Module:
     # width grows with the input (x4 for >= 256 channels, else x8), as in the published network
     width = (4 if c_in >= 256 else 8) * c_in
-    return _zero_last(nn.Sequential(nn.Conv2d(c_in, width, 3, padding=1), nn.ReLU(),
-                                    nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+    return _zero_last(AutocastSequential(nn.Conv2d(c_in, width, 3, padding=1), nn.ReLU(),
+                                         nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
                                     nn.Conv2d(width, c_out, 3, padding=1)))
 
 

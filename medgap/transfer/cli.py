@@ -70,6 +70,7 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", help="JSON/YAML file of config values."),
     set_: list[str] = typer.Option([], "--set", help="Override, e.g. --set hsi.epochs=5 (repeatable)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (default) or bf16 mixed precision."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from <out>.checkpoints/."),
     wavelengths: Optional[str] = typer.Option(None, "--wavelengths", help="Grid of bare .npy cubes."),
@@ -80,7 +81,8 @@ def train(
     from medgap.transfer.trainer import train as run
 
     overrides = list(set_)
-    for key, value in (("modality", modality), ("condition", condition), ("method", method), ("seed", seed)):
+    for key, value in (("modality", modality), ("condition", condition), ("method", method), ("seed", seed),
+                       ("train.precision", precision)):
         if value is not None:
             overrides.append(f"{key}={value}")
     cfg = TransferConfig.from_preset(preset, config, overrides)

@@ -34,6 +34,9 @@ class TrainConfig(_Section):
     iterations_per_epoch: int | None = Field(None, ge=1, description="default: larger data set / batch size")
     checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
     keep_checkpoints: int = Field(2, ge=1)
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: subnets and discriminators compute in bfloat16 mixed precision (the "
+                            "invertible data path, losses and optimiser stay float32); fp32: all float32")
 
 
 class HSIConfig(_Section):

@@ -10,6 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from medgap.training.precision import AutocastSequential
+
 __all__ = ["SpectralDiscriminator", "MultiScaleDiscriminator", "lsgan_d_loss", "lsgan_g_loss"]
 
 
@@ -18,7 +20,7 @@ class SpectralDiscriminator(nn.Module):
 
     def __init__(self, n_channels: int = 100, hidden: int = 256, dropout: float = 0.2):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(n_channels, hidden), nn.Dropout(dropout), nn.LeakyReLU(0.2),
+        self.net = AutocastSequential(nn.Linear(n_channels, hidden), nn.Dropout(dropout), nn.LeakyReLU(0.2),
                                  nn.Linear(hidden, hidden), nn.Linear(hidden, n_channels))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -37,14 +39,14 @@ class MultiScaleDiscriminator(nn.Module):
                  dropout: float = 0.2):
         super().__init__()
 
-        def one_scale() -> nn.Sequential:
+        def one_scale() -> AutocastSequential:
             layers, c_in, c_out = [], n_channels, dim
             for _ in range(n_layers):
                 layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, padding_mode="replicate"), nn.LeakyReLU(0.2),
                            nn.Dropout(dropout)]
                 c_in, c_out = c_out, c_out * 2
             layers.append(nn.Conv2d(c_in, 1, 1))
-            return nn.Sequential(*layers)
+            return AutocastSequential(*layers)
 
         self.scales = nn.ModuleList(one_scale() for _ in range(n_scales))
 

@@ -24,6 +24,7 @@ from medgap.io import ImageSet, SpectraSet
 from medgap.modelio import save_model
 from medgap.training.checkpoint import CheckpointManager
 from medgap.training.distributed import DistContext, setup_distributed
+from medgap.training.precision import set_precision
 from medgap.training.runtime import MetricLogger, seed_everything, track
 
 from .cinn import count_parameters
@@ -93,11 +94,14 @@ def _sync_grads(ctx: DistContext, params: list[torch.nn.Parameter]) -> None:
         offset += g.numel()
 
 
-def _without_epochs(config: dict | None) -> dict | None:
-    # a run may be resumed with more epochs: everything else must match the checkpoint
+_RESUMABLE_CHANGES = ("epochs", "precision")
+
+
+def _resume_view(config: dict | None) -> dict | None:
+    # a run may be resumed with more epochs or at another precision: everything else must match
     if config is None:
         return None
-    return {k: ({kk: vv for kk, vv in v.items() if kk != "epochs"} if isinstance(v, dict) else v)
+    return {k: ({kk: vv for kk, vv in v.items() if kk not in _RESUMABLE_CHANGES} if isinstance(v, dict) else v)
             for k, v in config.items()}
 
 
@@ -176,6 +180,7 @@ def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Pa
     k = n_classes_of(sim, need_labels)
     image_shape = None if modality == "hsi" else tuple(x_sim.shape[2:])
     model = build_model(cfg, x_sim.shape[1], k, image_shape).to(ctx.device)
+    set_precision(model, cfg.train.precision, ctx.device)
     if cfg.method == "cinn" and getattr(net, "compile", False):
         model.generator.compile_blocks()
     stats_sim, stats_real = fit_stats(sim), fit_stats(real)
@@ -191,7 +196,7 @@ def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Pa
     start_epoch, history = 0, []
     if resume and ckpt.latest() is not None:
         saved_cfg = json.loads((ckpt.latest() / "state.json").read_text(encoding="utf-8"))["extra"].get("config")
-        if _without_epochs(saved_cfg) != _without_epochs(cfg.to_dict()):
+        if _resume_view(saved_cfg) != _resume_view(cfg.to_dict()):
             raise InputError(checkpoint_dir(out), "checkpoints come from a run with another configuration; "
                                                   "delete the folder or train into another --out")
         _, extra = ckpt.restore({"generator": model.generator, "dis": model.dis}, {"gen": opt_g, "dis": opt_d},

@@ -158,3 +158,16 @@ def test_chunked_batches_give_the_same_model(hsi_pair, tmp_path):
     a, b = (load_file(str(tmp_path / k / "generator.safetensors")) for k in ("whole", "chunked"))
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_training_learns_and_resumes_across_precisions(hsi_pair, tmp_path):
+    sim, real = hsi_pair
+    cfg = TransferConfig.from_preset("cpu-small", overrides=["hsi.epochs=3", "hsi.batch_size=500",
+                                                             "train.precision=bf16"])
+    train(sim, unlabelled(real), tmp_path / "m", cfg.replace(hsi={"epochs": 2}), progress=False)
+    train(sim, unlabelled(real), tmp_path / "m", cfg.replace(train={"precision": "fp32"}), progress=False)
+    hist = json.loads((tmp_path / "m" / "config.json").read_text())["extras"]["history"]
+    assert [h["epoch"] for h in hist] == [1, 2, 3]  # resumed at another precision
+    out = apply_transfer(tmp_path / "m", sim)
+    assert out.spectra.dtype == np.float32 and np.isfinite(out.spectra).all()
+    assert _mmd(out, real) < 0.5 * _mmd(sim, real)
