@@ -49,7 +49,8 @@ def _worker(spec: dict) -> dict:
     if spec["kind"] in ("train", "train_fullres"):
         from medgap.synthesize.config import SynthesizeConfig
 
-        cfg = SynthesizeConfig(size=size, width=arch.width, latent_dim=arch.latent_dim)
+        cfg = SynthesizeConfig(size=size, width=arch.width, latent_dim=arch.latent_dim,
+                               precision=spec.get("precision", "fp32"))
         x = torch.rand(batch, 1, size, size, size) * 2 - 1
         if spec["kind"] == "train":
             from medgap.synthesize.train import HAGANStep
@@ -151,7 +152,7 @@ def memory_section(sizes, ceiling) -> tuple[str, dict]:
     return table, raw
 
 
-def speed_section(raw, sizes, ceiling) -> str:
+def speed_section(raw, sizes, ceiling, ceiling_bf16) -> str:
     from machine import markdown_table
 
     rows = []
@@ -161,6 +162,9 @@ def speed_section(raw, sizes, ceiling) -> str:
         ref_t, ref_m = REFERENCE[("train", s)]
         rows.append([f"train iteration {s}^3, batch 2", ref_t, ref_m * 1024, _t(old), _t(new),
                      _ratio(old, new), _ratio_ref(ref_t, new), _gf(new, ceiling), new.get("peak_mb")])
+        bf = measure({"kind": "train", "size": s, "precision": "bf16"})
+        rows.append([f"train iteration {s}^3, batch 2, --precision bf16", ref_t, ref_m * 1024, _t(old), _t(bf),
+                     _ratio(old, bf), _ratio_ref(ref_t, bf), _gf(bf, ceiling_bf16), bf.get("peak_mb")])
         gw, gs = raw[s]["whole"], raw[s]["slab"]
         ref_t, ref_m = REFERENCE[("generate", s)]
         oldg = measure({"kind": "generate_whole", "size": s, "folded": False})
@@ -171,7 +175,7 @@ def speed_section(raw, sizes, ceiling) -> str:
     return markdown_table(
         ["operation", "reference s (issue)", "reference peak MB (issue)", "literal upsample+conv s (this run)",
          "medgap s", "speed-up vs. literal (this run)", "speed-up vs. reference (issue)",
-         "achieved GFLOP/s (% of Conv3d ceiling)", "medgap peak RSS MB"], rows)
+         "achieved GFLOP/s (% of Conv3d ceiling; bf16 row: bf16 ceiling)", "medgap peak RSS MB"], rows)
 
 
 def breakdown_section(raw, ceiling) -> str:
@@ -298,9 +302,12 @@ def main() -> None:
     from machine import conv3d_gflops, machine_info, markdown_table
 
     info = machine_info()
-    ceiling = conv3d_gflops()
+    import torch
+
+    ceiling, ceiling_bf16 = conv3d_gflops(), conv3d_gflops(dtype=torch.bfloat16)
     print(f"Machine: {info['cpu']}, {info['cores']} cores; shared with other engineers' runs, so timings swing "
-          f"with load. fp32 Conv3d ceiling measured at the start of this run: {ceiling:.0f} GFLOP/s.\n")
+          f"with load. Conv3d ceiling measured at the start of this run: fp32 {ceiling:.0f} GFLOP/s, "
+          f"bf16 {ceiling_bf16:.0f} GFLOP/s.\n")
     sizes = [32, 64, 128] if args.quick else [32, 64, 128, 256]
     print("### Peak memory (paper widths: G 52.5 M, D 7.4 M, E 19.9 M parameters at 256^3; batch 2)\n")
     table, raw = memory_section(sizes, ceiling)
@@ -309,10 +316,11 @@ def main() -> None:
     memory_plot(raw, plot)
     print(f"\nPlot: `docs/{plot.name}`.\n")
     print("### Speed vs. the reference (issue numbers) and vs. the literal layer layout measured in this run\n")
-    print(speed_section(raw, sizes, ceiling))
+    print(speed_section(raw, sizes, ceiling, ceiling_bf16))
     print("\n### Training iteration per step (batch 2, paper width; FLOPs counted by FlopCounterMode)\n")
     print(breakdown_section(raw, ceiling))
-    print(f"\nConv3d ceiling re-measured at the end: {conv3d_gflops():.0f} GFLOP/s.\n")
+    print(f"\nConv3d ceiling re-measured at the end: fp32 {conv3d_gflops():.0f} GFLOP/s, "
+          f"bf16 {conv3d_gflops(dtype=torch.bfloat16):.0f} GFLOP/s.\n")
 
 
 if __name__ == "__main__":

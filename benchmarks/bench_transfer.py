@@ -8,7 +8,8 @@ matmuls, separate passes per domain, and a discriminator step that recomputes bo
 "medgap" is ``medgap.transfer.trainer.train_step`` as training runs the paper preset (indexed
 permutations, both domains in one pass, transfers reused by the discriminator step, 2,500-spectrum
 chunks, coupling blocks compiled with torch.compile); "medgap, hsi.compile=false" the same in eager
-mode. HSI rows: one warm-up iteration (which pays the compile time), then the best of two. Each runs in
+mode; "--precision bf16" the paper preset with ``train.precision=bf16`` (subnets and discriminators
+in bfloat16 mixed precision, the invertible data path in float32). HSI rows: one warm-up iteration (which pays the compile time), then the best of two. Each runs in
 its own process (peak memory = that process's peak RSS). Achieved GFLOP/s counts the matrix products
 the iteration must do (encode + decode of both domains, forward and backward: 3x the forward cost)
 and is compared with the fp32 matmul ceiling measured in the same run.
@@ -233,38 +234,48 @@ def main() -> None:
         return
     torch.set_num_threads(torch.get_num_threads())
     ceiling = [matmul_gflops()]
+    ceiling_bf16 = [matmul_gflops(dtype=torch.bfloat16)]
     batch = 2000 if args.quick else 10000
     reps = 2  # HSI: one warm-up iteration (it includes torch.compile's compile time), then the best of 2
     print(f"Threads: {torch.get_num_threads()}. The machine is shared with other engineers' runs: absolute "
           "times swing with their load; the ratios within one table come from back-to-back runs.\n")
     flops_hsi = forward_flops("hsi")
     rows = []
-    res = {k: run_worker(k, "hsi", batch, reps) for k in ("reference-style", "medgap eager", "medgap")}
+    res = {k: run_worker(k, "hsi", batch, reps) for k in ("reference-style", "medgap eager", "medgap", "medgap bf16")}
     ceiling.append(matmul_gflops())
+    ceiling_bf16.append(matmul_gflops(dtype=torch.bfloat16))
+
+    def of_ceiling(kind: str, gflops: float) -> float:  # bf16 rows against the bf16 GEMM ceiling
+        return gflops / np.mean(ceiling_bf16 if kind.endswith("bf16") else ceiling)
+
     useful = 3 * 2 * flops_hsi * 2 * batch  # (encode + decode) x (fwd + bwd) for 2B spectra
     base = res["reference-style"]["seconds"]
     for k, v in res.items():
         gf = useful / v["seconds"] / 1e9
-        name = {"medgap": "medgap (paper preset: compiled blocks)", "medgap eager": "medgap, hsi.compile=false"}.get(k, k)
+        name = {"medgap": "medgap (paper preset: compiled blocks)", "medgap eager": "medgap, hsi.compile=false",
+                "medgap bf16": "medgap, compiled, --precision bf16"}.get(k, k)
         rows.append([f"HSI paper, {name}", batch, v["seconds"], 2 * batch / v["seconds"], base / v["seconds"],
-                     v["peak_rss_gb"], gf, gf / np.mean(ceiling)])
+                     v["peak_rss_gb"], gf, of_ceiling(k, gf)])
     if not args.skip_pat and not args.quick:
         flops_pat = forward_flops("pat")
-        pat = {k: run_worker(k, "pat", 2, 1) for k in ("reference-style", "medgap")}
+        pat = {k: run_worker(k, "pat", 2, 1) for k in ("reference-style", "medgap", "medgap bf16")}
         ceiling.append(matmul_gflops())
+        ceiling_bf16.append(matmul_gflops(dtype=torch.bfloat16))
         useful = 3 * 2 * flops_pat * 2 * 2
         base = pat["reference-style"]["seconds"]
         for k, v in pat.items():
             gf = useful / v["seconds"] / 1e9
-            rows.append([f"PAT paper generator step, {k}", 2, v["seconds"], 4 / v["seconds"], base / v["seconds"],
-                         v["peak_rss_gb"], gf, gf / np.mean(ceiling)])
+            name = {"medgap bf16": "medgap, --precision bf16"}.get(k, k)
+            rows.append([f"PAT paper generator step, {name}", 2, v["seconds"], 4 / v["seconds"], base / v["seconds"],
+                         v["peak_rss_gb"], gf, of_ceiling(k, gf)])
     print(markdown_table(["training iteration", "batch / domain", "seconds", "samples/s (both domains)",
                           "speed-up vs reference-style", "peak RSS (GB)", "achieved GFLOP/s",
-                          "fraction of matmul ceiling"], rows))
+                          "fraction of matmul ceiling (fp32; bf16 rows: bf16)"], rows))
     print("\nHSI rows: best of 2 iterations after one warm-up iteration; the warm-up took "
           + ", ".join(f"{k} {v['first_seconds']:.0f} s" for k, v in res.items())
           + " (the compiled path's includes compiling the blocks once per process).")
-    print(f"\nfp32 matmul ceiling (2048^3) measured during the run: {', '.join(f'{c:.0f}' for c in ceiling)} GFLOP/s.\n")
+    print(f"\nmatmul ceiling (2048^3) measured during the run: fp32 {', '.join(f'{c:.0f}' for c in ceiling)} GFLOP/s; "
+          f"bf16 {', '.join(f'{c:.0f}' for c in ceiling_bf16)} GFLOP/s.\n")
 
     inv = []
     mods = ["hsi"] + ([] if args.skip_pat or args.quick else ["pat"])

@@ -59,18 +59,19 @@ def best_time(fn, repeats: int = 3, warmup: int = 1) -> float:
 
 
 @torch.inference_mode()
-def matmul_gflops(n: int = 2048, device: str = "cpu") -> float:
-    """fp32 GEMM throughput, n x n @ n x n (2 n^3 FLOP), best of 3."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def matmul_gflops(n: int = 2048, device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
+    """GEMM throughput (fp32 unless ``dtype``), n x n @ n x n (2 n^3 FLOP), best of 3."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     return 2 * n**3 / best_time(lambda: a @ b) / 1e9
 
 
 @torch.inference_mode()
-def conv3d_gflops(channels: int = 64, size: int = 32, device: str = "cpu") -> float:
-    """fp32 Conv3d 3x3x3 forward throughput, channels -> channels on a size^3 volume, best of 3."""
-    conv = torch.nn.Conv3d(channels, channels, 3, padding=1).to(device)
-    x = torch.randn(1, channels, size, size, size, device=device)
+def conv3d_gflops(channels: int = 64, size: int = 32, device: str = "cpu",
+                  dtype: torch.dtype = torch.float32) -> float:
+    """Conv3d 3x3x3 forward throughput (fp32 unless ``dtype``), channels -> channels on a size^3 volume, best of 3."""
+    conv = torch.nn.Conv3d(channels, channels, 3, padding=1).to(device, dtype)
+    x = torch.randn(1, channels, size, size, size, device=device, dtype=dtype)
     flops = 2 * channels * channels * 27 * size**3
     return flops / best_time(lambda: conv(x)) / 1e9
 
