@@ -237,13 +237,16 @@ def memory_plot(raw, path: Path) -> None:
     save_figure(fig, path)
 
 
-def quality_section(seconds: float, n: int, size: int, width: float) -> tuple[str, str]:
-    """HA-GAN vs. the full-res GAN, each trained ``seconds`` from seed 0 on the same pseudo-cohort.
+def quality_section(seconds: float, n: int, size: int, width: float,
+                    precisions: tuple[str, ...] = ("fp32",)) -> tuple[str, dict[str, str]]:
+    """HA-GAN vs. the full-res GAN, each trained ``seconds`` from seed 0 on the same pseudo-cohort,
+    once per training precision.
 
     The pseudo-cohort is ``n`` augmented copies of the ICBM152 T1 (drawn once, seed 99), so
     neither model pays for on-the-fly augmentation; the held-out 'real' set is ``n`` other
     copies (seed 7). Each model contributes ``n`` samples (seed 1). Same feature extractor,
     same ``n`` for every row, so the FID/MMD^2 bias from small ``n`` is the same for all rows.
+    Returns the table and the verdict per precision.
     """
     import tempfile
 
@@ -259,36 +262,40 @@ def quality_section(seconds: float, n: int, size: int, width: float) -> tuple[st
     from medgap.synthesize.evaluate import distribution_scores, ms_ssim_diversity
     from medgap.synthesize.train import train
 
-    cfg = SynthesizeConfig.from_preset("cpu-small", overrides=[
+    base_cfg = SynthesizeConfig.from_preset("cpu-small", overrides=[
         f"size={size}", f"width={width}", "iterations=1000000", "checkpoint_every=1000000", "augment=false"])
-    template = sample_dataset(cfg)
+    template = sample_dataset(base_cfg)
     t1 = np.asarray(template.volumes[0], np.float32)
     data = TrainingSet(augmented_copies(t1, n, seed=99), np.zeros(n, np.int64), ["t1"], template.spacing_mm,
                        ["ICBM152 T1, augmented"])
     held_out = augmented_copies(t1, n, seed=7)
     ex = VolumeFeatureExtractor()
-    rows = []
+    rows, verdicts = [], {}
 
     def row(name, steps, secs, fake):
         sc = distribution_scores(held_out, fake, ex)
         rows.append([name, steps, secs, steps / secs, sc["fid"], sc["mmd2"], ms_ssim_diversity(fake)])
+        return rows[-1]
 
-    with tempfile.TemporaryDirectory() as tmp:
-        res = train(data, cfg, Path(tmp) / "m", device="cpu", seed=0, max_seconds=seconds, resume=False,
-                    progress=False)
-        row("HA-GAN", res.steps, res.seconds, Synthesizer.load(Path(tmp) / "m", device="cpu").sample(n, seed=1))
-    base, steps, secs = train_baseline(data, cfg, seed=0, max_seconds=seconds)
-    row("full-res 3D GAN", steps, secs, base.sample(n, seed=1))
+    for precision in precisions:
+        cfg = base_cfg.replace(precision=precision)
+        with tempfile.TemporaryDirectory() as tmp:
+            res = train(data, cfg, Path(tmp) / "m", device="cpu", seed=0, max_seconds=seconds, resume=False,
+                        progress=False)
+            hagan = row(f"HA-GAN, {precision}", res.steps, res.seconds,
+                        Synthesizer.load(Path(tmp) / "m", device="cpu").sample(n, seed=1))
+        base, steps, secs = train_baseline(data, cfg, seed=0, max_seconds=seconds)
+        full = row(f"full-res 3D GAN, {precision}", steps, secs, base.sample(n, seed=1))
+        verdicts[precision] = ("HA-GAN better on both" if hagan[4] < full[4] and hagan[5] < full[5] else
+                               "full-res GAN better on both" if hagan[4] > full[4] and hagan[5] > full[5]
+                               else "split")
     sc = distribution_scores(held_out, np.asarray(data.volumes), ex)
     rows.append(["(training copies vs. held-out copies)", "-", "-", "-", sc["fid"], sc["mmd2"],
                  ms_ssim_diversity(held_out)])
-    head = f"model ({size}^3, width {width}, z {cfg.latent_dim}, batch {cfg.batch_size})"
+    head = f"model ({size}^3, width {width}, z {base_cfg.latent_dim}, batch {base_cfg.batch_size}), precision"
     table = markdown_table([head, "iterations", "train s", "iterations/s", f"FID (n={n})", f"MMD^2 (n={n})",
                             "MS-SSIM (lower = more diverse)"], rows)
-    hagan, full = rows[0], rows[1]
-    verdict = ("HA-GAN better on both" if hagan[4] < full[4] and hagan[5] < full[5] else
-               "full-res GAN better on both" if hagan[4] > full[4] and hagan[5] > full[5] else "split")
-    return table, verdict
+    return table, verdicts
 
 
 def main() -> None:

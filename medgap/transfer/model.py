@@ -16,7 +16,7 @@ from .cinn import REAL, SIM, ImageCINN, SpectralCINN
 from .config import TransferConfig
 from .discriminators import MultiScaleDiscriminator, SpectralDiscriminator, lsgan_d_loss, lsgan_g_loss
 
-__all__ = ["TransferModel", "build_model"]
+__all__ = ["TransferModel", "GeneratorObjective", "DiscriminatorObjective", "build_model"]
 
 
 class TransferModel(nn.Module):
@@ -68,6 +68,35 @@ class TransferModel(nn.Module):
         if self.method == "cinn":
             return self.generator.transfer(x, source, labels, stochastic=False)
         return self.generator.transfer(x, source)
+
+
+class GeneratorObjective(nn.Module):
+    """``TransferModel.generator_loss`` as one module call whose parameters are the generator's.
+
+    This is what DDP wraps under torchrun: one forward (encode and decode, both domains) per backward,
+    and only generator gradients are averaged over the ranks. The discriminators are used here, not
+    owned (kept out of the registered submodules).
+    """
+
+    def __init__(self, model: TransferModel):
+        super().__init__()
+        self.generator = model.generator
+        self._model = (model,)
+
+    def forward(self, xa: torch.Tensor, ya: torch.Tensor | None, xb: torch.Tensor):
+        return self._model[0].generator_loss(xa, ya, xb)
+
+
+class DiscriminatorObjective(nn.Module):
+    """``TransferModel.discriminator_loss`` as one module call whose parameters are the discriminators'."""
+
+    def __init__(self, model: TransferModel):
+        super().__init__()
+        self.dis = model.dis
+        self._model = (model,)
+
+    def forward(self, xa, xb, x_ab, x_ba) -> torch.Tensor:
+        return self._model[0].discriminator_loss(xa, xb, x_ab, x_ba)
 
 
 def build_model(cfg: TransferConfig, n_channels: int, n_classes: int = 0,

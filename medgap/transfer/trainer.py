@@ -10,6 +10,7 @@ resumes from the last one; the final model folder is written atomically to ``out
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from medgap.errors import InputError
 from medgap.io import ImageSet, SpectraSet
@@ -30,9 +32,10 @@ from medgap.training.runtime import MetricLogger, seed_everything, track
 from .cinn import count_parameters
 from .config import TransferConfig
 from .data import DomainStats, check_pair, fit_stats
-from .model import TransferModel, build_model
+from .model import DiscriminatorObjective, GeneratorObjective, TransferModel, build_model
 
-__all__ = ["METHOD", "train", "checkpoint_dir", "BatchSampler", "make_optimizers", "train_step"]
+__all__ = ["METHOD", "train", "checkpoint_dir", "BatchSampler", "make_optimizers", "make_objectives",
+           "train_step"]
 
 METHOD = "transfer"  # the method name written into model folders
 
@@ -80,20 +83,6 @@ def _batch(x: np.ndarray, y: np.ndarray | None, idx: torch.Tensor, stats: Domain
     return xb, yb
 
 
-def _sync_grads(ctx: DistContext, params: list[torch.nn.Parameter]) -> None:
-    # gradients are averaged by hand rather than through DDP: the generator runs forward and inverse
-    # passes in one step, which DDP's one-forward-one-backward bookkeeping does not cover
-    if not ctx.distributed:
-        return
-    grads = [p.grad for p in params if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    flat = ctx.all_reduce_mean(flat)
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset: offset + g.numel()].view_as(g))
-        offset += g.numel()
-
-
 _RESUMABLE_CHANGES = ("epochs", "precision")
 
 
@@ -115,35 +104,49 @@ def make_optimizers(model: TransferModel, cfg: TransferConfig) -> tuple[torch.op
     return torch.optim.Adam(gen, **kw), torch.optim.Adam(dis, **kw)
 
 
-def train_step(model: TransferModel, opt_g, opt_d, pieces, clip_value: float, ctx: DistContext | None = None):
+def make_objectives(model: TransferModel, ctx: DistContext) -> tuple[nn.Module, nn.Module]:
+    """The generator and discriminator losses as modules, each DDP-wrapped when run under torchrun."""
+    # no buffer of these networks changes in training: nothing to broadcast per forward
+    return (ctx.wrap(GeneratorObjective(model), broadcast_buffers=False),
+            ctx.wrap(DiscriminatorObjective(model), broadcast_buffers=False))
+
+
+def _accumulating(objective: nn.Module, last: bool):
+    # DDP averages gradients in the backward of the last chunk only; earlier chunks accumulate locally
+    return objective.no_sync() if not last and hasattr(objective, "no_sync") else contextlib.nullcontext()
+
+
+def train_step(model: TransferModel, opt_g, opt_d, pieces, clip_value: float,
+               objectives: tuple[nn.Module, nn.Module] | None = None):
     """One iteration over ``pieces`` = [(x_sim, y_sim or None, x_real), ...] chunks of one batch.
 
-    Generator step on the accumulated chunk gradients (averaged over ranks, clipped by value), then
-    the discriminator step on the kept, detached transfers. Returns (loss_g, loss_d, logs) as floats.
+    Generator step on the accumulated chunk gradients (averaged over ranks by DDP when ``objectives``
+    come from :func:`make_objectives` under torchrun; clipped by value), then the discriminator step on
+    the kept, detached transfers. Returns (loss_g, loss_d, logs) as floats.
     """
-    ctx = ctx or DistContext()
+    gen_objective, dis_objective = objectives or (GeneratorObjective(model), DiscriminatorObjective(model))
     gen_params, dis_params = opt_g.param_groups[0]["params"], opt_d.param_groups[0]["params"]
     total = sum(len(xa) for xa, _, _ in pieces)
     opt_g.zero_grad(set_to_none=True)
     kept, logs, loss_g = [], {}, 0.0
-    for xa, ya, xb in pieces:
-        loss, part, x_ab, x_ba = model.generator_loss(xa, ya, xb)
+    for i, (xa, ya, xb) in enumerate(pieces):
         w = len(xa) / total
-        (loss * w).backward()
+        with _accumulating(gen_objective, last=i == len(pieces) - 1):
+            loss, part, x_ab, x_ba = gen_objective(xa, ya, xb)
+            (loss * w).backward()
         loss_g += w * loss.item()
         logs = {key: logs.get(key, 0.0) + w * v for key, v in part.items()}
         kept.append((w, xa, xb, x_ab.detach(), x_ba.detach()))
-    _sync_grads(ctx, gen_params)
     torch.nn.utils.clip_grad_value_(gen_params, clip_value)
     opt_g.step()
 
     opt_d.zero_grad(set_to_none=True)
     loss_d = 0.0
-    for w, xa, xb, x_ab, x_ba in kept:
-        loss = model.discriminator_loss(xa, xb, x_ab, x_ba)
-        (loss * w).backward()
+    for i, (w, xa, xb, x_ab, x_ba) in enumerate(kept):
+        with _accumulating(dis_objective, last=i == len(kept) - 1):
+            loss = dis_objective(xa, xb, x_ab, x_ba)
+            (loss * w).backward()
         loss_d += w * loss.item()
-    _sync_grads(ctx, dis_params)
     torch.nn.utils.clip_grad_value_(dis_params, clip_value)
     opt_d.step()
     return loss_g, loss_d, logs
@@ -186,6 +189,7 @@ def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Pa
     stats_sim, stats_real = fit_stats(sim), fit_stats(real)
 
     opt_g, opt_d = make_optimizers(model, cfg)
+    objectives = make_objectives(model, ctx)
     t = cfg.train
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt_g, factor=t.plateau_factor, patience=t.plateau_patience,
                                                        threshold=t.plateau_threshold, cooldown=t.plateau_cooldown)
@@ -223,7 +227,7 @@ def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Pa
             pieces = [(*_batch(x_sim, y_sim, ia[k:k + size], stats_sim, ctx.device, net.noise_std),
                        _batch(x_real, None, ib[k:k + size], stats_real, ctx.device, net.noise_std)[0])
                       for k in range(0, len(ia), size)]
-            loss_g, loss_d, logs = train_step(model, opt_g, opt_d, pieces, t.clip_value, ctx)
+            loss_g, loss_d, logs = train_step(model, opt_g, opt_d, pieces, t.clip_value, objectives)
             del pieces
 
             if not math.isfinite(loss_g):
