@@ -64,3 +64,11 @@ def test_autocast_context_is_a_no_op_for_fp32():
         assert (a @ b).dtype == torch.float32
     with autocast("bf16", "cpu"):
         assert (a @ b).dtype == torch.bfloat16
+
+
+def test_bf16_without_native_support_warns(monkeypatch):
+    import medgap.training.precision as precision
+
+    monkeypatch.setattr(precision, "bf16_supported", lambda device: False)
+    with pytest.warns(UserWarning, match="slower than fp32"):
+        assert compute_dtype("bf16", "cpu") == torch.bfloat16

@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 
 from medgap.config import MedgapConfig
+from medgap.training.precision import Precision
 from medgap.synthesize.model import Architecture
 
 __all__ = ["SynthesizeConfig"]
@@ -47,7 +48,7 @@ class SynthesizeConfig(MedgapConfig):
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     keep_last: int = Field(2, ge=1)
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Precision = "fp32"
 
     presets: ClassVar[dict[str, dict]] = {
         "cpu-small": {},

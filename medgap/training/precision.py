@@ -2,9 +2,9 @@
 
 ``precision="bf16"`` runs matrix products and convolutions under ``torch.autocast`` at bfloat16
 (parameters, gradients and optimiser state stay float32; no loss scaling is needed for bfloat16).
-On CPUs with AVX512-BF16 oneDNN ran Conv3d ~3x and the cINN's Linear products 1.5-6x faster than in
-float32 here (docs/benchmarks.md); on Ampere-or-newer GPUs it is the usual mixed-precision mode. ``"fp32"`` computes everything in
-float32.
+On CPUs with AVX512-BF16 oneDNN ran Conv3d ~3x and the cINN's Linear products 1.5-6x faster than
+in float32 here (docs/benchmarks.md); on Ampere-or-newer GPUs it is the usual mixed-precision mode.
+``"fp32"`` computes everything in float32.
 
 Invertible networks keep their data path in float32 -- a bfloat16 round trip would be exact only
 to ~3 digits -- so only their conditioner subnets (and the GAN discriminators) opt in, as

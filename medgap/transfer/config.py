@@ -12,6 +12,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from medgap.config import MedgapConfig
+from medgap.training.precision import Precision
 
 __all__ = ["TransferConfig", "HSIConfig", "PATConfig", "TrainConfig", "BaselineConfig"]
 
@@ -34,7 +35,7 @@ class TrainConfig(_Section):
     iterations_per_epoch: int | None = Field(None, ge=1, description="default: larger data set / batch size")
     checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
     keep_checkpoints: int = Field(2, ge=1)
-    precision: Literal["fp32", "bf16"] = Field(
+    precision: Precision = Field(
         "fp32", description="bf16: subnets and discriminators compute in bfloat16 mixed precision (the "
                             "invertible data path, losses and optimiser stay float32); fp32: all float32")
 
