@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 
 from medgap.errors import InputError
-from medgap.io import atomic_write_text, is_nifti, read_images, read_nifti, read_spectra
+from medgap.io import atomic_write_text, is_nifti, list_files, load_npz_arrays, read_images, read_nifti, read_spectra
 from medgap.metrics import frechet_distance, mmd2_unbiased
 from medgap.report.figures import plt, save_figure
 from medgap.report.html import write_html_report
@@ -74,8 +74,8 @@ def load_gap_data(path: str | Path, name: str | None = None, max_spectra: int = 
     if not path.exists():
         raise InputError(path, "does not exist")
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if is_nifti(p))
-        npz = sorted(path.glob("*.npz"))
+        files = list_files(path, is_nifti)
+        npz = list_files(path, lambda p: p.suffix == ".npz")
         if not files and not npz:
             raise InputError(path, "folder holds no .nii/.nii.gz/.npz files")
         if files and npz:
@@ -99,8 +99,7 @@ def load_gap_data(path: str | Path, name: str | None = None, max_spectra: int = 
 
 
 def _load_spectral(path: Path, name: str, max_spectra: int, seed: int) -> GapData:
-    with np.load(path, allow_pickle=False) as npz:
-        keys = set(npz.files)
+    keys = set(load_npz_arrays(path))
     if "images" in keys:
         data = read_images(path)
         spectra = data.images.transpose(0, 2, 3, 1).reshape(-1, data.images.shape[1])

@@ -19,13 +19,19 @@ partial output behind.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io as _io
 import os
+import re
+import shutil
+import socket
+import stat
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import nibabel as nib
 import numpy as np
@@ -47,12 +53,60 @@ __all__ = [
     "atomic_save_npz",
     "check_finite",
     "is_nifti",
+    "load_npz_arrays",
+    "read_npy",
+    "list_files",
+    "remove_stale_temporaries",
 ]
 
 PathLike = str | os.PathLike
 
 
 # --------------------------------------------------------------------------- atomic writes
+
+# Temporary names carry the host and process that made them, so a later write to the same
+# target can remove what a killed process (SIGKILL, power loss) left behind -- and only that.
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; set it straight back (no threads write files here).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}.{_HOST}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def remove_stale_temporaries(path: PathLike) -> list[Path]:
+    """Delete temporaries of ``path`` left by dead medgap processes on this host; return them.
+
+    Only names medgap itself makes (``.<name>.<host>-<pid>.<random>.tmp...``) whose process no
+    longer exists are touched.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = re.compile(re.escape(_tmp_prefix(path)) + r"(\d+)\.[A-Za-z0-9_]+\.(tmp|old)")
+    removed = []
+    for entry in path.parent.iterdir():
+        m = pattern.match(entry.name)
+        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            _remove(entry)
+            removed.append(entry)
+    return removed
 
 
 @contextlib.contextmanager
@@ -62,28 +116,34 @@ def atomic_path(path: PathLike, *, is_dir: bool = False) -> Iterator[Path]:
     The temporary name keeps the suffixes of ``path`` (``.nii.gz``, ``.npz``...) so that
     libraries choosing a format by extension behave as for the final name. With
     ``is_dir=True`` a temporary folder is created and an existing target folder is
-    replaced.
+    replaced (callers check first that the folder is theirs to replace).
+
+    Modes follow the user's umask like any Unix tool (``mkstemp`` would make 0600/0700);
+    a file written over an existing one keeps that file's mode. On any exception,
+    KeyboardInterrupt and SIGTERM (see :func:`medgap.cli.main`) the temporary is removed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes)
+    remove_stale_temporaries(path)
+    suffix = "".join(path.suffixes) if not is_dir else ""
+    prefix = f"{_tmp_prefix(path)}{os.getpid()}."
+    umask = _umask()
     if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
+        mode = 0o777 & ~umask
     else:
-        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=f".tmp{suffix}", dir=path.parent)
         os.close(fd)
         tmp = Path(name)
+        mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o666 & ~umask
     try:
         yield tmp
-        if is_dir:
-            if path.exists():
-                old = path.with_name(f".{path.name}.old")
-                _remove(old)
-                os.replace(path, old)
-                os.replace(tmp, path)
-                _remove(old)
-            else:
-                os.replace(tmp, path)
+        os.chmod(tmp, mode)
+        if is_dir and path.exists():
+            old = tmp.with_name(tmp.name[: -len(".tmp")] + ".old")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            _remove(old)
         else:
             os.replace(tmp, path)
     except BaseException:
@@ -92,9 +152,7 @@ def atomic_path(path: PathLike, *, is_dir: bool = False) -> Iterator[Path]:
 
 
 def _remove(p: Path) -> None:
-    if p.is_dir():
-        import shutil
-
+    if p.is_dir() and not p.is_symlink():
         shutil.rmtree(p, ignore_errors=True)
     elif p.exists() or p.is_symlink():
         p.unlink()
@@ -144,12 +202,150 @@ def _check_nonempty(array: np.ndarray, path: PathLike | None, what: str) -> None
         raise InputError(path, f"{what} is empty (shape {tuple(array.shape)})")
 
 
+def list_files(folder: PathLike, accept: Callable[[Path], bool], *, recursive: bool = False) -> list[Path]:
+    """Sorted regular files in ``folder`` that ``accept`` takes, skipping hidden names.
+
+    Hidden entries (``.name``: editor swap files, a write still in progress, ``.git``)
+    are never inputs, and neither is anything inside a hidden folder.
+    """
+    folder = Path(folder)
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found
+                  if not any(part.startswith(".") for part in p.relative_to(folder).parts)
+                  and p.is_file() and accept(p))
+
+
 def is_nifti(path: PathLike) -> bool:
     name = str(path).lower()
     return name.endswith(".nii") or name.endswith(".nii.gz")
 
 
 # --------------------------------------------------------------------------- NIfTI
+
+# Voxel sizes outside this range (mm) are header corruption, not anatomy.
+SPACING_RANGE_MM = (1e-4, 1e3)
+_GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1 << 20
+
+
+def _gunzip_verified(path: Path, keep: "Callable[[bytes], int]") -> bytes:
+    """Decompress the whole gzip file, verifying every member's CRC and length.
+
+    nibabel stops reading at the end of the image, so a corrupted tail (CRC mismatch,
+    missing trailer) goes unnoticed; here the stream is read to its end. ``keep(head)``
+    is called once the first bytes are out and says how many bytes to keep in memory
+    (the size the NIfTI header declares): the rest is decompressed only to be checked,
+    so a header that declares more than the file holds never allocates it.
+    """
+    kept = bytearray()
+    limit: int | None = None
+    with open(path, "rb") as fh:
+        pending = fh.read(_CHUNK)
+        if not pending.startswith(_GZIP_MAGIC):
+            raise InputError(path, "not gzip-compressed, although the name ends in .gz")
+        while pending:  # one iteration per gzip member
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            while True:
+                try:
+                    out = inflater.decompress(pending, _CHUNK)
+                    pending = inflater.unconsumed_tail
+                except zlib.error as exc:
+                    raise InputError(path, f"corrupt gzip stream ({exc})") from None
+                if limit is None and len(kept) + len(out) >= 540:
+                    kept += out
+                    limit = keep(bytes(kept))
+                    del kept[limit:]
+                elif limit is None:
+                    kept += out
+                elif len(kept) < limit:
+                    kept += out[: limit - len(kept)]
+                if inflater.eof:
+                    break
+                if not pending:
+                    pending = fh.read(_CHUNK)
+                    if not pending and not inflater.unconsumed_tail:
+                        raise InputError(path, "truncated gzip stream (the file ends before the data does)")
+            pending = inflater.unused_data or fh.read(_CHUNK)
+            if pending and not pending.startswith(_GZIP_MAGIC):
+                raise InputError(path, f"{len(pending)}+ bytes of trailing garbage after the gzip stream")
+    if limit is None:
+        keep(bytes(kept))  # too short for any header: let the header check say so
+    return bytes(kept)
+
+
+def _parse_nifti_header(path: Path, head: bytes) -> nib.Nifti1Header:
+    """The NIfTI-1/2 header at the start of ``head``, checked for a size the file can hold."""
+    if len(head) < 348:
+        raise InputError(path, f"too short for a NIfTI header ({len(head)} bytes, at least 348 needed)")
+    sizes = {int.from_bytes(head[:4], "little"), int.from_bytes(head[:4], "big")}
+    klass = nib.Nifti1Header if 348 in sizes else nib.Nifti2Header if 540 in sizes else None
+    if klass is None or len(head) < klass.sizeof_hdr:
+        raise InputError(path, "not a NIfTI file (the header size field is neither 348 nor 540)")
+    try:
+        header = klass.from_fileobj(_io.BytesIO(head[: klass.sizeof_hdr]), check=True)
+        shape = tuple(int(d) for d in header.get_data_shape())
+        dtype = header.get_data_dtype()
+    except Exception as exc:  # nibabel's HeaderDataError and friends
+        raise InputError(path, f"invalid NIfTI header ({type(exc).__name__}: {exc})") from None
+    if dtype.kind == "c":
+        raise InputError(path, f"complex-valued voxels ({dtype}) are not supported: save magnitude or phase")
+    if dtype.kind not in "biuf" or dtype.fields is not None:
+        raise InputError(path, f"voxel type {dtype} is not a scalar intensity (RGB or other)")
+    if not shape or any(d <= 0 for d in shape):
+        raise InputError(path, f"header declares an empty or negative shape {shape}")
+    return header
+
+
+def _declared_bytes(header: nib.Nifti1Header) -> int:
+    voxels = 1
+    for d in header.get_data_shape():
+        voxels *= int(d)
+    offset = int(header.get_data_offset()) or header.sizeof_hdr + 4
+    return offset + voxels * header.get_data_dtype().itemsize
+
+
+def _load_nifti_image(path: Path) -> nib.Nifti1Image:
+    """Open a .nii/.nii.gz after checking the whole file: size against header, gzip CRC."""
+    size = path.stat().st_size
+    if size == 0:
+        raise InputError(path, "file is empty (0 bytes)")
+    if path.name.lower().endswith(".gz"):
+        declared = {}
+
+        def keep(head: bytes) -> int:
+            declared["header"] = _parse_nifti_header(path, head)
+            return _declared_bytes(declared["header"])
+
+        raw = _gunzip_verified(path, keep)
+        need = _declared_bytes(declared["header"])
+        if len(raw) < need:
+            raise InputError(path, f"truncated: the header declares {need} bytes, the stream holds {len(raw)}")
+        klass = nib.Nifti2Image if isinstance(declared["header"], nib.Nifti2Header) else nib.Nifti1Image
+        return klass.from_bytes(raw)
+    with open(path, "rb") as fh:
+        header = _parse_nifti_header(path, fh.read(540))
+    need = _declared_bytes(header)
+    if size < need:
+        raise InputError(path, f"truncated: the header declares {need} bytes, the file has {size}")
+    return nib.load(str(path))
+
+
+def _checked_affine(path: Path, img) -> np.ndarray:
+    """The image's voxel -> world affine, refused when it is not a usable geometry."""
+    try:
+        affine = np.asarray(img.affine, dtype=np.float64)
+    except Exception as exc:
+        raise InputError(path, f"unusable orientation in the header ({type(exc).__name__}: {exc})") from None
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise InputError(path, "the header's sform/qform affine holds NaN or Inf")
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12 or np.any(spacing == 0):
+        raise InputError(path, "the header's affine is singular (zero voxel size or collapsed axes)")
+    lo, hi = SPACING_RANGE_MM
+    if np.any(spacing < lo) or np.any(spacing > hi):
+        raise InputError(path, f"voxel size {np.round(spacing, 6).tolist()} mm is outside {lo}..{hi} mm: "
+                               "the header's pixdim/sform is corrupt")
+    return affine
 
 
 @dataclass
@@ -215,25 +411,29 @@ def read_nifti(path: PathLike, *, ndim: int = 3, allow_nonfinite: bool = False) 
         raise InputError(path, "file does not exist")
     if path.is_dir():
         raise InputError(path, "is a folder, expected a NIfTI file")
+    if not path.is_file():
+        raise InputError(path, "is not a regular file (a device, pipe or socket)")
     try:
-        img = nib.load(str(path))
-        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-            img = nib.Nifti1Image.from_image(img)
-        data = np.asarray(img.dataobj, dtype=np.float32)
+        img = _load_nifti_image(path)
+        affine = _checked_affine(path, img)
+        shape = tuple(img.shape)
+        while len(shape) > ndim and shape[-1] == 1:
+            shape = shape[:-1]
+        if len(shape) != ndim:
+            kind = {2: "a 2D image", 4: "a 4D series"}.get(len(shape), f"{len(shape)}D data")
+            raise InputError(path, f"expected a {ndim}D volume, got {kind} of shape {tuple(img.shape)}")
+        data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape)
     except InputError:
         raise
+    except MemoryError:
+        raise InputError(path, f"does not fit in memory (shape {img.shape})") from None
     except Exception as exc:  # nibabel raises many types for corrupt files
         raise InputError(path, f"cannot read as NIfTI ({type(exc).__name__}: {exc})") from exc
     _check_nonempty(data, path, "image")
-    while data.ndim > ndim and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim != ndim:
-        kind = {2: "a 2D image", 4: "a 4D series"}.get(data.ndim, f"{data.ndim}D data")
-        raise InputError(path, f"expected a {ndim}D volume, got {kind} of shape {data.shape}")
     if not allow_nonfinite:
         check_finite(data, path, "image")
     header = img.header.copy()
-    return Volume(data, img.affine.copy(), header, path)
+    return Volume(data, affine, header, path)
 
 
 def write_nifti(
@@ -271,23 +471,96 @@ def write_nifti(
 # --------------------------------------------------------------------------- npz helpers
 
 
-def _load_npz(path: PathLike, required: tuple[str, ...]) -> dict[str, np.ndarray]:
+# deflate cannot compress better than ~1032:1; a zip entry claiming more is lying
+_MAX_DEFLATE_RATIO = 1100
+
+
+def _npy_header(fh, path: Path, member: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Shape and dtype from an ``.npy`` stream's header, without reading the array."""
+    try:
+        version = np.lib.format.read_magic(fh)
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = reader(fh)
+    except Exception as exc:
+        raise InputError(path, f"{member}: not a valid .npy array header ({exc})") from None
+    if dtype.hasobject:
+        raise InputError(path, f"{member}: contains pickled objects, which medgap never loads")
+    return tuple(int(s) for s in shape), bool(fortran), dtype
+
+
+def _declared_nbytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
+    count = 1
+    for s in shape:
+        count *= s
+    return count * dtype.itemsize
+
+
+def read_npy(path: PathLike) -> np.ndarray:
+    """Read a plain ``.npy`` array, refusing pickles and headers that declare more than the file holds."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file does not exist" if not path.exists() else "is not a regular file")
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        shape, _, dtype = _npy_header(fh, path, path.name)
+        need = fh.tell() + _declared_nbytes(shape, dtype)
+    if size < need:
+        raise InputError(path, f"truncated: the header declares shape {shape} ({need} bytes), the file has {size}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(path, f"cannot read as .npy ({exc})") from None
+
+
+def load_npz_arrays(path: PathLike, required: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, checked before and while reading.
+
+    Refused, naming the file: not a zip archive, truncated or CRC-damaged entries,
+    pickled objects, and headers that declare more data than the entry holds (checked
+    before anything of that size is allocated).
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file does not exist")
+    if not path.is_file():
+        raise InputError(path, "is not a regular file")
+    if path.stat().st_size == 0:
+        raise InputError(path, "file is empty (0 bytes)")
+    if not zipfile.is_zipfile(path):
+        raise InputError(path, "not an .npz file (no zip archive found; truncated?)")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise InputError(path, "contains pickled objects, which medgap never loads") from exc
-        raise InputError(path, f"cannot read as .npz ({exc})") from exc
-    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
-        raise InputError(path, f"cannot read as .npz: truncated or not an npz file ({exc})") from exc
+        arrays: dict[str, np.ndarray] = {}
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                key = info.filename.removesuffix(".npy")
+                if info.compress_type != zipfile.ZIP_STORED and info.file_size > _MAX_DEFLATE_RATIO * max(info.compress_size, 1) + 4096:
+                    raise InputError(path, f"entry '{key}' claims {info.file_size} bytes from {info.compress_size}: "
+                                           "an impossible compression ratio")
+                with archive.open(info) as fh:
+                    shape, fortran, dtype = _npy_header(fh, path, f"entry '{key}'")
+                    nbytes = _declared_nbytes(shape, dtype)
+                    if fh.tell() + nbytes > info.file_size:
+                        raise InputError(path, f"entry '{key}' declares shape {shape} ({nbytes} bytes) but holds "
+                                               f"{info.file_size - fh.tell()} bytes")
+                    raw = fh.read(nbytes)
+                    if len(raw) != nbytes:
+                        raise InputError(path, f"entry '{key}' is truncated ({len(raw)} of {nbytes} bytes)")
+                    flat = np.frombuffer(raw, dtype=dtype).copy() if nbytes else np.empty(0, dtype)
+                    arrays[key] = flat.reshape(shape[::-1]).T if fortran else flat.reshape(shape)
+                    if fh.read(1):  # reading to the end makes zipfile check the CRC
+                        raise InputError(path, f"entry '{key}' has data after its array")
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputError(path, "does not fit in memory") from None
+    except (OSError, ValueError, EOFError, KeyError, RuntimeError, NotImplementedError,
+            zipfile.BadZipFile, zlib.error) as exc:
+        raise InputError(path, f"cannot read as .npz: truncated or corrupt ({type(exc).__name__}: {exc})") from None
     missing = [k for k in required if k not in arrays]
     if missing:
         raise InputError(path, f"missing key(s) {missing}; found {sorted(arrays)}")
     return arrays
+
 
 
 def _optional_names(arrays: dict, key: str) -> list[str] | None:
@@ -394,7 +667,7 @@ class SpectraSet:
 
 def read_spectra(path: PathLike) -> SpectraSet:
     """Read a spectra ``.npz`` file (see module docstring), validating every field."""
-    arrays = _load_npz(path, ("spectra", "wavelengths"))
+    arrays = load_npz_arrays(path, ("spectra", "wavelengths"))
     return SpectraSet(
         spectra=arrays["spectra"],
         wavelengths=arrays["wavelengths"],
@@ -463,7 +736,7 @@ class ImageSet:
 
 def read_images(path: PathLike) -> ImageSet:
     """Read a spectral images ``.npz`` file (see module docstring), validating every field."""
-    arrays = _load_npz(path, ("images", "wavelengths"))
+    arrays = load_npz_arrays(path, ("images", "wavelengths"))
     return ImageSet(
         images=arrays["images"],
         wavelengths=arrays["wavelengths"],
@@ -496,7 +769,7 @@ def describe_file(path: PathLike) -> dict:
             "range": [float(vol.data.min()), float(vol.data.max())],
         }
     if path.suffix == ".npz":
-        keys = _load_npz(path, ()).keys()
+        keys = load_npz_arrays(path, ()).keys()
         if "spectra" in keys:
             s = read_spectra(path)
             kind, shape, labels = "spectra", list(s.spectra.shape), s.labels

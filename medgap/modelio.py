@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,11 +28,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 import medgap
-from medgap.errors import ModelFolderError
+from medgap.errors import InputError, ModelFolderError
 from medgap.io import atomic_path
 
-__all__ = ["save_model", "load_model", "SavedModel", "sha256_file", "state_to_tensors"]
+__all__ = ["save_model", "load_model", "SavedModel", "sha256_file", "state_to_tensors", "check_output_folder",
+           "load_weights_into", "verify_folder"]
 
+_MAX_JSON_BYTES = 16 << 20
 CONFIG = "config.json"
 MANIFEST = "manifest.json"
 CARD = "README.md"
@@ -96,9 +100,15 @@ def save_model(
     trained_on: dict[str, Any] | None = None,
     card: str = "",
     extras: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write a model folder atomically (a failure leaves any previous folder untouched)."""
+    """Write a model folder atomically (a failure leaves any previous folder untouched).
+
+    An existing folder is replaced only when it is an empty folder or, with ``overwrite``,
+    a model folder of the same method (see :func:`check_output_folder`).
+    """
     folder = Path(folder)
+    check_output_folder(folder, method, overwrite=overwrite)
     config_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     trained_on = dict(trained_on or {})
     meta = {
@@ -124,29 +134,118 @@ def save_model(
     return folder
 
 
-def verify_folder(folder: Path) -> dict[str, Any]:
-    """Check the manifest; return the parsed config.json."""
+def _member(folder: Path, name: Any, what: str) -> Path:
+    """``folder/name`` if ``name`` is a plain file name of a regular file directly inside ``folder``.
+
+    A model folder never reads outside itself: no paths, no ``..``, no symbolic links,
+    no devices or pipes (``/dev/zero`` would hash forever).
+    """
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise ModelFolderError(folder, f"{what} names {name!r}, which is not a file name inside the folder")
+    path = folder / name
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        raise ModelFolderError(path, f"{what}, but the file is missing") from None
+    except OSError as exc:
+        raise ModelFolderError(path, f"cannot be opened ({exc})") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise ModelFolderError(path, "is a symbolic link; a model folder holds only its own regular files")
+    if not stat.S_ISREG(info.st_mode):
+        raise ModelFolderError(path, "is not a regular file")
+    return path
+
+
+def _read_json(path: Path, kind: type, what: str) -> Any:
+    if path.stat().st_size > _MAX_JSON_BYTES:
+        raise ModelFolderError(path, f"{what} is larger than {_MAX_JSON_BYTES} bytes")
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ModelFolderError(path, f"unreadable {what} ({type(exc).__name__}: {exc})") from None
+    if not isinstance(value, kind):
+        raise ModelFolderError(path, f"{what} must be a JSON {kind.__name__ if kind is not dict else 'object'}, "
+                                     f"got {type(value).__name__}")
+    return value
+
+
+def folder_method(folder: Path) -> str | None:
+    """The method recorded in a folder's config.json, or None when it is not a model folder."""
+    try:
+        return verify_folder(Path(folder), check_hashes=False).get("method")
+    except ModelFolderError:
+        return None
+
+
+def verify_folder(folder: Path, *, check_hashes: bool = True) -> dict[str, Any]:
+    """Check the manifest (names, sizes, sha256) and config.json; return the parsed config.json."""
     if not folder.is_dir():
         raise ModelFolderError(folder, "model folder does not exist")
-    manifest_path = folder / MANIFEST
-    if not manifest_path.exists():
+    if not (folder / MANIFEST).exists() and not (folder / MANIFEST).is_symlink():
         raise ModelFolderError(folder, f"not a medgap model folder: {MANIFEST} is missing")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ModelFolderError(manifest_path, f"unreadable manifest ({exc})") from exc
+    manifest = _read_json(_member(folder, MANIFEST, "the model folder"), dict, "manifest")
+    if CONFIG not in manifest:
+        raise ModelFolderError(folder / MANIFEST, f"does not list {CONFIG}")
     for name, entry in manifest.items():
-        path = folder / name
-        if not path.exists():
-            raise ModelFolderError(path, "listed in the manifest but missing")
-        if path.stat().st_size != entry["bytes"]:
-            raise ModelFolderError(path, f"size {path.stat().st_size} bytes, manifest says {entry['bytes']} (truncated?)")
-        if sha256_file(path) != entry["sha256"]:
+        path = _member(folder, name, "the manifest")
+        if (not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str)
+                or not isinstance(entry.get("bytes"), int) or isinstance(entry.get("bytes"), bool)):
+            raise ModelFolderError(folder / MANIFEST, f"entry {name!r} must be {{\"sha256\": str, \"bytes\": int}}")
+        size = path.stat().st_size
+        if size != entry["bytes"]:
+            raise ModelFolderError(path, f"size {size} bytes, manifest says {entry['bytes']} (truncated?)")
+        if check_hashes and sha256_file(path) != entry["sha256"]:
             raise ModelFolderError(path, "sha256 does not match the manifest: the file was altered or corrupted")
+    meta = _read_json(folder / CONFIG, dict, CONFIG)
+    for key, kind in (("method", str), ("config", dict), ("extras", dict), ("trained_on", dict), ("weights", list)):
+        if key in meta and not isinstance(meta[key], kind):
+            raise ModelFolderError(folder / CONFIG, f"'{key}' must be a JSON {kind.__name__}, got {type(meta[key]).__name__}")
+    for name in meta.get("weights", []):
+        if not isinstance(name, str) or f"{name}.safetensors" not in manifest:
+            raise ModelFolderError(folder / CONFIG, f"weights entry {name!r} is not a file listed in the manifest")
+        _member(folder, f"{name}.safetensors", "config.json's weights")
+    return meta
+
+
+def check_output_folder(folder: str | Path, method: str, *, overwrite: bool = False) -> None:
+    """Refuse to write a ``method`` model folder where it would replace anything medgap did not write.
+
+    Accepted: a path that does not exist, an empty folder, or (only with ``overwrite``) a
+    model folder of the same method holding nothing but its own files.
+    """
+    folder = Path(folder)
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if folder.is_symlink() or not folder.is_dir():
+        raise InputError(folder, "exists and is not a folder: choose another output folder")
+    entries = sorted(p.name for p in folder.iterdir())
+    if not entries:
+        return
+    found = folder_method(folder)
+    if found is None:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise InputError(folder, f"exists and is not a medgap model folder (it holds {len(entries)} entries: {shown}); "
+                                 "medgap never replaces a folder it did not write: choose another output folder")
+    if found != method:
+        raise InputError(folder, f"is a medgap '{found}' model folder, not a '{method}' one: choose another output folder")
+    manifest = _read_json(folder / MANIFEST, dict, "manifest")
+    foreign = [name for name in entries if name not in manifest and name != MANIFEST]
+    if foreign:
+        raise InputError(folder, f"is a '{method}' model folder that also holds files medgap did not write "
+                                 f"({', '.join(foreign[:3])}): move them or choose another output folder")
+    if not overwrite:
+        raise InputError(folder, f"already holds a trained '{method}' model: pass --overwrite to replace it, "
+                                 "or choose another output folder")
+
+
+def load_weights_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """``module.load_state_dict(state)``, with a mismatch reported as a bad model folder."""
     try:
-        return json.loads((folder / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelFolderError(folder / CONFIG, f"unreadable config ({exc})") from exc
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()
+        raise ModelFolderError(path, "weights do not fit the configuration in config.json "
+                                     f"({first[0] if first else type(exc).__name__})") from None
 
 
 def load_model(folder: str | Path, *, method: str | None) -> SavedModel:
@@ -166,7 +265,7 @@ def load_model(folder: str | Path, *, method: str | None) -> SavedModel:
         raise ModelFolderError(
             folder, f"this is a '{meta.get('method')}' model folder, expected a '{method}' one"
         )
-    if meta.get("format", 1) > 1:
+    if not isinstance(meta.get("format", 1), int) or meta.get("format", 1) > 1:
         raise ModelFolderError(folder, f"written in format {meta['format']} by medgap {meta.get('medgap_version')}; "
                                f"this medgap ({medgap.__version__}) reads format 1")
     weights = {}
@@ -174,7 +273,7 @@ def load_model(folder: str | Path, *, method: str | None) -> SavedModel:
         path = folder / f"{name}.safetensors"
         try:
             weights[name] = load_file(str(path))
-        except (SafetensorError, OSError) as exc:
-            raise ModelFolderError(path, f"cannot read weights ({exc})") from exc
+        except (SafetensorError, OSError, ValueError, MemoryError) as exc:
+            raise ModelFolderError(path, f"cannot read weights ({type(exc).__name__}: {exc})") from None
     info = {k: v for k, v in meta.items() if k not in ("config",)}
     return SavedModel(config=meta.get("config", {}), weights=weights, info=info, path=folder)

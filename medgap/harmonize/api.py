@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medgap.errors import InputError
+from medgap.errors import InputError, ModelFolderError
 from medgap.harmonize.baselines import BASELINES
 from medgap.harmonize.config import HarmonizeConfig
 from medgap.harmonize.data import SliceStack, load_for_harmonize, prepare_volume, restore_volume
 from medgap.harmonize.model import SliceFlow
 from medgap.harmonize.optimize import HarmonizeOptions, harmonize_batch
 from medgap.io import Volume, write_nifti
-from medgap.modelio import load_model
+from medgap.modelio import load_model, load_weights_into
 from medgap.training.runtime import resolve_device, track
 
 __all__ = ["Harmonizer", "METHODS"]
@@ -56,7 +56,9 @@ class Harmonizer:
                 raise ConfigError("flow", "the flow of a trained model cannot be changed")
             cfg = HarmonizeConfig.load_json(_deep_update(cfg.to_dict(), changes))
         model = SliceFlow.from_config(cfg.flow, cfg.data.template_bins)
-        model.load_state_dict(saved.weights["flow"])
+        if "flow" not in saved.weights:
+            raise ModelFolderError(folder, "flow.safetensors is not among the folder's weights")
+        load_weights_into(model, saved.weights["flow"], Path(folder) / "flow.safetensors")
         return cls(model, cfg, device, saved.info)
 
     # ------------------------------------------------------------------ slices

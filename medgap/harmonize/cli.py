@@ -19,6 +19,9 @@ _SET = typer.Option(None, "--set", help="Override a config value, e.g. --set har
 _DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 
 
+_OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing model folder of this method at --out.")
+
+
 @app.command()
 def train(
     targets: Optional[list[Path]] = typer.Argument(None, help="Target-domain NIfTI volumes (default: bundled ICBM152)."),
@@ -30,7 +33,9 @@ def train(
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (overrides train.steps)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Training seed."),
     device: str = _DEVICE,
-    fresh: bool = typer.Option(False, "--fresh", help="Ignore checkpoints of an earlier run instead of resuming."),
+    fresh: bool = typer.Option(False, "--no-resume", "--fresh",
+                               help="Discard checkpoints of an earlier run in OUT.checkpoints/ instead of resuming."),
+    overwrite: bool = _OVERWRITE,
 ) -> None:
     """Train the flow on target slices; resumes from OUT.checkpoints/ when present (works under torchrun)."""
     from medgap.harmonize.config import HarmonizeConfig
@@ -43,7 +48,7 @@ def train(
         overrides.append(f"train.seed={seed}")
     cfg = HarmonizeConfig.from_preset(preset, config, overrides).check()
     summary = train_fn(cfg, out, [str(t) for t in targets or []] or None, [str(m) for m in mask or []] or None,
-                       device=device, resume=not fresh)
+                       device=device, resume=not fresh, overwrite=overwrite)
     console.print_json(json.dumps(summary))
 
 

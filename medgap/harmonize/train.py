@@ -21,8 +21,9 @@ from medgap.errors import InputError
 from medgap.harmonize.config import HarmonizeConfig
 from medgap.harmonize.data import SliceStack, load_for_harmonize, prepare_volume, slices_like
 from medgap.harmonize.model import SliceFlow
-from medgap.modelio import save_model
+from medgap.modelio import check_output_folder, save_model
 from medgap.training.checkpoint import CheckpointManager
+from medgap.training.rundir import RunFolder, fingerprint_arrays, without
 from medgap.training.distributed import setup_distributed
 from medgap.training.runtime import MetricLogger, seed_everything, track
 
@@ -169,68 +170,81 @@ def _lr_factor(step: int, cfg) -> float:
 
 def train(cfg: HarmonizeConfig, out_dir: str | Path, targets: list[str | Path] | None = None,
           masks: list[str | Path] | None = None, device: str = "auto", resume: bool = True,
-          progress: bool = True, data: TrainingSet | None = None) -> dict:
+          progress: bool = True, data: TrainingSet | None = None, overwrite: bool = False) -> dict:
     """Train a flow on the target slices and write the model folder ``out_dir``.
 
-    Checkpoints go to ``<out_dir>.checkpoints/`` (resumed from when present), metrics
-    to ``<out_dir>.logs/metrics.csv``. Returns a summary dict (steps, final bits/dim, seconds).
+    Checkpoints and ``metrics.csv`` go to ``<out_dir>.checkpoints/``; a rerun resumes them
+    only when settings and data are those of that run (see :mod:`medgap.training.rundir`).
+    An existing model folder is replaced only with ``overwrite``; any other existing
+    non-empty folder is refused. Returns a summary dict (steps, final bits/dim, seconds).
     """
     out_dir = Path(out_dir)
+    check_output_folder(out_dir, METHOD, overwrite=overwrite)
     ctx = setup_distributed(device)
     try:
-        seed_everything(cfg.train.seed + ctx.rank)
         data = data if data is not None else load_training_set(cfg, targets, masks)
-        model = SliceFlow.from_config(cfg.flow, cfg.data.template_bins)
-        fit_statistics(model, data, cfg.harmonize.foreground_threshold)
-        model.to(ctx.device)
-        optim = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-        sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: _lr_factor(s, cfg.train))
-        # beside the model folder, which save_model replaces atomically at the end
-        ckpts = CheckpointManager(out_dir.with_name(out_dir.name + ".checkpoints"), keep_last=2)
-        start = 0
-        if resume and ckpts.latest() is not None:
-            start, _ = ckpts.restore({"model": model}, {"adam": optim}, {"sched": sched})
-        else:
-            # data-dependent ActNorm init on the same global batch on every rank
-            x0, n0 = _batch(data, cfg, -1)
-            model.flow.initialize(model.dequantize(x0.to(ctx.device), n0.to(ctx.device)))
-        net = ctx.wrap(model)
-        logger = MetricLogger(out_dir.with_name(out_dir.name + ".logs"), enabled=ctx.is_main)
-        model.train()
-        t0, loss_value, ema = time.perf_counter(), float("nan"), None
-        for step in track(range(start, cfg.train.steps), total=cfg.train.steps - start,
-                          description="train flow", disable=not progress):
-            x, noise = _batch(data, cfg, step)
-            idx = ctx.shard(list(range(len(x))))
-            x, noise = x[idx].to(ctx.device), noise[idx].to(ctx.device)
-            loss = net(x, noise)
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            optim.step()
-            sched.step()
-            if (step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps:
-                loss_value = float(ctx.all_reduce_mean(loss.detach()))
-                ema = loss_value if ema is None else 0.8 * ema + 0.2 * loss_value
-                logger.log(step + 1, bits_per_dim=loss_value, grad_norm=float(gnorm), lr=sched.get_last_lr()[0])
-            if ctx.is_main and ((step + 1) % cfg.train.checkpoint_every == 0 or step + 1 == cfg.train.steps):
-                ckpts.save(step + 1, {"model": model}, {"adam": optim}, {"sched": sched},
-                           extra={"bits_per_dim": loss_value})
-        logger.close()
-        seconds = time.perf_counter() - t0
-        summary = {"steps": cfg.train.steps, "resumed_from": start, "final_bits_per_dim": ema,
-                   "train_slices": len(data.slices), "seconds": round(seconds, 1), "world_size": ctx.world_size}
-        if ctx.is_main:
-            model.eval()
-            ref = _target_bpd(model, data, ctx.device)
-            save_model(out_dir, method=METHOD, config=cfg, weights={"flow": model},
-                       trained_on={"targets": data.sources, "slices": len(data.slices),
-                                   "image_size": list(cfg.flow.image_size)},
-                       card=_card(cfg, summary), extras={"train": summary, "target_bits_per_dim": ref})
-        ctx.barrier()
-        return summary
+        settings = without(cfg.to_dict(), "train.steps", "train.checkpoint_every", "train.log_every", "harmonize")
+        run = RunFolder(out_dir.with_name(out_dir.name + ".checkpoints"), METHOD, settings,
+                        fingerprint_arrays([data.slices, data.masks, data.position]), resume=resume,
+                        is_main=ctx.is_main, barrier=ctx.barrier, clear=("step-*", "best", "metrics.csv", "tensorboard"))
+        with run:
+            return _train(cfg, out_dir, data, ctx, run, progress, overwrite)
     finally:
         ctx.close()
+
+
+def _train(cfg: HarmonizeConfig, out_dir: Path, data: TrainingSet, ctx, run: RunFolder, progress: bool,
+           overwrite: bool) -> dict:
+    seed_everything(cfg.train.seed + ctx.rank)
+    model = SliceFlow.from_config(cfg.flow, cfg.data.template_bins)
+    fit_statistics(model, data, cfg.harmonize.foreground_threshold)
+    model.to(ctx.device)
+    optim = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: _lr_factor(s, cfg.train))
+    ckpts = CheckpointManager(run.path, keep_last=2)
+    start = 0
+    if run.resumable and ckpts.latest() is not None:
+        start, _ = ckpts.restore({"model": model}, {"adam": optim}, {"sched": sched})
+    else:
+        # data-dependent ActNorm init on the same global batch on every rank
+        x0, n0 = _batch(data, cfg, -1)
+        model.flow.initialize(model.dequantize(x0.to(ctx.device), n0.to(ctx.device)))
+    net = ctx.wrap(model)
+    logger = MetricLogger(run.path, enabled=ctx.is_main)
+    model.train()
+    t0, loss_value, ema = time.perf_counter(), float("nan"), None
+    for step in track(range(start, cfg.train.steps), total=cfg.train.steps - start,
+                      description="train flow", disable=not progress):
+        x, noise = _batch(data, cfg, step)
+        idx = ctx.shard(list(range(len(x))))
+        x, noise = x[idx].to(ctx.device), noise[idx].to(ctx.device)
+        loss = net(x, noise)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        optim.step()
+        sched.step()
+        if (step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps:
+            loss_value = float(ctx.all_reduce_mean(loss.detach()))
+            ema = loss_value if ema is None else 0.8 * ema + 0.2 * loss_value
+            logger.log(step + 1, bits_per_dim=loss_value, grad_norm=float(gnorm), lr=sched.get_last_lr()[0])
+        if ctx.is_main and ((step + 1) % cfg.train.checkpoint_every == 0 or step + 1 == cfg.train.steps):
+            ckpts.save(step + 1, {"model": model}, {"adam": optim}, {"sched": sched},
+                       extra={"bits_per_dim": loss_value})
+    logger.close()
+    seconds = time.perf_counter() - t0
+    summary = {"steps": cfg.train.steps, "resumed_from": start, "final_bits_per_dim": ema,
+               "train_slices": len(data.slices), "seconds": round(seconds, 1), "world_size": ctx.world_size}
+    if ctx.is_main:
+        model.eval()
+        ref = _target_bpd(model, data, ctx.device)
+        save_model(out_dir, method=METHOD, config=cfg, weights={"flow": model},
+                   trained_on={"targets": data.sources, "slices": len(data.slices),
+                               "image_size": list(cfg.flow.image_size)},
+                   card=_card(cfg, summary), extras={"train": summary, "target_bits_per_dim": ref},
+                   overwrite=overwrite)
+    ctx.barrier()
+    return summary
 
 
 @torch.inference_mode()

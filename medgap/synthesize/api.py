@@ -18,7 +18,7 @@ import torch
 
 from medgap.errors import InputError, ModelFolderError
 from medgap.io import Volume, read_nifti, write_nifti
-from medgap.modelio import load_model
+from medgap.modelio import load_model, load_weights_into
 from medgap.synthesize.config import SynthesizeConfig
 from medgap.synthesize.data import Prepared, cube_affine, preprocess
 from medgap.synthesize.model import HAGAN, Architecture
@@ -55,12 +55,12 @@ class Synthesizer:
         extras = saved.info.get("extras", {})
         try:
             arch = Architecture(**extras["architecture"])
-        except (KeyError, TypeError) as exc:
+            model = HAGAN(arch)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ModelFolderError(folder, f"config.json lacks a valid 'architecture' entry ({exc})") from exc
-        model = HAGAN(arch)
         for name in ("generator", "encoder_high", "encoder_global", "discriminator"):
             if name in saved.weights:
-                getattr(model, name).load_state_dict(saved.weights[name])
+                load_weights_into(getattr(model, name), saved.weights[name], Path(folder) / f"{name}.safetensors")
             elif name != "discriminator":
                 raise ModelFolderError(folder, f"{name}.safetensors is missing")
         dev = resolve_device(device)

@@ -47,12 +47,15 @@ def train(
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (default) or bf16 mixed precision."),
     seed: int = typer.Option(0, "--seed"),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop (with a checkpoint) after this long."),
-    no_resume: bool = typer.Option(False, "--no-resume", help="Start over even if checkpoints exist."),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Discard checkpoints of an earlier run and start over."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing synthesize model folder at --out."),
 ) -> None:
     """Train HA-GAN on a folder of volumes; resumes from <out>.run/checkpoints when interrupted."""
     from medgap.synthesize.config import SynthesizeConfig
     from medgap.synthesize.train import default_work_dir
     from medgap.synthesize.train import train as run
+    from medgap.modelio import check_output_folder
+    from medgap.training.rundir import check_run_folder
 
     overrides = list(set_)
     for key, value in (("size", size), ("iterations", iterations), ("modality", modality), ("precision", precision)):
@@ -62,8 +65,11 @@ def train(
         overrides.append("conditional=true")
     cfg = SynthesizeConfig.from_preset(preset, config, overrides)
     work = default_work_dir(out)
+    # checked before the data cache is written into the run folder
+    check_output_folder(out, "synthesize", overwrite=overwrite)
+    check_run_folder(work, prepared=("cache",))
     ts = _load_data(data, cfg, labels, work / "cache")
-    result = run(ts, cfg, out, device=device, seed=seed, resume=not no_resume,
+    result = run(ts, cfg, out, device=device, seed=seed, resume=not no_resume, overwrite=overwrite,
                  max_seconds=None if max_minutes is None else 60 * max_minutes)
     console.print(f"trained {result.steps} iterations in {result.seconds:.0f} s; model folder: {result.model_dir}")
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from medgap.data.sample import load_icbm152, resample_isotropic
 from medgap.errors import InputError
-from medgap.io import Volume, atomic_path, atomic_write_text, is_nifti, read_nifti
+from medgap.io import Volume, atomic_path, atomic_write_text, is_nifti, list_files, read_nifti
 from medgap.synthesize.config import SynthesizeConfig
 
 __all__ = [
@@ -78,7 +78,7 @@ def find_volumes(inputs: Sequence[str | Path]) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and is_nifti(q))
+            found = list_files(p, is_nifti, recursive=True)
             if not found:
                 raise InputError(p, "folder holds no .nii/.nii.gz volumes")
             files += found

@@ -25,7 +25,7 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
     data = sample_dataset(cfg)
     start = time.perf_counter()
     result = train(data, cfg, out_dir / "model", work_dir=out_dir / "run", device="cpu", seed=0, resume=False,
-                   max_seconds=budget_s, progress=False)
+                   max_seconds=budget_s, progress=False, overwrite=True)
     train_s = time.perf_counter() - start
     syn = Synthesizer.load(out_dir / "model", device="cpu")
     n = 4 if quick else 8

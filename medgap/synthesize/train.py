@@ -35,13 +35,14 @@ import torch
 import torch.nn.functional as F
 
 from medgap.errors import InputError
-from medgap.modelio import save_model
+from medgap.modelio import check_output_folder, save_model
 from medgap.synthesize.config import SynthesizeConfig
 from medgap.synthesize.data import Augment, TrainingSet
 from medgap.synthesize.model import HAGAN, count_parameters
 from medgap.training.checkpoint import CheckpointManager
 from medgap.training.distributed import setup_distributed
 from medgap.training.precision import autocast
+from medgap.training.rundir import RunFolder, fingerprint_arrays, without
 from medgap.training.runtime import MetricLogger, seed_everything, track
 
 __all__ = ["TrainResult", "train", "default_work_dir", "save_hagan", "HAGANStep"]
@@ -167,7 +168,8 @@ class HAGANStep:
                 "d_real": torch.sigmoid(real_logit).mean().item(), "d_fake": torch.sigmoid(fake_logit).mean().item()}
 
 
-def save_hagan(folder: Path, model: HAGAN, cfg: SynthesizeConfig, data: TrainingSet, steps: int, seconds: float) -> Path:
+def save_hagan(folder: Path, model: HAGAN, cfg: SynthesizeConfig, data: TrainingSet, steps: int, seconds: float,
+               overwrite: bool = False) -> Path:
     """Write a model folder (generator, both encoders, discriminator, metadata)."""
     extras = {"architecture": model.arch.to_dict(), "spacing_mm": data.spacing_mm, "label_names": data.label_names,
               "steps": steps, "train_seconds": round(seconds, 1),
@@ -180,7 +182,7 @@ def save_hagan(folder: Path, model: HAGAN, cfg: SynthesizeConfig, data: Training
     weights = {"generator": model.generator, "encoder_high": model.encoder_high,
                "encoder_global": model.encoder_global, "discriminator": model.discriminator}
     return save_model(folder, method=METHOD, config=cfg, weights=weights, trained_on=data.describe(),
-                      card=card, extras=extras)
+                      card=card, extras=extras, overwrite=overwrite)
 
 
 def train(
@@ -194,8 +196,13 @@ def train(
     resume: bool = True,
     max_seconds: float | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train HA-GAN on ``data`` and write the model folder ``model_dir``.
+
+    Checkpoints and metrics go to ``work_dir`` (default ``<model_dir>.run``); a rerun resumes
+    them only when settings, seed and data are those of that run (:mod:`medgap.training.rundir`).
+    An existing model folder is replaced only with ``overwrite``.
 
     Returns what ran. ``max_seconds`` stops early (after a checkpoint) for
     equal-wall-clock comparisons. Under torchrun only rank 0 writes.
@@ -204,14 +211,33 @@ def train(
         raise InputError(None, f"training cubes are {data.volumes.shape[1:]}, config size is {cfg.size}")
     if model_dir is None and work_dir is None:
         raise ValueError("give model_dir or work_dir")
+    if model_dir is not None:
+        check_output_folder(model_dir, METHOD, overwrite=overwrite)
     work_dir = Path(work_dir) if work_dir is not None else default_work_dir(model_dir)
     ctx = setup_distributed(device)
+    run = RunFolder(work_dir, METHOD, run_settings(cfg, seed), fingerprint_arrays([data.volumes, data.labels]),
+                    resume=resume, is_main=ctx.is_main, barrier=ctx.barrier, clear=("checkpoints", "metrics.csv", "tensorboard"),
+                    prepared=("cache",)).open()
+    try:
+        return _fit(data, cfg, model_dir, work_dir, ctx, run, seed, max_seconds, progress, overwrite)
+    finally:
+        run.close()
+        ctx.close()
+
+
+def run_settings(cfg: SynthesizeConfig, seed: int) -> dict:
+    """What defines a run: a rerun resumes only when these match (the iteration count may grow)."""
+    return {**without(cfg.to_dict(), "iterations", "checkpoint_every", "log_every"), "seed": seed}
+
+
+def _fit(data: TrainingSet, cfg: SynthesizeConfig, model_dir, work_dir: Path, ctx, run: RunFolder, seed: int,
+         max_seconds: float | None, progress: bool, overwrite: bool) -> TrainResult:
     seed_everything(seed)  # same initial weights on every rank
     model = HAGAN(cfg.architecture(data.num_classes)).to(ctx.device)
     step_fn = HAGANStep(model, cfg, wrap=ctx.wrap)
     ckpt = CheckpointManager(work_dir / "checkpoints", keep_last=cfg.keep_last)
     start, elapsed_before = 0, 0.0
-    if resume and ckpt.latest() is not None:
+    if run.resumable and ckpt.latest() is not None:
         start, extra = ckpt.restore(step_fn.modules(), step_fn.opt)
         elapsed_before = float(extra.get("seconds", 0.0))
     logger = MetricLogger(work_dir, enabled=ctx.is_main)
@@ -256,7 +282,6 @@ def train(
     logger.close()
     out = None
     if ctx.is_main and model_dir is not None:
-        out = save_hagan(Path(model_dir), model, cfg, data, done, seconds)
+        out = save_hagan(Path(model_dir), model, cfg, data, done, seconds, overwrite)
     ctx.barrier()
-    ctx.close()
     return TrainResult(out, work_dir, start, done, seconds, last)

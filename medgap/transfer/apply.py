@@ -44,8 +44,8 @@ def load_transfer(folder: str | Path, device: str = "auto") -> LoadedTransfer:
         model.dis.load_state_dict(saved.weights["discriminators"])
         stats = {SIM: DomainStats.from_tensors(saved.weights["stats"], "sim"),
                  REAL: DomainStats.from_tensors(saved.weights["stats"], "real")}
-    except (KeyError, RuntimeError) as exc:
-        raise ModelFolderError(folder, f"weights do not fit the saved configuration ({exc})") from exc
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        raise ModelFolderError(folder, f"weights do not fit the saved configuration ({type(exc).__name__}: {exc})") from exc
     dev = resolve_device(device)
     model.to(dev).eval()
     return LoadedTransfer(model, cfg, stats, ex, Path(folder))

@@ -74,10 +74,12 @@ def train(
     seed: Optional[int] = typer.Option(None, "--seed"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from <out>.checkpoints/."),
     wavelengths: Optional[str] = typer.Option(None, "--wavelengths", help="Grid of bare .npy cubes."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing transfer model folder at --out."),
 ) -> None:
     """Train a transfer model; checkpoints go to <out>.checkpoints/, the model folder to --out."""
     from medgap.transfer.config import TransferConfig
     from medgap.transfer.data import load_data
+    from medgap.modelio import check_output_folder
     from medgap.transfer.trainer import train as run
 
     overrides = list(set_)
@@ -86,13 +88,15 @@ def train(
         if value is not None:
             overrides.append(f"{key}={value}")
     cfg = TransferConfig.from_preset(preset, config, overrides)
+    check_output_folder(out, "transfer", overwrite=overwrite)  # before reading large inputs
     wl = _wavelengths(wavelengths)
     sim_data, _ = load_data(sim, wl)
     real_data, _ = load_data(real, wl)
     data_modality = "pat" if sim_data.__class__.__name__ == "ImageSet" else "hsi"
     if modality is not None and modality != data_modality:
         raise InputError(sim, f"--modality {modality} but the file holds {data_modality} data")
-    run(sim_data, real_data, out, cfg.replace(modality=data_modality), device=device, resume=resume)
+    run(sim_data, real_data, out, cfg.replace(modality=data_modality), device=device, resume=resume,
+        overwrite=overwrite)
     console.print(f"model written to {out}")
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from medgap.errors import InputError
-from medgap.io import ImageSet, SpectraSet, atomic_save_npz, read_images, read_spectra
+from medgap.io import ImageSet, SpectraSet, atomic_save_npz, load_npz_arrays, read_images, read_npy, read_spectra
 
 __all__ = ["CubeLayout", "load_data", "write_like", "check_pair", "DomainStats", "fit_stats"]
 
@@ -69,21 +69,14 @@ def load_data(path: str | Path, wavelengths: np.ndarray | None = None) -> tuple[
     if not path.exists():
         raise InputError(path, "file does not exist")
     if path.suffix == ".npy":
-        try:
-            cube = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise InputError(path, f"cannot read as .npy ({exc})") from exc
-        return _cube_to_spectra(cube, wavelengths, None, path)
+        return _cube_to_spectra(read_npy(path), wavelengths, None, path)
     if path.suffix != ".npz":
         raise InputError(path, "expected a .npz (spectra, images or cube) or a .npy cube")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            keys = set(f.files)
-            if "cube" in keys:
-                wl = f["wavelengths"] if "wavelengths" in keys else wavelengths
-                return _cube_to_spectra(f["cube"], wl, f["labels"] if "labels" in keys else None, path)
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"cannot read as .npz ({exc})") from exc
+    arrays = load_npz_arrays(path)
+    keys = set(arrays)
+    if "cube" in keys:
+        wl = arrays["wavelengths"] if "wavelengths" in keys else wavelengths
+        return _cube_to_spectra(arrays["cube"], wl, arrays.get("labels"), path)
     if "images" in keys:
         return read_images(path), None
     if "spectra" in keys:

@@ -66,7 +66,7 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
         cfg = TransferConfig.from_preset("cpu-small", overrides=[f"method={method}", f"hsi.epochs={ep}"])
         t0 = time.perf_counter()
         model_dir = out_dir / "models" / method
-        train(sim, real_unlabelled, model_dir, cfg, resume=False, progress=False)
+        train(sim, real_unlabelled, model_dir, cfg, resume=False, progress=False, overwrite=True)
         seconds[method] = round(time.perf_counter() - t0, 1)
         transferred[method] = apply_transfer(model_dir, sim)
     data_dir = out_dir / "data"

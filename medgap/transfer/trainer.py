@@ -11,9 +11,7 @@ resumes from the last one; the final model folder is written atomically to ``out
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -23,8 +21,9 @@ from torch import nn
 
 from medgap.errors import InputError
 from medgap.io import ImageSet, SpectraSet
-from medgap.modelio import save_model
+from medgap.modelio import check_output_folder, save_model
 from medgap.training.checkpoint import CheckpointManager
+from medgap.training.rundir import RunFolder, fingerprint_arrays
 from medgap.training.distributed import DistContext, setup_distributed
 from medgap.training.precision import set_precision
 from medgap.training.runtime import MetricLogger, seed_everything, track
@@ -162,12 +161,17 @@ def n_classes_of(data, need_labels: bool) -> int:
 
 
 def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Path, cfg: TransferConfig, *,
-          device: str = "auto", resume: bool = True, progress: bool = True) -> Path:
+          device: str = "auto", resume: bool = True, progress: bool = True, overwrite: bool = False) -> Path:
     """Train ``cfg.method`` on (sim, real) and write the model folder ``out``; returns ``out``.
+
+    Checkpoints go to ``<out>.checkpoints/``; a rerun resumes them only when settings and data
+    are those of that run (:mod:`medgap.training.rundir`). An existing model folder ``out`` is
+    replaced only with ``overwrite``; any other non-empty folder is refused.
 
     sim/real: SpectraSet (HSI, (N, C)) or ImageSet (PAT, (N, C, H, W)); the modality follows the data.
     """
     out = Path(out)
+    check_output_folder(out, METHOD, overwrite=overwrite)
     need_labels = cfg.method == "cinn" and cfg.condition == "domain+label"
     modality = check_pair(sim, real, need_labels=need_labels)
     if modality != cfg.modality:
@@ -190,19 +194,25 @@ def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Pa
 
     opt_g, opt_d = make_optimizers(model, cfg)
     objectives = make_objectives(model, ctx)
-    t = cfg.train
+    run = RunFolder(checkpoint_dir(out), METHOD, _resume_view(cfg.to_dict()),
+                    fingerprint_arrays([x_sim, y_sim, x_real]), resume=resume, is_main=ctx.is_main, barrier=ctx.barrier,
+                    clear=("step-*", "best", "metrics.csv", "tensorboard")).open()
+    try:
+        return _fit(cfg, sim, real, out, model, ctx, run, stats_sim, stats_real, opt_g, opt_d, objectives,
+                    x_sim, y_sim, x_real, k, progress, overwrite)
+    finally:
+        run.close()
+        ctx.close()
+
+
+def _fit(cfg, sim, real, out, model, ctx, run, stats_sim, stats_real, opt_g, opt_d, objectives,
+         x_sim, y_sim, x_real, k, progress, overwrite) -> Path:
+    net, t = cfg.net, cfg.train
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt_g, factor=t.plateau_factor, patience=t.plateau_patience,
                                                        threshold=t.plateau_threshold, cooldown=t.plateau_cooldown)
-    if not resume and ctx.is_main and checkpoint_dir(out).exists():
-        shutil.rmtree(checkpoint_dir(out))  # a fresh run must not later resume from an older one's steps
-    ctx.barrier()
-    ckpt = CheckpointManager(checkpoint_dir(out), keep_last=t.keep_checkpoints)
+    ckpt = CheckpointManager(run.path, keep_last=t.keep_checkpoints)
     start_epoch, history = 0, []
-    if resume and ckpt.latest() is not None:
-        saved_cfg = json.loads((ckpt.latest() / "state.json").read_text(encoding="utf-8"))["extra"].get("config")
-        if _resume_view(saved_cfg) != _resume_view(cfg.to_dict()):
-            raise InputError(checkpoint_dir(out), "checkpoints come from a run with another configuration; "
-                                                  "delete the folder or train into another --out")
+    if run.resumable and ckpt.latest() is not None:
         _, extra = ckpt.restore({"generator": model.generator, "dis": model.dis}, {"gen": opt_g, "dis": opt_d},
                                 {"plateau": sched})
         start_epoch, history = int(extra["epoch"]) + 1, list(extra["history"])
@@ -213,7 +223,7 @@ def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Pa
     iters = t.iterations_per_epoch or max(1, math.ceil(max(len(x_sim), len(x_real)) / batch))
     sample_sim = BatchSampler(len(x_sim), sim.labels if isinstance(sim, SpectraSet) else None, cfg.seed, balanced=True)
     sample_real = BatchSampler(len(x_real), None, cfg.seed + 1, balanced=False)
-    logger = MetricLogger(checkpoint_dir(out), enabled=ctx.is_main)
+    logger = MetricLogger(run.path, enabled=ctx.is_main)
     model.train()
     for epoch in range(start_epoch, net.epochs):
         t0, sums = time.perf_counter(), {}
@@ -249,13 +259,12 @@ def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Pa
     logger.close()
 
     if ctx.is_main:
-        _save(out, cfg, model, stats_sim, stats_real, sim, real, k, history)
+        _save(out, cfg, model, stats_sim, stats_real, sim, real, k, history, overwrite)
     ctx.barrier()
-    ctx.close()
     return out
 
 
-def _save(out, cfg, model: TransferModel, stats_sim, stats_real, sim, real, k, history) -> None:
+def _save(out, cfg, model: TransferModel, stats_sim, stats_real, sim, real, k, history, overwrite) -> None:
     label_names = sim.label_names if k else None
     extras = {
         "modality": cfg.modality, "transfer_method": cfg.method, "condition": cfg.condition,
@@ -277,4 +286,4 @@ def _save(out, cfg, model: TransferModel, stats_sim, stats_real, sim, real, k, h
     stats = {**stats_sim.to_tensors("sim"), **stats_real.to_tensors("real")}
     save_model(out, method=METHOD, config=cfg, weights={"generator": model.generator, "discriminators": model.dis,
                                                          "stats": stats},
-               trained_on=trained_on, card=card, extras=extras)
+               trained_on=trained_on, card=card, extras=extras, overwrite=overwrite)

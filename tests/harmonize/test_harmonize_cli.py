@@ -43,9 +43,13 @@ def test_train_writes_model_folder_and_resumes(tmp_path, target_file, trained):
     assert all(bool(v) for k, v in h.model.state_dict().items() if k.endswith("initialized"))
     # templates were fitted from the target, not left at zero
     assert h.model.templates.abs().sum() > 0
-    # a longer run resumes from the last checkpoint instead of starting over
+    # a finished model folder is not replaced without --overwrite
     res = runner.invoke(app, ["harmonize", "train", str(target_file), "--out", str(trained), "--device", "cpu",
                               *_sets(["train.steps=6"])])
+    assert res.exit_code != 0 and "--overwrite" in str(res.exception)
+    # a longer run resumes from the last checkpoint instead of starting over
+    res = runner.invoke(app, ["harmonize", "train", str(target_file), "--out", str(trained), "--device", "cpu",
+                              "--overwrite", *_sets(["train.steps=6"])])
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output[res.output.index("{"):])
     assert summary["resumed_from"] == 4 and summary["steps"] == 6

@@ -48,7 +48,7 @@ def test_training_reduces_bits_per_dim(tmp_path, target_file):
     cfg = HarmonizeConfig.from_preset("cpu-small", overrides=TINY + ["train.steps=30", "train.lr=3e-3",
                                                                       "train.checkpoint_every=100"])
     train(cfg, tmp_path / "m", [target_file], device="cpu", progress=False)
-    rows = (tmp_path / "m.logs" / "metrics.csv").read_text().splitlines()[1:]
+    rows = (tmp_path / "m.checkpoints" / "metrics.csv").read_text().splitlines()[1:]
     bpd = [float(r.split(",")[1]) for r in rows]
     assert np.mean(bpd[-5:]) < np.mean(bpd[:5]) - 0.3
 

@@ -57,15 +57,17 @@ def test_resume_continues_exactly(hsi_pair, tmp_path):
     full = TransferConfig.from_preset("cpu-small", overrides=tiny_overrides(3))
     train(sim, real, tmp_path / "a", full, progress=False)
     train(sim, real, tmp_path / "b", full.replace(hsi={"epochs": 2}), progress=False)  # "interrupted"
-    train(sim, real, tmp_path / "b", full, progress=False)  # resumes at epoch 3
+    with pytest.raises(InputError, match="--overwrite"):  # the finished model folder is kept
+        train(sim, real, tmp_path / "b", full, progress=False)
+    train(sim, real, tmp_path / "b", full, progress=False, overwrite=True)  # resumes at epoch 3
     a, b = (load_file(str(tmp_path / k / "generator.safetensors")) for k in "ab")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
     hist = json.loads((tmp_path / "b" / "config.json").read_text())["extras"]["history"]
     assert [h["epoch"] for h in hist] == [1, 2, 3]
     other = full.replace(hsi={"hidden": 16})
-    with pytest.raises(InputError, match="another configuration"):
-        train(sim, real, tmp_path / "b", other, progress=False)
+    with pytest.raises(InputError, match=r"another run \(changed: hsi.hidden \(32 -> 16\)"):
+        train(sim, real, tmp_path / "b", other, progress=False, overwrite=True)
 
 
 def test_optimisers_are_separate_and_sampling_is_class_balanced():
@@ -165,7 +167,8 @@ def test_bf16_training_learns_and_resumes_across_precisions(hsi_pair, tmp_path):
     cfg = TransferConfig.from_preset("cpu-small", overrides=["hsi.epochs=3", "hsi.batch_size=500",
                                                              "train.precision=bf16"])
     train(sim, unlabelled(real), tmp_path / "m", cfg.replace(hsi={"epochs": 2}), progress=False)
-    train(sim, unlabelled(real), tmp_path / "m", cfg.replace(train={"precision": "fp32"}), progress=False)
+    train(sim, unlabelled(real), tmp_path / "m", cfg.replace(train={"precision": "fp32"}), progress=False,
+          overwrite=True)
     hist = json.loads((tmp_path / "m" / "config.json").read_text())["extras"]["history"]
     assert [h["epoch"] for h in hist] == [1, 2, 3]  # resumed at another precision
     out = apply_transfer(tmp_path / "m", sim)
