@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -95,13 +96,38 @@ def gap(
 
 
 
+class Terminated(SystemExit):
+    """SIGTERM/SIGHUP as an exception, so every ``finally`` (temporary files, locks) runs.
+
+    A SystemExit, not a KeyboardInterrupt: click turns the latter into a bare "Aborted!".
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+        self.signal_name = signal.Signals(signum).name
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated(signum)
+
+
 def main() -> None:
-    """Entry point: MedgapError (bad input, bad config) -> 'error: ...' on stderr, exit code 2."""
+    """Entry point: MedgapError (bad input, bad config) -> 'error: ...' on stderr, exit code 2.
+
+    SIGTERM and SIGHUP (a killed job, a closed terminal) stop the command like Ctrl-C does:
+    partial outputs are removed, and the exit code is 128 + the signal number.
+    """
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_terminated)
     try:
         app()
     except MedgapError as exc:
         Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except Terminated as exc:
+        Console(stderr=True).print(f"[red]stopped by {exc.signal_name}[/]: no partial output was kept",
+                                   highlight=False)
+        raise
 
 
 if __name__ == "__main__":

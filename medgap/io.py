@@ -138,6 +138,12 @@ def atomic_path(path: PathLike, *, is_dir: bool = False) -> Iterator[Path]:
         mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o666 & ~umask
     try:
         yield tmp
+        if is_dir:  # some writers (safetensors) create 0600 files whatever the umask
+            for root, dirs, files in os.walk(tmp):
+                for name in dirs:
+                    os.chmod(os.path.join(root, name), 0o777 & ~umask)
+                for name in files:
+                    os.chmod(os.path.join(root, name), 0o666 & ~umask)
         os.chmod(tmp, mode)
         if is_dir and path.exists():
             old = tmp.with_name(tmp.name[: -len(".tmp")] + ".old")
@@ -282,9 +288,18 @@ def _parse_nifti_header(path: Path, head: bytes) -> nib.Nifti1Header:
     if klass is None or len(head) < klass.sizeof_hdr:
         raise InputError(path, "not a NIfTI file (the header size field is neither 348 nor 540)")
     try:
+        raw = klass.from_fileobj(_io.BytesIO(head[: klass.sizeof_hdr]), check=False)
+        if int(raw["sform_code"]) == 0 and int(raw["qform_code"]) == 0:
+            pixdim = np.asarray(raw["pixdim"][1:4], dtype=np.float64)
+            if not np.all(np.isfinite(pixdim)) or np.any(pixdim == 0):
+                # nibabel's check would quietly make them 1 mm
+                raise InputError(path, f"no sform/qform and voxel sizes (pixdim) {pixdim.tolist()}: "
+                                       "the geometry is unknown")
         header = klass.from_fileobj(_io.BytesIO(head[: klass.sizeof_hdr]), check=True)
         shape = tuple(int(d) for d in header.get_data_shape())
         dtype = header.get_data_dtype()
+    except InputError:
+        raise
     except Exception as exc:  # nibabel's HeaderDataError and friends
         raise InputError(path, f"invalid NIfTI header ({type(exc).__name__}: {exc})") from None
     if dtype.kind == "c":
