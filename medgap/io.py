@@ -289,6 +289,15 @@ def _parse_nifti_header(path: Path, head: bytes) -> nib.Nifti1Header:
         raise InputError(path, "not a NIfTI file (the header size field is neither 348 nor 540)")
     try:
         raw = klass.from_fileobj(_io.BytesIO(head[: klass.sizeof_hdr]), check=False)
+        # nibabel "fixes" a bad magic, offset or xform code with a log line; medgap refuses them
+        # (negative pixdim, qfac and offset alignment stay accepted: common in valid files)
+        for check in klass._get_checks():
+            _, report = check(raw.copy(), fix=False)
+            if report.problem_level >= 40 or any(k in report.problem_msg for k in ("form_code", "sizeof_hdr")):
+                raise InputError(path, f"invalid NIfTI header: {report.problem_msg}")
+        offset = float(raw["vox_offset"])
+        if not np.isfinite(offset) or offset < 0 or offset != int(offset):
+            raise InputError(path, f"invalid NIfTI header: vox_offset {offset}")
         if int(raw["sform_code"]) == 0 and int(raw["qform_code"]) == 0:
             pixdim = np.asarray(raw["pixdim"][1:4], dtype=np.float64)
             if not np.all(np.isfinite(pixdim)) or np.any(pixdim == 0):
