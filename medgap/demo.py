@@ -21,7 +21,7 @@ import numpy as np
 
 from medgap.data.sample import load_icbm152
 from medgap.gap import measure_gap
-from medgap.io import atomic_write_text
+from medgap.io import atomic_write_text, output_folder
 from medgap.report.figures import plt, save_figure
 from medgap.report.html import write_html_report
 
@@ -72,13 +72,13 @@ SECTIONS = _sections
 def run_demo(out_dir: str | Path = "demo-output", quick: bool = False, only: list[str] | None = None) -> dict:
     """Run the demo sections; return (and write to ``summary.json``) what each produced."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(out_dir)
     results: dict[str, dict] = {}
     for name, section in _sections():
         if only and name not in only:
             continue
         section_dir = out_dir / name
-        section_dir.mkdir(parents=True, exist_ok=True)
+        output_folder(section_dir)
         start = time.perf_counter()
         result = section(section_dir, quick)
         result["seconds"] = round(time.perf_counter() - start, 1)

@@ -26,7 +26,16 @@ from typing import Literal
 import numpy as np
 
 from medgap.errors import InputError
-from medgap.io import atomic_write_text, is_nifti, list_files, load_npz_arrays, read_images, read_nifti, read_spectra
+from medgap.io import (
+    atomic_write_text,
+    is_nifti,
+    list_files,
+    load_npz_arrays,
+    output_folder,
+    read_images,
+    read_nifti,
+    read_spectra,
+)
 from medgap.metrics import frechet_distance, mmd2_unbiased
 from medgap.report.figures import plt, save_figure
 from medgap.report.html import write_html_report
@@ -307,7 +316,7 @@ def measure_gap(
     }
     if out_dir is not None:
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        output_folder(out)
         _pca_figure(fa, fb, (da.name, db.name), out / "pca_kde.png")
         _histogram_figure(da, db, va, vb, out / ("intensity_histograms.png" if da.kind == "images" else "spectra.png"))
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))

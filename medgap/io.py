@@ -56,6 +56,8 @@ __all__ = [
     "load_npz_arrays",
     "read_npy",
     "list_files",
+    "output_folder",
+    "nifti_shape",
     "remove_stale_temporaries",
 ]
 
@@ -219,6 +221,18 @@ def list_files(folder: PathLike, accept: Callable[[Path], bool], *, recursive: b
     return sorted(p for p in found
                   if not any(part.startswith(".") for part in p.relative_to(folder).parts)
                   and p.is_file() and accept(p))
+
+
+def output_folder(path: PathLike) -> Path:
+    """Create (if needed) the folder a command writes its outputs into; refuse a path that is a file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(path, "exists and is not a folder: choose another output folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(path, f"cannot create the output folder ({exc.strerror})") from None
+    return path
 
 
 def is_nifti(path: PathLike) -> bool:
@@ -415,6 +429,20 @@ class Volume:
     def with_data(self, data: np.ndarray) -> "Volume":
         """A new Volume on the same grid holding ``data``."""
         return Volume(np.asarray(data, dtype=np.float32), self.affine.copy(), self.header, None)
+
+
+def nifti_shape(path: PathLike) -> tuple[int, ...]:
+    """The shape a NIfTI file's header declares, reading only the header (to size work before reading)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file does not exist" if not path.exists() else "is not a regular file")
+    try:
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rb") as fh:
+            head = fh.read(540)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(path, f"cannot read as NIfTI ({type(exc).__name__}: {exc})") from None
+    return tuple(int(d) for d in _parse_nifti_header(path, head).get_data_shape())
 
 
 def read_nifti(path: PathLike, *, ndim: int = 3, allow_nonfinite: bool = False) -> Volume:

@@ -367,3 +367,14 @@ def test_outputs_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
     os.chmod(out, 0o640)
     write_nifti(out, np.zeros((2, 2, 2)))
     assert stat.S_IMODE(out.stat().st_mode) == 0o640  # writing over a file keeps its mode
+
+
+def test_output_folders_that_are_files_and_inputs_that_are_pipes_are_refused(tmp_path):
+    volume = _nifti(tmp_path / "t1.nii.gz")
+    _refused(runner.invoke(app, ["gap", str(volume), str(volume), "--out", str(volume)]), "not a folder")
+    fifo = tmp_path / "pipe.nii.gz"
+    os.mkfifo(fifo)
+    from medgap.harmonize.data import load_for_harmonize
+
+    with pytest.raises(InputError, match="not a regular file"):  # opening a pipe would wait forever
+        load_for_harmonize(fifo)

@@ -210,13 +210,9 @@ def volume_nbytes_guard(shape: tuple[int, ...], path=None, budget_fraction: floa
 
 def load_for_harmonize(path, mask_path=None):
     """Read a NIfTI (and optional mask) lazily checking size first. Returns (Volume, mask array|None)."""
-    from medgap.io import read_nifti
+    from medgap.io import nifti_shape, read_nifti
 
-    try:
-        shape = nib.load(str(path)).shape
-    except Exception as err:  # nibabel raises several types for unreadable files
-        raise InputError(path, f"cannot read as NIfTI ({err})") from err
-    volume_nbytes_guard(shape, path)
+    volume_nbytes_guard(nifti_shape(path), path)
     vol = read_nifti(path)
     mask = None
     if mask_path is not None:

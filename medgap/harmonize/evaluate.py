@@ -24,7 +24,7 @@ from medgap.errors import InputError
 from medgap.harmonize.api import METHODS, Harmonizer
 from medgap.harmonize.simulate import DOMAINS, HARD_DOMAINS
 from medgap.harmonize.train import TrainingSet, augment, load_training_set, random_affine_grid
-from medgap.io import atomic_write_text
+from medgap.io import atomic_write_text, output_folder
 from medgap.metrics import dice, iou, psnr, ssim
 from medgap.report.figures import plt, save_figure
 from medgap.training.runtime import track
@@ -84,7 +84,7 @@ def evaluate(model_dir: str | Path, out_dir: str | Path, domains: list[str] | No
     change optimiser settings (``harmonize.alpha=0``) as in :meth:`Harmonizer.load`.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(out_dir)
     h = Harmonizer.load(model_dir, device=device, overrides=overrides)
     if h.info.get("trained_on", {}).get("targets") not in (None, ["ICBM152 2009a T1 (nilearn)"]):
         raise InputError(model_dir, "evaluate needs a model trained on the bundled ICBM152 target "

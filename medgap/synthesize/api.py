@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from medgap.errors import InputError, ModelFolderError
-from medgap.io import Volume, read_nifti, write_nifti
+from medgap.io import Volume, output_folder, read_nifti, write_nifti
 from medgap.modelio import load_model, load_weights_into
 from medgap.synthesize.config import SynthesizeConfig
 from medgap.synthesize.data import Prepared, cube_affine, preprocess
@@ -103,7 +103,7 @@ class Synthesizer:
         """Write ``sample_000.nii.gz`` ... (RAS, isotropic ``spacing_mm`` voxels, values in [-1, 1])."""
         vols = self.sample(n, seed, label, max_memory_gb)  # validates before anything is written
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        output_folder(out_dir)
         return [write_nifti(out_dir / f"sample_{i:03d}.nii.gz", v, affine=self.affine()) for i, v in enumerate(vols)]
 
     # ------------------------------------------------------------------ encoding

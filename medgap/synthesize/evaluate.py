@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from medgap.errors import InputError
-from medgap.io import atomic_write_text
+from medgap.io import atomic_write_text, output_folder
 from medgap.metrics import frechet_distance, mmd2_unbiased
 from medgap.metrics.features import VolumeFeatureExtractor
 from medgap.report.figures import plt, save_figure
@@ -105,7 +105,7 @@ def evaluate_model(synth, real: np.ndarray, out_dir: str | Path, n: int = 8, see
     report = distribution_scores(real, fake, extractor)
     report["ms_ssim_generated"] = ms_ssim_diversity(fake) if len(fake) > 1 else None
     report["ms_ssim_real"] = ms_ssim_diversity(real) if len(real) > 1 else None
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(out_dir)
     save_montage(out_dir / "montage.png", {"generated": fake, "real": np.asarray(real)})
     atomic_write_text(out_dir / "metrics.json", json.dumps(report, indent=2))
     return report

@@ -25,7 +25,7 @@ from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score,
 from sklearn.model_selection import GroupShuffleSplit
 
 from medgap.errors import InputError
-from medgap.io import ImageSet, SpectraSet, atomic_write_text
+from medgap.io import ImageSet, SpectraSet, atomic_write_text, output_folder
 from medgap.metrics import median_bandwidth, mmd2_unbiased
 from medgap.report.figures import plt, save_figure
 
@@ -156,7 +156,7 @@ def evaluate(real, sim, transferred: dict, out_dir: str | Path, *, seed: int = 0
     Returns the metrics dict.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(out_dir)
     rng = np.random.default_rng(seed)
     real_s = _as_spectra(real, seed)
     sources = {"sim": _as_spectra(sim, seed), **{k: _as_spectra(v, seed) for k, v in transferred.items()}}
