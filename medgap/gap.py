@@ -28,13 +28,14 @@ import numpy as np
 from medgap.errors import InputError
 from medgap.io import (
     atomic_write_text,
-    is_nifti,
+    dicom_series,
+    is_volume_file,
     list_files,
     load_npz_arrays,
     output_folder,
     read_images,
-    read_nifti,
     read_spectra,
+    read_volume,
 )
 from medgap.metrics import frechet_distance, mmd2_unbiased
 from medgap.report.figures import plt, save_figure
@@ -83,24 +84,27 @@ def load_gap_data(path: str | Path, name: str | None = None, max_spectra: int = 
     if not path.exists():
         raise InputError(path, "does not exist")
     if path.is_dir():
-        files = list_files(path, is_nifti)
+        files = list_files(path, is_volume_file)
         npz = list_files(path, lambda p: p.suffix == ".npz")
+        if not files and not npz and dicom_series(path):
+            files = [path]  # a DICOM series folder is one volume
         if not files and not npz:
-            raise InputError(path, "folder holds no .nii/.nii.gz/.npz files")
+            raise InputError(path, "folder holds no volumes (.nii/.nii.gz/.nrrd/.mha/DICOM) or .npz files")
         if files and npz:
             raise InputError(path, "folder mixes NIfTI and .npz files: compare one kind at a time")
         if npz:
             parts = [load_gap_data(p, name, max_spectra, seed) for p in npz]
             return _concat_spectra(parts, name, path)
-    elif is_nifti(path):
+    elif is_volume_file(path):
         files = [path]
     elif path.suffix == ".npz":
         return _load_spectral(path, name, max_spectra, seed)
     else:
-        raise InputError(path, "expected a NIfTI file, a folder of NIfTI files, or a .npz file")
+        raise InputError(path, "expected a volume (NIfTI, NRRD, MetaImage), a folder of volumes, a DICOM series "
+                               "folder, or a .npz file")
     items = []
     for file in files:
-        vol = read_nifti(file).to_canonical()
+        vol = read_volume(file).to_canonical()
         if not np.any(vol.data):
             raise InputError(file, "image is all zero")
         items.append(_normalise_volume(vol.data))

@@ -57,6 +57,10 @@ __all__ = [
     "read_npy",
     "list_files",
     "output_folder",
+    "read_volume",
+    "is_volume_path",
+    "dicom_series",
+    "is_volume_file",
     "nifti_shape",
     "remove_stale_temporaries",
 ]
@@ -520,6 +524,142 @@ def write_nifti(
     return path
 
 
+# --------------------------------------------------------------------------- NRRD, MetaImage, DICOM
+
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def is_itk_file(path: PathLike) -> bool:
+    return str(path).lower().endswith(ITK_SUFFIXES)
+
+
+def is_volume_file(path: PathLike) -> bool:
+    """A file name :func:`read_volume` reads (NIfTI, NRRD, MetaImage)."""
+    return is_nifti(path) or is_itk_file(path)
+
+
+def is_volume_path(path: PathLike) -> bool:
+    """A file or folder :func:`read_volume` takes: NIfTI, NRRD, MetaImage, or a folder of DICOM slices."""
+    path = Path(path)
+    return is_nifti(path) or is_itk_file(path) or (path.is_dir() and bool(dicom_series(path)))
+
+
+def dicom_series(folder: PathLike) -> dict[str, list[str]]:
+    """The DICOM series in ``folder`` (not its subfolders): SeriesInstanceUID -> its slice files, sorted
+    by position along the slice normal (GDCM's order)."""
+    import SimpleITK as sitk
+
+    folder = str(folder)
+    try:
+        ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder)
+        return {uid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, uid)) for uid in ids}
+    except RuntimeError:
+        return {}
+
+
+def _itk_affine(image) -> np.ndarray:
+    """The RAS voxel (x, y, z) -> world mm affine of a SimpleITK image (ITK's world is LPS)."""
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    affine = np.eye(4)
+    affine[:3, :3] = direction @ np.diag(image.GetSpacing())
+    affine[:3, 3] = image.GetOrigin()
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+
+
+def _read_itk(path: Path, series: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Voxels (X, Y, Z) float32 and RAS affine of an NRRD/MetaImage file or a DICOM series folder.
+
+    SimpleITK (ITK + GDCM) does the format work: NRRD/MetaImage headers, DICOM slice order,
+    orientation and the rescale slope/intercept (so CT comes out in HU).
+    """
+    import SimpleITK as sitk
+
+    if path.is_dir():
+        found = dicom_series(path)
+        if not found:
+            raise InputError(path, "folder holds no DICOM series (nor is it a NIfTI/NRRD/MetaImage file)")
+        if series is None and len(found) > 1:
+            listing = "; ".join(f"{uid} ({len(files)} files)" for uid, files in found.items())
+            raise InputError(path, f"holds {len(found)} DICOM series: choose one with --series UID ({listing})")
+        uid = series if series is not None else next(iter(found))
+        if uid not in found:
+            raise InputError(path, f"no DICOM series {uid!r}; found {sorted(found)}")
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(found[uid])
+        need = 0
+    else:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as exc:
+            raise InputError(path, f"cannot read as {path.suffix[1:].upper()} ({_itk_message(exc)})") from None
+        need = int(np.prod(reader.GetSize(), dtype=np.float64)) * reader.GetNumberOfComponents()
+        if reader.GetNumberOfComponents() != 1:
+            raise InputError(path, f"{reader.GetNumberOfComponents()} components per voxel: expected a scalar image")
+        stored = sum(f.stat().st_size for f in {path, *_itk_data_files(path)} if f.is_file())
+        if need > _MAX_DEFLATE_RATIO * max(stored, 1) + (1 << 20):
+            raise InputError(path, f"declares {reader.GetSize()} voxels, more than {stored} stored bytes can hold")
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(path, f"cannot read ({_itk_message(exc)})") from None
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(path, f"expected a 3D scalar volume, got {image.GetDimension()}D with "
+                               f"{image.GetNumberOfComponentsPerPixel()} component(s)")
+    data = sitk.GetArrayFromImage(image)  # (Z, Y, X)
+    if data.dtype.kind == "c":
+        raise InputError(path, "complex-valued voxels are not supported")
+    return np.ascontiguousarray(data.transpose(2, 1, 0), dtype=np.float32), _itk_affine(image)
+
+
+def _itk_data_files(path: Path) -> list[Path]:
+    # detached headers (.nhdr, .mhd) name their data file; count it in the stored size
+    if path.suffix.lower() not in (".nhdr", ".mhd"):
+        return []
+    key = "data file:" if path.suffix.lower() == ".nhdr" else "elementdatafile ="
+    try:
+        lines = path.read_text(errors="replace").splitlines()[:200]
+    except OSError:
+        return []
+    found = [line.split(":" if ":" in key else "=", 1)[1].strip() for line in lines if line.lower().startswith(key)]
+    return [path.parent / name for name in found if name and name.upper() not in ("LIST", "LOCAL")]
+
+
+def _itk_message(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def read_volume(path: PathLike, *, series: str | None = None, allow_nonfinite: bool = False) -> Volume:
+    """Read a 3D volume from any format medgap accepts, as a :class:`Volume` with a RAS affine.
+
+    NIfTI (``.nii``, ``.nii.gz``) through :func:`read_nifti`; NRRD (``.nrrd``, ``.nhdr``),
+    MetaImage (``.mha``, ``.mhd``) and DICOM series (a folder of slices; ``series`` picks one
+    SeriesInstanceUID when the folder holds several) through SimpleITK, with geometry from the
+    files and DICOM rescale slope/intercept applied (CT in HU). Outputs are written as NIfTI.
+    """
+    path = Path(path)
+    if is_nifti(path):
+        return read_nifti(path, allow_nonfinite=allow_nonfinite)
+    if not path.exists():
+        raise InputError(path, "does not exist")
+    if not (path.is_dir() or is_itk_file(path)):
+        raise InputError(path, "unknown volume type: expected .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd "
+                               "or a folder of DICOM slices")
+    if not path.is_dir() and not path.is_file():
+        raise InputError(path, "is not a regular file")
+    data, affine = _read_itk(path, series)
+    _check_nonempty(data, path, "image")
+    if not allow_nonfinite:
+        check_finite(data, path, "image")
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    lo, hi = SPACING_RANGE_MM
+    if not np.all(np.isfinite(affine)) or np.any(spacing < lo) or np.any(spacing > hi):
+        raise InputError(path, f"voxel size {np.round(spacing, 6).tolist()} mm is outside {lo}..{hi} mm")
+    return Volume(data, affine, None, path)
+
+
 # --------------------------------------------------------------------------- npz helpers
 
 
@@ -808,13 +948,15 @@ def write_images(path: PathLike, data: ImageSet) -> Path:
 
 
 def describe_file(path: PathLike) -> dict:
-    """What a NIfTI or medgap ``.npz`` file holds (shape, geometry, channels, labels), validated."""
+    """What a volume (NIfTI, NRRD, MetaImage, DICOM series folder) or medgap ``.npz`` file holds
+    (shape, geometry, channels, labels), validated."""
     path = Path(path)
-    if is_nifti(path):
-        vol = read_nifti(path, ndim=3)
+    if is_volume_file(path) or path.is_dir():
+        vol = read_volume(path)
+        kind = "nifti" if is_nifti(path) else "dicom series" if path.is_dir() else path.suffix[1:].lower()
         return {
             "file": str(path),
-            "kind": "nifti volume",
+            "kind": f"{kind} volume",
             "shape": list(vol.shape),
             "spacing_mm": [round(s, 4) for s in vol.spacing],
             "orientation": vol.orientation,
@@ -838,4 +980,5 @@ def describe_file(path: PathLike) -> dict:
             "label_names": s.label_names,
             "labelled": labels is not None,
         }
-    raise InputError(path, "unknown file type: expected .nii, .nii.gz or .npz")
+    raise InputError(path, "unknown file type: expected .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd, a DICOM "
+                           "series folder or .npz")

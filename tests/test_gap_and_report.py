@@ -59,7 +59,7 @@ def test_gap_bad_inputs(tmp_path, rng):
     with pytest.raises(InputError, match="vol.nii.gz.*images"):
         measure_gap(a, tmp_path / "vol.nii.gz")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="empty.*no .nii"):
+    with pytest.raises(InputError, match="empty.*no volumes"):
         measure_gap(a, tmp_path / "empty")
     one = spectra_file(tmp_path / "one.npz", rng, n=1)
     with pytest.raises(InputError, match="one.npz.*at least 2"):

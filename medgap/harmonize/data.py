@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -210,13 +209,14 @@ def volume_nbytes_guard(shape: tuple[int, ...], path=None, budget_fraction: floa
 
 def load_for_harmonize(path, mask_path=None):
     """Read a NIfTI (and optional mask) lazily checking size first. Returns (Volume, mask array|None)."""
-    from medgap.io import nifti_shape, read_nifti
+    from medgap.io import is_nifti, nifti_shape, read_volume
 
-    volume_nbytes_guard(nifti_shape(path), path)
-    vol = read_nifti(path)
+    if is_nifti(path):
+        volume_nbytes_guard(nifti_shape(path), path)
+    vol = read_volume(path)
     mask = None
     if mask_path is not None:
-        m = read_nifti(mask_path)
+        m = read_volume(mask_path)
         if m.shape != vol.shape:
             raise InputError(mask_path, f"mask shape {m.shape} differs from the image's {vol.shape}")
         mask = m.data > 0.5

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from medgap.errors import InputError, ModelFolderError
-from medgap.io import Volume, output_folder, read_nifti, write_nifti
+from medgap.io import Volume, output_folder, read_volume, write_nifti
 from medgap.modelio import load_model, load_weights_into
 from medgap.synthesize.config import SynthesizeConfig
 from medgap.synthesize.data import Prepared, cube_affine, preprocess
@@ -109,7 +109,7 @@ class Synthesizer:
     # ------------------------------------------------------------------ encoding
     def prepare(self, volume: str | Path | Volume) -> Prepared:
         """Preprocess a volume exactly as the training data was."""
-        vol = read_nifti(volume) if not isinstance(volume, Volume) else volume
+        vol = read_volume(volume) if not isinstance(volume, Volume) else volume
         return preprocess(vol, self.config)
 
     @torch.no_grad()

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from medgap.data.sample import load_icbm152, resample_isotropic
 from medgap.errors import InputError
-from medgap.io import Volume, atomic_path, atomic_write_text, is_nifti, list_files, read_nifti
+from medgap.io import Volume, atomic_path, atomic_write_text, dicom_series, is_volume_file, list_files, read_volume
 from medgap.synthesize.config import SynthesizeConfig
 
 __all__ = [
@@ -73,19 +73,21 @@ def cube_affine(size: int, spacing_mm: float, center_mm: Sequence[float] = (0.0,
 
 
 def find_volumes(inputs: Sequence[str | Path]) -> list[Path]:
-    """Expand folders into the NIfTI files they hold (sorted); check files exist."""
+    """Expand folders into the volume files they hold (sorted); a DICOM series folder is one volume."""
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = list_files(p, is_nifti, recursive=True)
+            found = list_files(p, is_volume_file, recursive=True)
+            if not found and dicom_series(p):
+                found = [p]
             if not found:
-                raise InputError(p, "folder holds no .nii/.nii.gz volumes")
+                raise InputError(p, "folder holds no volumes (.nii/.nii.gz/.nrrd/.mha or one DICOM series)")
             files += found
         elif not p.exists():
             raise InputError(p, "file does not exist")
-        elif not is_nifti(p):
-            raise InputError(p, "not a NIfTI file (.nii or .nii.gz expected)")
+        elif not is_volume_file(p):
+            raise InputError(p, "not a volume file (.nii, .nii.gz, .nrrd, .nhdr, .mha or .mhd expected)")
         else:
             files.append(p)
     if not files:
@@ -224,7 +226,7 @@ def load_training_set(
             data = np.load(arr_path, mmap_mode="r", allow_pickle=False)
             return TrainingSet(data, np.asarray(meta["labels"], dtype=np.int64), meta["label_names"],
                                meta["spacing_mm"], meta["sources"])
-    prepared = [preprocess(read_nifti(f), cfg) for f in track(files, description="preprocessing", disable=not progress)]
+    prepared = [preprocess(read_volume(f), cfg) for f in track(files, description="preprocessing", disable=not progress)]
     ts = _assemble(prepared, labels, names)
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)

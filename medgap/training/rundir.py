@@ -54,7 +54,6 @@ def without(settings: dict, *dotted: str) -> dict:
     """A deep copy of ``settings`` without the dotted keys (``"train.steps"``)."""
     out = json.loads(json.dumps(settings))
     for key in dotted:
-        node, *rest = [out], None
         parts = key.split(".")
         target = out
         for part in parts[:-1]:

@@ -1,0 +1,98 @@
+"""NRRD, MetaImage and DICOM series read through SimpleITK: geometry and values as SimpleITK sees them."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from typer.testing import CliRunner
+
+from medgap.cli import app
+from medgap.errors import InputError
+from medgap.io import read_volume, write_nifti
+
+runner = CliRunner()
+DIRECTION = np.array([[1.0, 0.0, 0.0], [0.0, 0.8, -0.6], [0.0, 0.6, 0.8]])  # oblique: a tilted gantry
+
+
+def _image(dtype=np.int16) -> sitk.Image:
+    arr = (np.arange(5 * 6 * 7).reshape(5, 6, 7) % 200 - 100).astype(dtype)  # (Z, Y, X)
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing((0.8, 0.9, 2.5))
+    img.SetOrigin((10.0, -20.0, 30.0))
+    img.SetDirection(DIRECTION.flatten().tolist())
+    return img
+
+
+def _write_dicom_series(img: sitk.Image, folder: Path, uid: str) -> None:
+    folder.mkdir(exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    cosines = "\\".join(str(v) for v in (*DIRECTION[:, 0], *DIRECTION[:, 1]))
+    for k in range(img.GetDepth()):
+        piece = img[:, :, k]
+        tags = {"0008|0060": "CT", "0020|000e": uid, "0020|000d": uid + ".1", "0020|0037": cosines,
+                "0020|0032": "\\".join(map(str, img.TransformIndexToPhysicalPoint((0, 0, k)))),
+                "0020|0013": str(k), "0018|0050": "2.5"}
+        for tag, value in tags.items():
+            piece.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"{uid[-3:]}_{k:03d}.dcm"))
+        writer.Execute(piece)
+
+
+def _corners_match(volume, reference: sitk.Image) -> None:
+    """World coordinates of the 8 corner voxels equal SimpleITK's own (LPS -> RAS)."""
+    size = reference.GetSize()
+    for corner in itertools.product(*[(0, n - 1) for n in size]):
+        lps = np.array(reference.TransformIndexToPhysicalPoint(corner))
+        ras = volume.affine @ np.array([*corner, 1.0])
+        np.testing.assert_allclose(ras[:3], lps * [-1, -1, 1], atol=1e-4)
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha", ".mhd", ".nhdr"])
+def test_itk_files_read_with_simpleitks_geometry_and_values(tmp_path, suffix):
+    img = _image()
+    path = tmp_path / f"v{suffix}"
+    sitk.WriteImage(img, str(path))
+    vol = read_volume(path)
+    reference = sitk.ReadImage(str(path))
+    np.testing.assert_array_equal(vol.data, sitk.GetArrayFromImage(reference).transpose(2, 1, 0))
+    _corners_match(vol, reference)
+    assert vol.spacing == pytest.approx((0.8, 0.9, 2.5))
+    # results are NIfTI on the same grid
+    out = write_nifti(tmp_path / "out.nii.gz", vol.data, like=vol)
+    back = read_volume(out)
+    np.testing.assert_allclose(back.affine, vol.affine, atol=1e-5)
+    result = runner.invoke(app, ["inspect", str(path)])
+    assert result.exit_code == 0 and f"{suffix[1:]} volume" in result.output
+
+
+def test_dicom_series_folder_reads_in_slice_order_and_several_series_must_be_chosen(tmp_path):
+    img = _image()
+    folder = tmp_path / "dicom"
+    _write_dicom_series(img, folder, "1.2.826.0.1.3680043.2.1125.1.101")
+    vol = read_volume(folder)
+    np.testing.assert_array_equal(vol.data, sitk.GetArrayFromImage(img).transpose(2, 1, 0))
+    _corners_match(vol, img)
+    _write_dicom_series(img, folder, "1.2.826.0.1.3680043.2.1125.1.202")
+    with pytest.raises(InputError, match="holds 2 DICOM series"):
+        read_volume(folder)
+    chosen = read_volume(folder, series="1.2.826.0.1.3680043.2.1125.1.202")
+    np.testing.assert_array_equal(chosen.data, vol.data)
+
+
+def test_corrupt_and_unknown_volumes_are_refused(tmp_path):
+    path = tmp_path / "v.nrrd"
+    sitk.WriteImage(_image(), str(path))
+    raw = path.read_bytes()
+    (tmp_path / "cut.nrrd").write_bytes(raw[: len(raw) - 50])
+    (tmp_path / "bomb.mha").write_text("ObjectType = Image\nNDims = 3\nDimSize = 4096 4096 4096\n"
+                                       "ElementType = MET_FLOAT\nElementDataFile = LOCAL\n")
+    (tmp_path / "empty").mkdir()
+    for name, fragment in [("cut.nrrd", "cannot read"), ("bomb.mha", "more than"), ("empty", "no DICOM series"),
+                           ("x.txt", "does not exist")]:
+        with pytest.raises(InputError, match=fragment):
+            read_volume(tmp_path / name)
