@@ -75,25 +75,60 @@ def inspect(paths: list[Path] = typer.Argument(..., help="NIfTI volumes or medga
 
 @app.command()
 def gap(
-    a: Path = typer.Argument(..., help="Dataset A: NIfTI file or folder, or spectra/images .npz."),
-    b: Path = typer.Argument(..., help="Dataset B, of the same kind as A."),
-    out: Path = typer.Option(..., "--out", help="Report folder (metrics.json, PNGs, report.html)."),
+    a: Path = typer.Argument(..., help="Dataset A (e.g. the source site): volume file or folder, DICOM series "
+                                       "folder, or spectra/images .npz."),
+    b: Path = typer.Argument(..., help="Reference dataset B (e.g. the target site), of the same kind as A."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (metrics.json, PNGs, report.html)."),
+    after: Optional[Path] = typer.Option(None, "--after", help="A after harmonisation/transfer: also report how "
+                                                               "much of the A-B gap it closed."),
     name_a: Optional[str] = typer.Option(None, help="Display name of A."),
     name_b: Optional[str] = typer.Option(None, help="Display name of B."),
+    name_after: Optional[str] = typer.Option(None, help="Display name of --after."),
     unit: str = typer.Option("auto", help="Images: compare whole 'volume's or axial 'slice's (auto: volumes "
                                           "when each side has >= 10)."),
     permutations: int = typer.Option(100, min=10, help="Permutations for the classifier test's p-value."),
+    bootstrap: int = typer.Option(200, min=20, help="Bootstrap resamples for intervals and null levels."),
     seed: int = typer.Option(0),
+    as_json: bool = typer.Option(False, "--json", help="Print only the metrics as JSON."),
 ) -> None:
-    """How far apart are two datasets? FID, MMD, a classifier two-sample test, PCA and histograms."""
+    """How far apart are two datasets, and (with --after) how much of the gap was closed?
+
+    Per measure (tissue intensities, contrast, bias field, texture; spectral distances for spectra):
+    value, bootstrap 95% interval and null level; a group-aware classifier two-sample test; FID/MMD
+    on network features.
+    """
     from medgap.gap import measure_gap
 
     if unit not in ("auto", "volume", "slice"):
         raise typer.BadParameter("unit must be auto, volume or slice")
-    metrics = measure_gap(a, b, out, name_a=name_a, name_b=name_b, unit=unit, permutations=permutations, seed=seed)
-    console.print_json(json.dumps(metrics))
-    console.print(f"[green]report: {out / 'report.html'}[/]")
+    metrics = measure_gap(a, b, out, after=after, name_a=name_a, name_b=name_b, name_after=name_after, unit=unit,
+                          permutations=permutations, bootstrap=bootstrap, seed=seed)
+    if as_json:
+        typer.echo(json.dumps(metrics, indent=2))
+        return
+    _print_gap(metrics)
+    if out is not None:
+        console.print(f"[green]report: {out / 'report.html'}[/]")
 
+
+def _print_gap(metrics: dict) -> None:
+    from rich.table import Table
+
+    pairs = [("before", metrics["before"]), ("after", metrics["after"])] if "before" in metrics else [("", metrics)]
+    for label, m in pairs:
+        table = Table(title=f"{label + ': ' if label else ''}{m['a']['name']} vs {m['b']['name']} ({m['unit']}s)")
+        for column in ("measure", "sees", "value", "95% CI", "null level", "gap"):
+            table.add_column(column)
+        for name, v in m["measures"].items():
+            table.add_row(name, v["sees"], f"{v['value']:.4g}", f"{v['ci95'][0]:.4g} .. {v['ci95'][1]:.4g}",
+                          f"{v['null95']:.4g}", "yes" if v["detected"] else "no")
+        console.print(table)
+        ct = m["classifier_test"]
+        console.print(f"classifier two-sample test: balanced accuracy {ct['balanced_accuracy']:.3f} "
+                      f"(0.5 = indistinguishable), p = {ct['p_value']:.3g}; FID {m['fid']:.4g}, MMD^2 {m['mmd2']:.4g} "
+                      f"on {m['features']}")
+    for line in metrics.get("headline", []):
+        console.print(line)
 
 
 class Terminated(SystemExit):

@@ -50,10 +50,10 @@ def test_gap_on_volumes_detects_contrast_change(tmp_path, rng):
 def test_gap_bad_inputs(tmp_path, rng):
     a = spectra_file(tmp_path / "a.npz", rng)
     other = spectra_file(tmp_path / "other_grid.npz", rng, wavelengths=np.linspace(400, 600, 20))
-    with pytest.raises(InputError, match="other_grid.npz.*wavelengths"):
+    with pytest.raises(InputError, match="a.npz: wavelengths 500-700 nm do not match .*other_grid.npz"):
         measure_gap(a, other)
     fewer = spectra_file(tmp_path / "fewer.npz", rng, wavelengths=np.linspace(500, 700, 10))
-    with pytest.raises(InputError, match="fewer.npz.*10 channels"):
+    with pytest.raises(InputError, match="a.npz: has 20 channels but .*fewer.npz has 10"):
         measure_gap(a, fewer)
     write_nifti(tmp_path / "vol.nii.gz", rng.random((8, 8, 8)))
     with pytest.raises(InputError, match="vol.nii.gz.*images"):

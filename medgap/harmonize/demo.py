@@ -50,10 +50,8 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
         metrics["volume_seconds"] = round(time.perf_counter() - t0, 1)
         write_nifti(out_dir / "target.nii.gz", t1.numpy(), like=brain.t1)
     gaps = [] if quick else [
-        {"name": "before: simulated scanner vs target", "a": "source_gamma1.3.nii.gz", "b": "target.nii.gz",
-         "name_a": "source", "name_b": "target"},
-        {"name": "after: harmonized vs target", "a": "harmonized.nii.gz", "b": "target.nii.gz",
-         "name_a": "harmonized", "name_b": "target"},
+        {"name": "simulated scanner (gamma 1.3) vs target", "a": "source_gamma1.3.nii.gz", "b": "target.nii.gz",
+         "after": "harmonized.nii.gz", "name_a": "source", "name_b": "target", "name_after": "harmonized"},
     ]
     return {
         "gaps": gaps,

@@ -94,8 +94,7 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
             "subjects are reported; 'real (upper bound)' trains on labelled stand-in data."),
         "metrics": metrics,
         "figures": [f"report/{f}" for f in report["figures"]] + ["median_spectra.png", "pat_simulator.png"],
-        "gaps": [{"name": "before: simulation vs real stand-in", "a": "data/sim.npz", "b": "data/real_stand_in.npz",
-                  "name_a": "sim", "name_b": "real stand-in"}]
-                + [{"name": f"after: {m} sim->real vs real stand-in", "a": f"data/{m}_sim2real.npz",
-                    "b": "data/real_stand_in.npz", "name_a": m, "name_b": "real stand-in"} for m in transferred],
+        "gaps": [{"name": f"simulation vs real stand-in, {m} sim->real", "a": "data/sim.npz",
+                  "b": "data/real_stand_in.npz", "after": f"data/{m}_sim2real.npz", "name_a": "sim",
+                  "name_b": "real stand-in", "name_after": m} for m in transferred],
     }
