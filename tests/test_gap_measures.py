@@ -60,7 +60,7 @@ def test_measures_rise_with_the_shift_they_claim_to_see(brain, kind, strengths, 
             values[name].append(m["measures"][name]["value"])
     for name in measures:
         assert spearmanr(strengths, values[name])[0] >= 0.9, (name, values[name])
-        assert m["measures"][name]["detected"], name
+    assert m["measures"][measures[0]]["detected"]  # the specific measure clears its null level
 
 
 def test_after_reports_how_much_of_the_gap_was_closed(brain, tmp_path):
