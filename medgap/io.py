@@ -263,35 +263,39 @@ def _gunzip_verified(path: Path, keep: "Callable[[bytes], int]") -> bytes:
     """
     kept = bytearray()
     limit: int | None = None
+
+    def take(out: bytes) -> None:
+        nonlocal limit
+        if limit is None:
+            kept.extend(out)
+            if len(kept) >= 540:
+                limit = keep(bytes(kept))
+                del kept[limit:]
+        elif len(kept) < limit:
+            kept.extend(out[: limit - len(kept)])
+
     with open(path, "rb") as fh:
-        pending = fh.read(_CHUNK)
-        if not pending.startswith(_GZIP_MAGIC):
+        data = fh.read(_CHUNK)
+        if not data.startswith(_GZIP_MAGIC):
             raise InputError(path, "not gzip-compressed, although the name ends in .gz")
-        while pending:  # one iteration per gzip member
+        while data:  # one iteration per gzip member
             inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            while True:
-                try:
-                    out = inflater.decompress(pending, _CHUNK)
-                    pending = inflater.unconsumed_tail
-                except zlib.error as exc:
-                    raise InputError(path, f"corrupt gzip stream ({exc})") from None
-                if limit is None and len(kept) + len(out) >= 540:
-                    kept += out
-                    limit = keep(bytes(kept))
-                    del kept[limit:]
-                elif limit is None:
-                    kept += out
-                elif len(kept) < limit:
-                    kept += out[: limit - len(kept)]
-                if inflater.eof:
-                    break
-                if not pending:
-                    pending = fh.read(_CHUNK)
-                    if not pending and not inflater.unconsumed_tail:
-                        raise InputError(path, "truncated gzip stream (the file ends before the data does)")
-            pending = inflater.unused_data or fh.read(_CHUNK)
-            if pending and not pending.startswith(_GZIP_MAGIC):
-                raise InputError(path, f"{len(pending)}+ bytes of trailing garbage after the gzip stream")
+            try:
+                while not inflater.eof:
+                    if not data:
+                        data = fh.read(_CHUNK)
+                        if not data:
+                            take(inflater.flush())
+                            if not inflater.eof:
+                                raise InputError(path, "truncated gzip stream (the file ends before the data does)")
+                            break
+                    take(inflater.decompress(data, _CHUNK))  # at most 1 MiB out per call
+                    data = inflater.unconsumed_tail
+            except zlib.error as exc:
+                raise InputError(path, f"corrupt gzip stream ({exc})") from None
+            data = inflater.unused_data or fh.read(_CHUNK)
+            if data and not data.startswith(_GZIP_MAGIC):
+                raise InputError(path, f"{len(data)}+ bytes of trailing garbage after the gzip stream")
     if limit is None:
         keep(bytes(kept))  # too short for any header: let the header check say so
     return bytes(kept)

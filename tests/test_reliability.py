@@ -106,6 +106,9 @@ def test_gzip_crc_mismatch_truncation_and_trailing_garbage_are_refused(tmp_path)
     (tmp_path / "tail.nii.gz").write_bytes(raw + b"garbage")
     (tmp_path / "plain.nii.gz").write_bytes(gzip.decompress(raw))
     assert read_nifti(good).shape == (6, 5, 4)
+    plain = gzip.decompress(raw)  # a valid multi-member stream (as `cat a.gz b.gz` makes) is read whole
+    (tmp_path / "multi.nii.gz").write_bytes(gzip.compress(plain[:500]) + gzip.compress(plain[500:]))
+    np.testing.assert_array_equal(read_nifti(tmp_path / "multi.nii.gz").data, read_nifti(good).data)
     for name, fragment in [("crc", "corrupt gzip"), ("short", "truncated"), ("tail", "trailing garbage"),
                            ("plain", "not gzip")]:
         with pytest.raises(InputError, match=fragment) as err:
