@@ -21,7 +21,7 @@ from medgap.harmonize.config import HarmonizeConfig
 from medgap.harmonize.evaluate import evaluate
 from medgap.harmonize.train import train
 
-METHODS = ["identity", "histogram", "lowfreq", "blindharmony", "alpha=0 (no flow)"]
+METHODS = ["identity", "histogram", "n4+histogram", "lowfreq", "blindharmony", "alpha=0 (no flow)"]
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from medgap.training.runtime import resolve_device, track
 
 __all__ = ["Harmonizer", "METHODS"]
 
-METHODS = ["blindharmony", "histogram", "lowfreq", "identity"]
+METHODS = ["blindharmony", *BASELINES]  # one registry: the CLI, evaluation and benchmarks list these
 
 
 class Harmonizer:

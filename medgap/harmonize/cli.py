@@ -57,7 +57,8 @@ def apply(
     model: Path = typer.Argument(..., help="Model folder from `medgap harmonize train`."),
     source: Path = typer.Argument(..., help="Source-domain NIfTI volume."),
     out: Path = typer.Option(..., "--out", help="Output NIfTI (.nii/.nii.gz), on the source's grid."),
-    method: str = typer.Option("blindharmony", "--method", help="blindharmony, histogram, lowfreq or identity."),
+    method: str = typer.Option("blindharmony", "--method", help="blindharmony, histogram, lowfreq, identity or "
+                                                                "n4+histogram (N4 bias correction, then histogram matching)."),
     mask: Optional[Path] = typer.Option(None, "--mask", help="Brain mask of the source (voxels outside stay)."),
     detail: str = typer.Option("keep", "--detail",
                                help="keep: add the model-grid change to the source at its own resolution; "

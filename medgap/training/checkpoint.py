@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from medgap.errors import ModelFolderError
 from medgap.io import atomic_path
-from medgap.modelio import state_to_tensors
+from medgap.modelio import load_weights_into, state_to_tensors
 
 __all__ = ["CheckpointManager"]
 
@@ -184,7 +184,7 @@ class CheckpointManager:
             module_state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
             if not module_state and any(True for _ in module.state_dict()):
                 raise ModelFolderError(path, f"checkpoint has no weights for '{name}'")
-            module.load_state_dict(module_state)
+            load_weights_into(module, module_state, path / "tensors.safetensors")
         for name, opt in (optimizers or {}).items():
             opt.load_state_dict(_join_optimizer(name, state["optimizers"][name], tensors))
         for name, sched in (schedulers or {}).items():

@@ -170,3 +170,17 @@ def test_unknown_detail_mode_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="detail"):
         restore_volume(prepare_volume(phantom(), lps_affine(), (32, 32)), np.zeros((1, 1, 32, 32)), phantom(),
                        detail="sharp")
+
+
+def test_n4_before_histogram_matching_removes_a_bias_field_histogram_matching_keeps():
+    from medgap.harmonize.baselines import n4_histogram_match
+
+    truth = torch.from_numpy(phantom((64, 64, 3), seed=4)[:, :, 1][None, None].copy())
+    truth = truth / truth.max()
+    q = torch.quantile(truth[truth > 0.05], torch.linspace(0, 1, 101))[None]
+    ramp = torch.linspace(0.6, 1.4, 64)[None, None, :, None] * torch.ones(1, 1, 64, 64)
+    src = truth * ramp
+    hm, n4 = histogram_match(src, truth, q), n4_histogram_match(src, truth, q)
+    fg = truth > 0.05
+    assert (n4 - truth)[fg].abs().mean() < 0.7 * (hm - truth)[fg].abs().mean()
+    assert torch.equal(n4[~fg], src[~fg])
