@@ -453,8 +453,13 @@ def _compare(da: GapData, db: GapData, unit: str, max_slices: int, permutations:
         if unit == "slice":  # network features are per slice too: resampled with the summaries
             measures["resnet_mmd2"] = (lambda x, y: mmd2_unbiased(x[1], y[1]), "anything the feature network sees",
                                        "MMD^2 of the ResNet slice features")
-        sample_a = _Sample((sa.summaries, fa), len(sa.summaries), lambda d, i: (d[0].take(i), d[1][i]))
-        sample_b = _Sample((sb.summaries, fb), len(sb.summaries), lambda d, i: (d[0].take(i), d[1][i]))
+        per_slice = unit == "slice"  # with volumes, features are per volume: not resampled with slices
+
+        def image_sample(side: ImageSide, feats: np.ndarray) -> _Sample:
+            return _Sample((side.summaries, feats if per_slice else None), len(side.summaries),
+                           lambda d, i: (d[0].take(i), None if d[1] is None else d[1][i]))
+
+        sample_a, sample_b = image_sample(sa, fa), image_sample(sb, fb)
         clf_a, clf_b = np.concatenate([fa, sa.descriptors], 1), np.concatenate([fb, sb.descriptors], 1)
         groups = (sa.sample_groups, sb.sample_groups)
     else:

@@ -102,3 +102,14 @@ def test_spectra_per_class_distances_and_bad_inputs(tmp_path, rng):
         measure_gap(tmp_path / "one", tmp_path / "one", unit="volume", permutations=10, bootstrap=20)
     with pytest.raises(InputError, match="t1.nii.gz.*images"):
         measure_gap(a, tmp_path / "one" / "t1.nii.gz", after=tmp_path / "one" / "t1.nii.gz")
+
+
+def test_volume_unit_with_many_volumes(tmp_path, brain):
+    raw, _ = brain
+    small = raw[::2, ::2, ::2]
+    for i in range(3):
+        write_nifti(tmp_path / "a" / f"s{i}.nii.gz", apply_shift(small, "gamma", 0.4 + 0.05 * i))
+        write_nifti(tmp_path / "b" / f"s{i}.nii.gz", apply_shift(small, "gamma", 0.02 * i))
+    m = measure_gap(tmp_path / "a", tmp_path / "b", unit="volume", permutations=10, bootstrap=20)
+    assert m["unit"] == "volume" and m["a"]["samples"] == 3
+    assert "resnet_mmd2" not in m["measures"] and m["measures"]["tissue_w1"]["detected"]
