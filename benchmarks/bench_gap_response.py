@@ -33,14 +33,16 @@ SHIFTS = {
     "blur + noise (0 -> 2 voxels)": ("blur_noise", [0, 0.4, 0.8, 1.2, 1.6, 2.0]),
     "WM darkened (0 -> 0.5)": ("wm_dark", [0, 0.1, 0.2, 0.3, 0.4, 0.5]),
 }
-# which shifts each measure claims to see (the docs and the report say the same)
+# which shifts each measure claims to see (docs/gap.md says the same). WM darkening past grey
+# matter is in the table but claimed by none: no measure grows monotonically through the crossing
+# (tissue classes come from intensity), so none reports it as a gap size; the classifier detects it.
 CLAIMS = {
-    "tissue_w1": ["gamma", "wm_dark"],
-    "contrast": ["gamma", "wm_dark"],
+    "tissue_w1": ["gamma"],
+    "contrast": ["gamma"],
     "bias": ["bias"],
     "texture_mmd2": ["blur_noise"],
-    "resnet_mmd2": ["gamma", "bias", "blur_noise", "wm_dark"],
-    "fid": ["gamma", "bias", "blur_noise", "wm_dark"],
+    "resnet_mmd2": ["gamma", "bias", "blur_noise"],
+    "fid": ["gamma", "bias", "blur_noise"],
 }
 
 
@@ -107,7 +109,9 @@ def main() -> None:
     print(f"Claimed (measure, shift) pairs with rho >= 0.9: {sum(ok for *_, ok in verdicts)} of {len(verdicts)}"
           + (f"; not met: {', '.join(failed)}." if failed else "."))
     print("The classifier two-sample test saturates at 1.0 as soon as a shift is visible: it is reported as a test "
-          "(accuracy, p-value), never as a gap number.")
+          "(accuracy, p-value), never as a gap number. WM darkening is claimed by no measure: as white matter "
+          "passes grey matter, intensity-defined tissue classes swap and every distance falls back before rising; "
+          "the classifier detects it at every strength.")
     print()
 
     # time on two 1 mm volumes, files to report

@@ -88,6 +88,8 @@ def gap(
                                           "when each side has >= 10)."),
     permutations: int = typer.Option(100, min=10, help="Permutations for the classifier test's p-value."),
     bootstrap: int = typer.Option(200, min=20, help="Bootstrap resamples for intervals and null levels."),
+    per_class: Optional[bool] = typer.Option(None, "--per-class/--no-per-class",
+                                             help="Spectra: compare class by class (default: when both have labels)."),
     seed: int = typer.Option(0),
     as_json: bool = typer.Option(False, "--json", help="Print only the metrics as JSON."),
 ) -> None:
@@ -102,7 +104,7 @@ def gap(
     if unit not in ("auto", "volume", "slice"):
         raise typer.BadParameter("unit must be auto, volume or slice")
     metrics = measure_gap(a, b, out, after=after, name_a=name_a, name_b=name_b, name_after=name_after, unit=unit,
-                          permutations=permutations, bootstrap=bootstrap, seed=seed)
+                          permutations=permutations, bootstrap=bootstrap, per_class=per_class, seed=seed)
     if as_json:
         typer.echo(json.dumps(metrics, indent=2))
         return

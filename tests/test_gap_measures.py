@@ -113,3 +113,30 @@ def test_volume_unit_with_many_volumes(tmp_path, brain):
     m = measure_gap(tmp_path / "a", tmp_path / "b", unit="volume", permutations=10, bootstrap=20)
     assert m["unit"] == "volume" and m["a"]["samples"] == 3
     assert "resnet_mmd2" not in m["measures"] and m["measures"]["tissue_w1"]["detected"]
+
+
+def test_cli_json_after_and_per_class(tmp_path, rng):
+    import json
+
+    from typer.testing import CliRunner
+
+    from medgap.cli import app
+
+    wl = np.linspace(500, 700, 10)
+
+    def spectra(path, shift, labels=True):
+        y = rng.integers(0, 2, 150)
+        x = np.exp(-((wl[None] - 590 - 30 * y[:, None] - shift) / 50) ** 2) + rng.normal(0, 0.01, (150, 10))
+        return write_spectra(path, SpectraSet(x.astype(np.float32), wl, y if labels else None))
+
+    src, ref, fixed = spectra(tmp_path / "sim.npz", 25), spectra(tmp_path / "real.npz", 0), spectra(tmp_path / "t.npz", 5)
+    runner = CliRunner()
+    result = runner.invoke(app, ["gap", str(src), str(ref), "--after", str(fixed), "--json", "--permutations", "10",
+                                 "--bootstrap", "30", "--out", str(tmp_path / "g")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    assert metrics["closed"]["class_mean_distance"]["closed"] > 0.5
+    assert json.loads((tmp_path / "g" / "metrics.json").read_text())["headline"] == metrics["headline"]
+    bare = spectra(tmp_path / "bare.npz", 0, labels=False)
+    result = runner.invoke(app, ["gap", str(src), str(bare), "--per-class", "--bootstrap", "20", "--permutations", "10"])
+    assert isinstance(result.exception, InputError) and "bare.npz" in str(result.exception)
