@@ -79,7 +79,7 @@ def _default_card(method: str, config: dict, trained_on: dict) -> str:
         "Load it with:",
         "",
         "```python",
-        f"from medgap.modelio import load_model",
+        "from medgap.modelio import load_model",
         f"saved = load_model('path/to/this/folder', method='{method}')",
         "```",
         "",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 __all__ = ["demo_section"]
@@ -18,7 +17,7 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
     from medgap.harmonize.config import HarmonizeConfig
     from medgap.harmonize.evaluate import evaluate
     from medgap.harmonize.simulate import simulate
-    from medgap.io import Volume, write_nifti
+    from medgap.io import write_nifti
 
     out_dir = Path(out_dir)
     steps = 10 if quick else 100

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from medgap.errors import InputError
 from medgap.harmonize.api import METHODS, Harmonizer
 from medgap.harmonize.simulate import DOMAINS, HARD_DOMAINS
-from medgap.harmonize.train import TrainingSet, augment, load_training_set, random_affine_grid
+from medgap.harmonize.train import TrainingSet, load_training_set, random_affine_grid
 from medgap.io import atomic_write_text, output_folder
 from medgap.metrics import dice, iou, psnr, ssim
 from medgap.report.figures import plt, save_figure
