@@ -382,6 +382,11 @@ def _checked_affine(path: Path, img) -> np.ndarray:
         affine = np.asarray(img.affine, dtype=np.float64)
     except Exception as exc:
         raise InputError(path, f"unusable orientation in the header ({type(exc).__name__}: {exc})") from None
+    return check_geometry(path, affine)
+
+
+def check_geometry(path: PathLike | None, affine: np.ndarray) -> np.ndarray:
+    """``affine`` if it is a usable voxel -> world geometry (finite, invertible, sane voxel sizes)."""
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
         raise InputError(path, "the header's sform/qform affine holds NaN or Inf")
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
@@ -657,11 +662,7 @@ def read_volume(path: PathLike, *, series: str | None = None, allow_nonfinite: b
     _check_nonempty(data, path, "image")
     if not allow_nonfinite:
         check_finite(data, path, "image")
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    lo, hi = SPACING_RANGE_MM
-    if not np.all(np.isfinite(affine)) or np.any(spacing < lo) or np.any(spacing > hi):
-        raise InputError(path, f"voxel size {np.round(spacing, 6).tolist()} mm is outside {lo}..{hi} mm")
-    return Volume(data, affine, None, path)
+    return Volume(data, check_geometry(path, affine), None, path)
 
 
 # --------------------------------------------------------------------------- npz helpers

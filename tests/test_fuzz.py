@@ -21,7 +21,9 @@ import torch
 
 from medgap.errors import MedgapError
 from medgap.io import SpectraSet, read_nifti, read_spectra, write_spectra
-from medgap.modelio import load_model, save_model, sha256_file
+from medgap.modelio import load_model, save_model
+
+from folder_helpers import rewrite_manifest
 
 SECONDS_PER_CASE = 10
 FULL = {"nifti": 400, "nifti_gz": 300, "npz": 300, "model": 200}
@@ -119,12 +121,6 @@ def npz_mutants(n: int, seed: int, path: Path):
         yield f"{kind}-{k}", mutant
 
 
-def _rewrite_manifest(folder: Path) -> None:
-    manifest = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-                for p in sorted(folder.iterdir()) if p.is_file() and p.name != "manifest.json"}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-
-
 def _json_edit(value, rng: np.random.Generator):
     """A random structural edit of a JSON value: drop, retype or replace one entry somewhere."""
     replacements = [None, [], {}, "x", -1, 1e308, "../../etc/passwd", "/dev/zero", [1, 2], {"a": 1}, True]
@@ -162,12 +158,12 @@ def model_mutants(n: int, seed: int, base: Path):
             meta = json.loads((folder / "config.json").read_text())
             (folder / "config.json").write_text(json.dumps(_json_edit(meta, rng)))
             if rng.random() < 0.8:
-                _rewrite_manifest(folder)  # so that the edit reaches the checks after the checksums
+                rewrite_manifest(folder)  # so that the edit reaches the checks after the checksums
         else:
             weights = folder / "generator.safetensors"
             raw = weights.read_bytes()
             weights.write_bytes(_flip(raw[:120], rng) + raw[120:] if rng.random() < 0.7 else _truncate(raw, rng))
-            _rewrite_manifest(folder)
+            rewrite_manifest(folder)
         yield f"{kind}-{k}", folder
 
 

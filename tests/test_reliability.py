@@ -23,9 +23,11 @@ from typer.testing import CliRunner
 
 from medgap.cli import app
 from medgap.errors import InputError, ModelFolderError
-from medgap.io import atomic_path, list_files, read_nifti, read_spectra, write_nifti, write_spectra, SpectraSet
-from medgap.modelio import check_output_folder, load_model, save_model, sha256_file
+from medgap.io import SpectraSet, list_files, read_nifti, read_spectra, write_nifti, write_spectra
+from medgap.modelio import check_output_folder, load_model, save_model
 from medgap.training.rundir import RunFolder
+
+from folder_helpers import rewrite_manifest
 
 runner = CliRunner()
 
@@ -208,12 +210,6 @@ def test_bad_geometry_and_voxel_types_are_refused(tmp_path):
 
 # ---------------------------------------------------------------------------------------- 4-5. model folders
 
-def _rewrite_manifest(folder: Path) -> None:
-    manifest = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-                for p in sorted(folder.iterdir()) if p.is_file() and p.name != "manifest.json"}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-
-
 def test_model_folders_read_only_their_own_regular_files(tmp_path):
     folder = save_model(tmp_path / "m", method="transfer", config={"a": 1}, weights={"w": torch.nn.Linear(2, 2)})
     outside = save_model(tmp_path / "other", method="transfer", config={"a": 1}, weights={"w": torch.nn.Linear(2, 2)})
@@ -247,11 +243,11 @@ def test_model_folders_read_only_their_own_regular_files(tmp_path):
     meta = json.loads((folder / "config.json").read_text())
     meta["weights"] = ["../other/w"]
     (folder / "config.json").write_text(json.dumps(meta))
-    _rewrite_manifest(folder)
+    rewrite_manifest(folder)
     with pytest.raises(ModelFolderError, match="not a file listed"):
         load_model(folder, method="transfer")
     (folder / "config.json").write_text("[1, 2]")
-    _rewrite_manifest(folder)
+    rewrite_manifest(folder)
     with pytest.raises(ModelFolderError, match="must be a JSON object"):
         load_model(folder, method="transfer")
 
@@ -268,7 +264,7 @@ def test_config_that_does_not_fit_the_weights_is_a_clear_error(tmp_path):
     meta = json.loads((folder / "config.json").read_text())
     meta["config"]["flow"]["hidden"] = 12
     (folder / "config.json").write_text(json.dumps(meta))
-    _rewrite_manifest(folder)
+    rewrite_manifest(folder)
     with pytest.raises(ModelFolderError, match="weights do not fit"):
         Harmonizer.load(folder, device="cpu")
 
