@@ -301,6 +301,11 @@ def test_resume_only_the_same_run_and_never_two_at_once(tmp_path):
             train(sim, real, out, cfg.replace(seed=7), progress=False, overwrite=True)
     finally:
         holder.close()
+    (checkpoint_dir(out) / "run.json").write_text("{broken")
+    with pytest.raises(InputError, match="unreadable run record.*--no-resume"):
+        train(sim, real, out, cfg.replace(seed=7), progress=False, overwrite=True)
+    train(sim, real, out, cfg, progress=False, overwrite=True, resume=False)
+    assert json.loads((checkpoint_dir(out) / "run.json").read_text())["settings"]["seed"] == cfg.seed
     (tmp_path / "x.checkpoints").mkdir()
     (tmp_path / "x.checkpoints" / "thesis.tex").write_text("mine")
     with pytest.raises(InputError, match="not written by a medgap training"):

@@ -165,10 +165,14 @@ class RunFolder:
         try:
             previous = json.loads(run_file.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(run_file, f"unreadable run record ({exc}): pass --no-resume to start fresh") from None
-        if not isinstance(previous, dict):
-            raise InputError(run_file, "run record is not a JSON object: pass --no-resume to start fresh")
-        return previous
+            previous, problem = None, f"unreadable run record ({exc})"
+        else:
+            problem = None if isinstance(previous, dict) else "run record is not a JSON object"
+        if problem is None:
+            return previous
+        if self.resume:
+            raise InputError(run_file, f"{problem}: pass --no-resume to start fresh")
+        return {}  # still medgap's run folder: a fresh start clears it
 
     def _lock(self) -> None:
         fh = open(self.path / LOCK_FILE, "a+")
