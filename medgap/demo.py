@@ -109,7 +109,8 @@ def _measure_gaps(section_dir: Path, pairs: list[dict], quick: bool) -> dict:
             for k in names:
                 value = f"{res['measures'][k]['value']:.3g}" + ("" if res["measures"][k]["detected"] else " (noise)")
                 if closed and closed[k]["closed"] is not None:
-                    value += f", closed {100 * closed[k]['closed']:.0f}%"
+                    share = closed[k]["closed"]
+                    value += f", closed {100 * share:.0f}%" if share >= 0 else f", widened {-100 * share:.0f}%"
                 cells.append(value)
             ct = res["classifier_test"]
             return [label, f"{ct['balanced_accuracy']:.2f} (p {ct['p_value']:.2g})", *cells]

@@ -564,7 +564,8 @@ def _headline(closed: dict) -> list[str]:
             lines.append(f"{name}: no gap before (within resampling noise)")
         else:
             lo, hi = c["ci95"]
-            lines.append(f"{name}: gap closed by {100 * c['closed']:.0f}% (95% CI {100 * lo:.0f} to {100 * hi:.0f}%)")
+            verb = f"closed by {100 * c['closed']:.0f}%" if c["closed"] >= 0 else f"widened by {-100 * c['closed']:.0f}%"
+            lines.append(f"{name}: gap {verb} (closed 95% CI {100 * lo:.0f} to {100 * hi:.0f}%)")
     return lines
 
 
