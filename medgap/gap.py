@@ -604,7 +604,11 @@ def _write_report(out: Path, metrics: dict, da: GapData, db: GapData, dc: GapDat
         f"Domain gap: {da.name} vs {db.name}" + (f" (after: {dc.name})" if dc is not None else ""),
         [{"title": "Gap measures", "summary": summary,
           "metrics": {k: before[k] for k in ("fid", "mmd2", "classifier_test", "unit", "features")},
-          "figures": ["pca_kde.png", hist_name], "tables": tables}],
+          "figures": ["pca_kde.png", hist_name], "tables": tables,
+          "captions": {"pca_kde.png": "PCA of the network features: overlapping clouds mean the network sees no gap.",
+                       hist_name: ("Foreground intensity histograms: shifted or reshaped curves show an intensity "
+                                   "gap." if da.kind == "images" else "Mean +- sd spectra: where the bands "
+                                   "separate, the domains differ.")}}],
         base_dir=out,
         note=("Null level: the 95th percentile of each measure between random halves of the reference, i.e. "
               "what resampling alone produces; a gap is detected above it. FID/MMD use medgap's fixed "

@@ -83,3 +83,12 @@ def test_report_renders_in_headless_chromium(tmp_path, rng):
         assert all(s["heading"] and s["height"] > 50 for s in seen["sections"])
         assert (tmp_path / f"{page.stem}.png").stat().st_size > 20_000
     assert len(check_page(extra, tmp_path / "again.png")["sections"]) == 2
+
+
+def test_report_figures_have_captions_and_tables_are_html(tmp_path, rng):
+    a = spectra_file(tmp_path / "a.npz", rng)
+    b = spectra_file(tmp_path / "b.npz", rng, shift=10)
+    measure_gap(a, b, tmp_path / "g", after=b, permutations=10, bootstrap=20)
+    page = (tmp_path / "g" / "report.html").read_text()
+    assert "overlapping clouds mean the network sees no gap" in page
+    assert "<h3>Gap closed</h3><table>" in page and "spectral_mmd2" in page

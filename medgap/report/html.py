@@ -2,7 +2,8 @@
 
 A section is a dict ``{"title", "summary", "metrics", "figures", "tables"}``:
 ``metrics`` is a (nested) dict of numbers shown as a table, ``figures`` are PNG paths
-(relative to ``base_dir``), ``tables`` optional ``{"name": {"columns": [...], "rows": [[...]]}}``.
+(relative to ``base_dir``), ``tables`` optional ``{"name": {"columns": [...], "rows": [[...]]}}``,
+``captions`` optional ``{figure file name: one line saying what to look for}``.
 The page links every section from a table of contents and embeds each PNG as a
 ``data:`` URI, so the single file can be mailed or attached to a paper review.
 """
@@ -118,7 +119,8 @@ def write_html_report(
             fig_path = base / fig
             if not fig_path.exists():
                 raise FileNotFoundError(f"{fig_path}: figure listed in section '{section['title']}' does not exist")
-            body.append(_figure(fig_path, Path(fig).stem.replace("_", " ")))
+            caption = (section.get("captions") or {}).get(Path(fig).name, Path(fig).stem.replace("_", " "))
+            body.append(_figure(fig_path, caption))
         body.append("</section>")
         parts.append("\n".join(body))
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -57,6 +57,11 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
     )
     return {"title": "HA-GAN 3D synthesis", "summary": summary, "metrics": metrics,
             "figures": ["montage.png", "reconstruction.png"],
+            "captions": {
+                "montage.png": "Samples beside real volumes: look for a head outline, ventricles and grey/white "
+                               "contrast in the samples (a short CPU run shows little of it yet).",
+                "reconstruction.png": "A real volume and G(E(x)): how much of the input the encoder keeps.",
+            },
             "gaps": [{"name": "HA-GAN samples vs. augmented ICBM152", "a": "samples", "b": "real",
                       "name_a": "HA-GAN", "name_b": "ICBM152 (augmented)"}]}
 

@@ -94,6 +94,16 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
             "subjects are reported; 'real (upper bound)' trains on labelled stand-in data."),
         "metrics": metrics,
         "figures": [f"report/{f}" for f in report["figures"]] + ["median_spectra.png", "pat_simulator.png"],
+        "captions": {
+            "pca_kde.png": "PCA of the spectra: transferred simulations should sit on the real stand-in's cloud, "
+                           "not on the simulation's.",
+            "spectral_difference.png": "Per class, transferred minus real median spectrum: flatter and closer to "
+                                       "zero is better.",
+            "confusion_matrices.png": "Tissue classifiers trained on each source, tested on held-out real stand-in "
+                                      "data: a stronger diagonal means the training data was more realistic.",
+            "median_spectra.png": "Median spectrum per tissue in each domain: the gap the transfer has to close.",
+            "pat_simulator.png": "The photoacoustic simulator's images and labels (artery, vein, background).",
+        },
         "gaps": [{"name": f"simulation vs real stand-in, {m} sim->real", "a": "data/sim.npz",
                   "b": "data/real_stand_in.npz", "after": f"data/{m}_sim2real.npz", "name_a": "sim",
                   "name_b": "real stand-in", "name_after": m} for m in transferred],
