@@ -25,6 +25,7 @@ from typing import Literal
 
 import numpy as np
 
+from medgap.adapters.bids import find_anat, is_bids_root
 from medgap.errors import InputError
 from medgap.io import (
     atomic_write_text,
@@ -89,7 +90,9 @@ def load_gap_data(path: str | Path, name: str | None = None, max_spectra: int = 
     name = name or path.name
     if not path.exists():
         raise InputError(path, "does not exist")
-    if path.is_dir():
+    if path.is_dir() and is_bids_root(path):
+        files = find_anat(path)  # every T1w of a BIDS dataset
+    elif path.is_dir():
         files = list_files(path, is_volume_file)
         npz = list_files(path, lambda p: p.suffix == ".npz")
         if not files and not npz and dicom_series(path):
@@ -118,7 +121,10 @@ def load_gap_data(path: str | Path, name: str | None = None, max_spectra: int = 
 
 
 def _stem(path: Path) -> str:
+    """What identifies the subject of a volume file: BIDS sub-/ses- entities, else the name without suffix."""
     name = Path(path).name
+    if name.startswith("sub-"):
+        return "_".join(part for part in name.split("_") if part.startswith(("sub-", "ses-")))
     for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]

@@ -47,7 +47,10 @@ def train(
     if seed is not None:
         overrides.append(f"train.seed={seed}")
     cfg = HarmonizeConfig.from_preset(preset, config, overrides).check()
-    summary = train_fn(cfg, out, [str(t) for t in targets or []] or None, [str(m) for m in mask or []] or None,
+    from medgap.adapters.bids import find_anat, is_bids_root
+
+    targets = [f for t in targets or [] for f in (find_anat(t) if is_bids_root(t) else [t])]
+    summary = train_fn(cfg, out, [str(t) for t in targets] or None, [str(m) for m in mask or []] or None,
                        device=device, resume=not fresh, overwrite=overwrite)
     console.print_json(json.dumps(summary))
 
@@ -55,8 +58,9 @@ def train(
 @app.command()
 def apply(
     model: Path = typer.Argument(..., help="Model folder from `medgap harmonize train`."),
-    source: Path = typer.Argument(..., help="Source-domain NIfTI volume."),
-    out: Path = typer.Option(..., "--out", help="Output NIfTI (.nii/.nii.gz), on the source's grid."),
+    source: Path = typer.Argument(..., help="Source-domain volume, or a BIDS dataset root."),
+    out: Path = typer.Option(..., "--out", help="Output NIfTI (.nii/.nii.gz), on the source's grid; for a BIDS "
+                                                "dataset, the derivatives folder."),
     method: str = typer.Option("blindharmony", "--method", help="blindharmony, histogram, lowfreq, identity or "
                                                                 "n4+histogram (N4 bias correction, then histogram matching)."),
     mask: Optional[Path] = typer.Option(None, "--mask", help="Brain mask of the source (voxels outside stay)."),
@@ -65,11 +69,20 @@ def apply(
                                     "resample: return the resampled model-grid result."),
     set_: Optional[list[str]] = _SET,
     device: str = _DEVICE,
+    participant_label: Optional[list[str]] = typer.Option(None, "--participant-label",
+                                                          help="BIDS: only these participants (repeatable)."),
+    suffix: str = typer.Option("T1w", "--suffix", help="BIDS: the images to harmonise (*_<suffix>.nii[.gz])."),
 ) -> None:
-    """Harmonise SOURCE to the target domain of MODEL."""
+    """Harmonise SOURCE (a volume, or every T1w of a BIDS dataset) to the target domain of MODEL."""
+    from medgap.adapters.bids import harmonize_bids, is_bids_root
     from medgap.harmonize.api import Harmonizer
 
     h = Harmonizer.load(model, device=device, overrides=tuple(set_ or ()))
+    if is_bids_root(source):
+        written = harmonize_bids(h, source, out, method=method, participants=participant_label, suffix=suffix,
+                                 detail=detail, model_dir=model)
+        console.print(f"wrote {len(written)} harmonised image(s) under {out}")
+        return
     path = h.apply_file(source, out, method=method, mask=mask, progress=True, detail=detail)
     console.print(f"wrote {path}")
 
