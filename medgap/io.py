@@ -593,9 +593,9 @@ def _read_itk(path: Path, series: str | None) -> tuple[np.ndarray, np.ndarray]:
         uid = series if series is not None else next(iter(found))
         if uid not in found:
             raise InputError(path, f"no DICOM series {uid!r}; found {sorted(found)}")
+        _check_dicom_slices(path, found[uid])
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(found[uid])
-        need = 0
     else:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
@@ -620,6 +620,42 @@ def _read_itk(path: Path, series: str | None) -> tuple[np.ndarray, np.ndarray]:
     if data.dtype.kind == "c":
         raise InputError(path, "complex-valued voxels are not supported")
     return np.ascontiguousarray(data.transpose(2, 1, 0), dtype=np.float32), _itk_affine(image)
+
+
+def _check_dicom_slices(folder: Path, files: list[str]) -> None:
+    """Refuse a series whose slices do not form one regular volume: orientations that differ,
+    duplicated positions, or a gap (a missing slice) -- GDCM would stack them silently."""
+    import SimpleITK as sitk
+
+    positions, orientations = [], []
+    for name in files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(name)
+        try:
+            reader.ReadImageInformation()
+            position = [float(v) for v in reader.GetMetaData("0020|0032").split("\\")]
+            orientation = [float(v) for v in reader.GetMetaData("0020|0037").split("\\")]
+        except (RuntimeError, ValueError):
+            raise InputError(Path(name), "DICOM slice without a readable position/orientation "
+                                         "(ImagePositionPatient, ImageOrientationPatient)") from None
+        positions.append(position)
+        orientations.append(orientation)
+    orientations = np.asarray(orientations)
+    if np.abs(orientations - orientations[0]).max() > 1e-4:
+        raise InputError(folder, "the series' slices have inconsistent orientations (ImageOrientationPatient)")
+    if len(files) < 2:
+        return
+    normal = np.cross(orientations[0][:3], orientations[0][3:])
+    depth = np.sort(np.asarray(positions) @ normal)
+    steps = np.diff(depth)
+    step = np.median(steps)
+    if step <= 1e-6 or np.any(steps <= 1e-6):
+        raise InputError(folder, "two or more slices share a position: mixed or duplicated series")
+    uneven = np.flatnonzero(np.abs(steps - step) > 0.01 * step + 1e-3)
+    if uneven.size:
+        k = int(uneven[0])
+        raise InputError(folder, f"uneven slice positions (missing slices?): {steps[k]:.3g} mm between slices "
+                                 f"{k} and {k + 1} where the series steps {step:.3g} mm")
 
 
 def _itk_data_files(path: Path) -> list[Path]:

@@ -27,16 +27,18 @@ def _image(dtype=np.int16) -> sitk.Image:
     return img
 
 
-def _write_dicom_series(img: sitk.Image, folder: Path, uid: str) -> None:
+def _write_dicom_series(img: sitk.Image, folder: Path, uid: str, extra: dict | None = None, skip=()) -> None:
     folder.mkdir(exist_ok=True)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     cosines = "\\".join(str(v) for v in (*DIRECTION[:, 0], *DIRECTION[:, 1]))
     for k in range(img.GetDepth()):
+        if k in skip:
+            continue
         piece = img[:, :, k]
         tags = {"0008|0060": "CT", "0020|000e": uid, "0020|000d": uid + ".1", "0020|0037": cosines,
                 "0020|0032": "\\".join(map(str, img.TransformIndexToPhysicalPoint((0, 0, k)))),
-                "0020|0013": str(k), "0018|0050": "2.5"}
+                "0020|0013": str(k), "0018|0050": "2.5", **(extra or {})}
         for tag, value in tags.items():
             piece.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"{uid[-3:]}_{k:03d}.dcm"))
@@ -96,3 +98,38 @@ def test_corrupt_and_unknown_volumes_are_refused(tmp_path):
                            ("x.txt", "does not exist")]:
         with pytest.raises(InputError, match=fragment):
             read_volume(tmp_path / name)
+
+
+def test_ct_series_reads_in_hounsfield_units_exactly(tmp_path):
+    hu = (np.arange(5 * 6 * 7).reshape(5, 6, 7) * 10 - 1024).astype(np.int16)  # -1024 .. 1066 HU
+    img = sitk.GetImageFromArray(hu)
+    img.SetSpacing((0.8, 0.9, 2.5))
+    img.SetOrigin((10.0, -20.0, 30.0))
+    img.SetDirection(DIRECTION.flatten().tolist())
+    _write_dicom_series(img, tmp_path / "ct", "1.2.826.0.1.3680043.2.1125.1.303",
+                        {"0028|1052": "-1024", "0028|1053": "1"})  # stored values are HU + 1024
+    vol = read_volume(tmp_path / "ct")
+    np.testing.assert_array_equal(vol.data, hu.transpose(2, 1, 0).astype(np.float32))
+
+
+def test_irregular_series_and_missing_detached_data_are_refused(tmp_path):
+    img = _image()
+    _write_dicom_series(img, tmp_path / "gap", "1.2.826.0.1.3680043.2.1125.1.404", skip=(2,))
+    with pytest.raises(InputError, match="gap.*missing slices"):
+        read_volume(tmp_path / "gap")
+    _write_dicom_series(img, tmp_path / "tilted", "1.2.826.0.1.3680043.2.1125.1.505")
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    odd = img[:, :, 0]
+    for tag, value in {"0008|0060": "CT", "0020|000e": "1.2.826.0.1.3680043.2.1125.1.505", "0020|0013": "9",
+                       "0020|0037": "1\\0\\0\\0\\1\\0", "0020|0032": "0\\0\\99"}.items():
+        odd.SetMetaData(tag, value)
+    writer.SetFileName(str(tmp_path / "tilted" / "odd.dcm"))
+    writer.Execute(odd)
+    with pytest.raises(InputError, match="inconsistent orientations"):
+        read_volume(tmp_path / "tilted")
+    sitk.WriteImage(_image(), str(tmp_path / "v.nhdr"))
+    for data in tmp_path.glob("v.raw*"):
+        data.unlink()
+    with pytest.raises(InputError, match="v.nhdr"):
+        read_volume(tmp_path / "v.nhdr")
