@@ -587,12 +587,19 @@ def _read_itk(path: Path, series: str | None) -> tuple[np.ndarray, np.ndarray]:
         found = dicom_series(path)
         if not found:
             raise InputError(path, "folder holds no DICOM series (nor is it a NIfTI/NRRD/MetaImage file)")
+        numbers = {uid: _series_number(files[0]) for uid, files in found.items()}
         if series is None and len(found) > 1:
-            listing = "; ".join(f"{uid} ({len(files)} files)" for uid, files in found.items())
-            raise InputError(path, f"holds {len(found)} DICOM series: choose one with --series UID ({listing})")
+            listing = "; ".join(f"{uid} (series number {numbers[uid]}, {len(files)} files)"
+                                for uid, files in found.items())
+            raise InputError(path, f"holds {len(found)} DICOM series: choose one by SeriesInstanceUID or series "
+                                   f"number ({listing})")
         uid = series if series is not None else next(iter(found))
-        if uid not in found:
-            raise InputError(path, f"no DICOM series {uid!r}; found {sorted(found)}")
+        if uid not in found:  # a series number instead of a UID
+            matches = [u for u, number in numbers.items() if number == str(series).strip()]
+            if len(matches) != 1:
+                raise InputError(path, f"no DICOM series {series!r} (by UID or series number); found "
+                                       f"{ {u: numbers[u] for u in found} }")
+            uid = matches[0]
         _check_dicom_slices(path, found[uid])
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(found[uid])
@@ -620,6 +627,18 @@ def _read_itk(path: Path, series: str | None) -> tuple[np.ndarray, np.ndarray]:
     if data.dtype.kind == "c":
         raise InputError(path, "complex-valued voxels are not supported")
     return np.ascontiguousarray(data.transpose(2, 1, 0), dtype=np.float32), _itk_affine(image)
+
+
+def _series_number(file: str) -> str:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(file)
+    try:
+        reader.ReadImageInformation()
+        return reader.GetMetaData("0020|0011").strip() if reader.HasMetaDataKey("0020|0011") else "?"
+    except RuntimeError:
+        return "?"
 
 
 def _check_dicom_slices(folder: Path, files: list[str]) -> None:
@@ -681,7 +700,7 @@ def read_volume(path: PathLike, *, series: str | None = None, allow_nonfinite: b
 
     NIfTI (``.nii``, ``.nii.gz``) through :func:`read_nifti`; NRRD (``.nrrd``, ``.nhdr``),
     MetaImage (``.mha``, ``.mhd``) and DICOM series (a folder of slices; ``series`` picks one
-    SeriesInstanceUID when the folder holds several) through SimpleITK, with geometry from the
+    SeriesInstanceUID or series number when the folder holds several) through SimpleITK, with geometry from the
     files and DICOM rescale slope/intercept applied (CT in HU). Outputs are written as NIfTI.
     """
     path = Path(path)

@@ -38,7 +38,7 @@ def _write_dicom_series(img: sitk.Image, folder: Path, uid: str, extra: dict | N
         piece = img[:, :, k]
         tags = {"0008|0060": "CT", "0020|000e": uid, "0020|000d": uid + ".1", "0020|0037": cosines,
                 "0020|0032": "\\".join(map(str, img.TransformIndexToPhysicalPoint((0, 0, k)))),
-                "0020|0013": str(k), "0018|0050": "2.5", **(extra or {})}
+                "0020|0013": str(k), "0018|0050": "2.5", "0020|0011": uid.rsplit(".", 1)[1], **(extra or {})}
         for tag, value in tags.items():
             piece.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"{uid[-3:]}_{k:03d}.dcm"))
@@ -84,6 +84,9 @@ def test_dicom_series_folder_reads_in_slice_order_and_several_series_must_be_cho
         read_volume(folder)
     chosen = read_volume(folder, series="1.2.826.0.1.3680043.2.1125.1.202")
     np.testing.assert_array_equal(chosen.data, vol.data)
+    np.testing.assert_array_equal(read_volume(folder, series="202").data, vol.data)  # by series number
+    with pytest.raises(InputError, match="no DICOM series '7'"):
+        read_volume(folder, series="7")
 
 
 def test_corrupt_and_unknown_volumes_are_refused(tmp_path):
