@@ -570,7 +570,8 @@ def _headline(closed: dict) -> list[str]:
             lines.append(f"{name}: no gap before (within resampling noise)")
         else:
             lo, hi = c["ci95"]
-            verb = f"closed by {100 * c['closed']:.0f}%" if c["closed"] >= 0 else f"widened by {-100 * c['closed']:.0f}%"
+            share = 100 * c["closed"]
+            verb = f"closed by {share:.0f}%" if share >= 0 else f"widened by {-share:.0f}%"
             lines.append(f"{name}: gap {verb} (closed 95% CI {100 * lo:.0f} to {100 * hi:.0f}%)")
     return lines
 
@@ -594,7 +595,8 @@ def _write_report(out: Path, metrics: dict, da: GapData, db: GapData, dc: GapDat
     summary = (f"{da.name} vs {db.name}: {before['a']['samples']} vs {before['b']['samples']} {before['unit']} "
                f"samples. A classifier (network features: {before['features']}, plus tissue intensity and texture "
                f"descriptors; folds keep subjects and slice positions together) tells them apart with balanced "
-               f"accuracy {ct['balanced_accuracy']:.2f} (0.5 = indistinguishable; permutation p = {ct['p_value']:.3g}).")
+               f"accuracy {ct['balanced_accuracy']:.2f} (0.5 = indistinguishable; "
+               f"permutation p = {ct['p_value']:.3g}).")
     if dc is not None:
         after = metrics["after"]
         tables[f"{dc.name} vs {db.name}"] = {"columns": columns, "rows": _measure_rows(after["measures"])}

@@ -199,7 +199,8 @@ def verify_folder(folder: Path, *, check_hashes: bool = True) -> dict[str, Any]:
     meta = _read_json(folder / CONFIG, dict, CONFIG)
     for key, kind in (("method", str), ("config", dict), ("extras", dict), ("trained_on", dict), ("weights", list)):
         if key in meta and not isinstance(meta[key], kind):
-            raise ModelFolderError(folder / CONFIG, f"'{key}' must be a JSON {kind.__name__}, got {type(meta[key]).__name__}")
+            raise ModelFolderError(folder / CONFIG,
+                                   f"'{key}' must be a JSON {kind.__name__}, got {type(meta[key]).__name__}")
     for name in meta.get("weights", []):
         if not isinstance(name, str) or f"{name}.safetensors" not in manifest:
             raise ModelFolderError(folder / CONFIG, f"weights entry {name!r} is not a file listed in the manifest")
@@ -227,7 +228,8 @@ def check_output_folder(folder: str | Path, method: str, *, overwrite: bool = Fa
         raise InputError(folder, f"exists and is not a medgap model folder (it holds {len(entries)} entries: {shown}); "
                                  "medgap never replaces a folder it did not write: choose another output folder")
     if found != method:
-        raise InputError(folder, f"is a medgap '{found}' model folder, not a '{method}' one: choose another output folder")
+        raise InputError(folder, f"is a medgap '{found}' model folder, not a '{method}' one: "
+                                 "choose another output folder")
     manifest = _read_json(folder / MANIFEST, dict, "manifest")
     foreign = [name for name in entries if name not in manifest and name != MANIFEST]
     if foreign:

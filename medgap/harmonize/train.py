@@ -186,7 +186,8 @@ def train(cfg: HarmonizeConfig, out_dir: str | Path, targets: list[str | Path] |
         settings = without(cfg.to_dict(), "train.steps", "train.checkpoint_every", "train.log_every", "harmonize")
         run = RunFolder(out_dir.with_name(out_dir.name + ".checkpoints"), METHOD, settings,
                         fingerprint_arrays([data.slices, data.masks, data.position]), resume=resume,
-                        is_main=ctx.is_main, barrier=ctx.barrier, clear=("step-*", "best", "metrics.csv", "tensorboard"))
+                        is_main=ctx.is_main, barrier=ctx.barrier,
+                        clear=("step-*", "best", "metrics.csv", "tensorboard"))
         with run:
             return _train(cfg, out_dir, data, ctx, run, progress, overwrite)
     finally:

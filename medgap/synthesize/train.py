@@ -216,7 +216,8 @@ def train(
     work_dir = Path(work_dir) if work_dir is not None else default_work_dir(model_dir)
     ctx = setup_distributed(device)
     run = RunFolder(work_dir, METHOD, run_settings(cfg, seed), fingerprint_arrays([data.volumes, data.labels]),
-                    resume=resume, is_main=ctx.is_main, barrier=ctx.barrier, clear=("checkpoints", "metrics.csv", "tensorboard"),
+                    resume=resume, is_main=ctx.is_main, barrier=ctx.barrier,
+                    clear=("checkpoints", "metrics.csv", "tensorboard"),
                     prepared=("cache",)).open()
     try:
         return _fit(data, cfg, model_dir, work_dir, ctx, run, seed, max_seconds, progress, overwrite)

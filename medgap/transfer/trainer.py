@@ -195,7 +195,8 @@ def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Pa
     opt_g, opt_d = make_optimizers(model, cfg)
     objectives = make_objectives(model, ctx)
     run = RunFolder(checkpoint_dir(out), METHOD, _resume_view(cfg.to_dict()),
-                    fingerprint_arrays([x_sim, y_sim, x_real]), resume=resume, is_main=ctx.is_main, barrier=ctx.barrier,
+                    fingerprint_arrays([x_sim, y_sim, x_real]), resume=resume, is_main=ctx.is_main,
+                    barrier=ctx.barrier,
                     clear=("step-*", "best", "metrics.csv", "tensorboard")).open()
     try:
         return _fit(cfg, sim, real, out, model, ctx, run, stats_sim, stats_real, opt_g, opt_d, objectives,
