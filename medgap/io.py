@@ -554,10 +554,18 @@ def is_volume_path(path: PathLike) -> bool:
 
 
 def dicom_series(folder: PathLike) -> dict[str, list[str]]:
-    """The DICOM series in ``folder`` (not its subfolders): SeriesInstanceUID -> its slice files, sorted
-    by position along the slice normal (GDCM's order)."""
+    """The DICOM series in ``folder``: SeriesInstanceUID -> its slice files.
+
+    A folder holding a ``DICOMDIR`` (or the DICOMDIR file itself) is read through its directory
+    records (pydicom's FileSet), which name files in any subfolder; otherwise the slice files directly
+    in ``folder`` are grouped by GDCM. Files are put in slice order when the series is read.
+    """
     import SimpleITK as sitk
 
+    folder = Path(folder)
+    dicomdir = folder if folder.is_file() and folder.name.upper() == "DICOMDIR" else folder / "DICOMDIR"
+    if dicomdir.is_file():
+        return _dicomdir_series(dicomdir)
     folder = str(folder)
     try:
         ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder)
@@ -583,7 +591,7 @@ def _read_itk(path: Path, series: str | None) -> tuple[np.ndarray, np.ndarray]:
     """
     import SimpleITK as sitk
 
-    if path.is_dir():
+    if path.is_dir() or path.name.upper() == "DICOMDIR":
         found = dicom_series(path)
         if not found:
             raise InputError(path, "folder holds no DICOM series (nor is it a NIfTI/NRRD/MetaImage file)")
@@ -600,9 +608,8 @@ def _read_itk(path: Path, series: str | None) -> tuple[np.ndarray, np.ndarray]:
                 raise InputError(path, f"no DICOM series {series!r} (by UID or series number); found "
                                        f"{ {u: numbers[u] for u in found} }")
             uid = matches[0]
-        _check_dicom_slices(path, found[uid])
         reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(found[uid])
+        reader.SetFileNames(_check_dicom_slices(path, found[uid]))
     else:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
@@ -631,6 +638,21 @@ def _read_itk(path: Path, series: str | None) -> tuple[np.ndarray, np.ndarray]:
     return data.astype(np.float32, copy=False).transpose(2, 1, 0), _itk_affine(image)
 
 
+def _dicomdir_series(dicomdir: Path) -> dict[str, list[str]]:
+    from pydicom.errors import InvalidDicomError
+    from pydicom.fileset import FileSet
+
+    try:
+        fileset = FileSet(str(dicomdir))
+        series: dict[str, list[str]] = {}
+        for instance in fileset:
+            if "SeriesInstanceUID" in instance and Path(instance.path).is_file():
+                series.setdefault(str(instance.SeriesInstanceUID), []).append(str(instance.path))
+    except (InvalidDicomError, ValueError, KeyError, AttributeError, OSError) as exc:
+        raise InputError(dicomdir, f"unreadable DICOMDIR ({type(exc).__name__}: {exc})") from None
+    return series
+
+
 def _series_number(file: str) -> str:
     import SimpleITK as sitk
 
@@ -643,9 +665,10 @@ def _series_number(file: str) -> str:
         return "?"
 
 
-def _check_dicom_slices(folder: Path, files: list[str]) -> None:
-    """Refuse a series whose slices do not form one regular volume: orientations that differ,
-    duplicated positions, or a gap (a missing slice) -- GDCM would stack them silently."""
+def _check_dicom_slices(folder: Path, files: list[str]) -> list[str]:
+    """``files`` in slice order, refusing a series whose slices do not form one regular volume:
+    orientations that differ, duplicated positions, or a gap (a missing slice) -- GDCM would stack
+    them silently."""
     import SimpleITK as sitk
 
     positions, orientations = [], []
@@ -665,9 +688,10 @@ def _check_dicom_slices(folder: Path, files: list[str]) -> None:
     if np.abs(orientations - orientations[0]).max() > 1e-4:
         raise InputError(folder, "the series' slices have inconsistent orientations (ImageOrientationPatient)")
     if len(files) < 2:
-        return
+        return list(files)
     normal = np.cross(orientations[0][:3], orientations[0][3:])
-    depth = np.sort(np.asarray(positions) @ normal)
+    order = np.argsort(np.asarray(positions) @ normal, kind="stable")
+    depth = (np.asarray(positions) @ normal)[order]
     steps = np.diff(depth)
     step = np.median(steps)
     if step <= 1e-6 or np.any(steps <= 1e-6):
@@ -677,6 +701,7 @@ def _check_dicom_slices(folder: Path, files: list[str]) -> None:
         k = int(uneven[0])
         raise InputError(folder, f"uneven slice positions (missing slices?): {steps[k]:.3g} mm between slices "
                                  f"{k} and {k + 1} where the series steps {step:.3g} mm")
+    return [files[i] for i in order]
 
 
 def _itk_data_files(path: Path) -> list[Path]:
@@ -710,6 +735,9 @@ def read_volume(path: PathLike, *, series: str | None = None, allow_nonfinite: b
         return read_nifti(path, allow_nonfinite=allow_nonfinite)
     if not path.exists():
         raise InputError(path, "does not exist")
+    if path.is_file() and path.name.upper() == "DICOMDIR":
+        data, affine = _read_itk(path, series)
+        return Volume(data, check_geometry(path, affine), None, path)
     if not (path.is_dir() or is_itk_file(path)):
         raise InputError(path, "unknown volume type: expected .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd "
                                "or a folder of DICOM slices")

@@ -136,3 +136,47 @@ def test_irregular_series_and_missing_detached_data_are_refused(tmp_path):
         data.unlink()
     with pytest.raises(InputError, match="v.nhdr"):
         read_volume(tmp_path / "v.nhdr")
+
+
+def _pydicom_file(name: str) -> Path:
+    from pydicom.data import get_testdata_file
+
+    return Path(get_testdata_file(name))  # bundled in the pydicom wheel: no download
+
+
+def test_real_ct_slice_reads_in_hu_with_simpleitks_geometry(tmp_path):
+    import shutil
+
+    import pydicom
+
+    folder = tmp_path / "ct"
+    folder.mkdir()
+    shutil.copy(_pydicom_file("CT_small.dcm"), folder / "CT_small.dcm")
+    vol = read_volume(folder)
+    ds = pydicom.dcmread(folder / "CT_small.dcm")
+    hu = ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    np.testing.assert_array_equal(vol.data[:, :, 0], hu.T)  # (rows, columns) -> (X = column, Y = row)
+    assert vol.data.min() < -800  # air in HU, not stored values
+    _corners_match(vol, sitk.ReadImage(str(folder / "CT_small.dcm")))
+
+
+def test_dicomdir_series_are_listed_chosen_and_checked():
+    import pydicom
+
+    dicomdir = _pydicom_file("CT_small.dcm").parent / "dicomdirtests" / "DICOMDIR"
+    with pytest.raises(InputError, match="holds 13 DICOM series"):
+        read_volume(dicomdir)
+    mr = "1.3.6.1.4.1.5962.1.1.0.0.0.1194734704.16302.0.6"
+    vol = read_volume(dicomdir, series=mr)
+    assert vol.shape == (16, 16, 5)
+    from medgap.io import dicom_series
+
+    slices = [pydicom.dcmread(f) for f in dicom_series(dicomdir)[mr]]
+    normal = np.cross(*np.reshape(np.asarray(slices[0].ImageOrientationPatient, float), (2, 3)))
+    slices.sort(key=lambda d: float(np.dot(np.asarray(d.ImagePositionPatient, float), normal)))
+    from pydicom.pixels import apply_modality_lut
+
+    expected = np.stack([apply_modality_lut(d.pixel_array, d).T for d in slices], axis=-1)  # rescale applied
+    np.testing.assert_array_equal(vol.data, expected)
+    with pytest.raises(InputError, match="inconsistent orientations"):  # a three-plane localizer
+        read_volume(dicomdir, series="1.3.6.1.4.1.5962.1.1.0.0.0.1194734704.16302.0.2")
