@@ -65,12 +65,15 @@ def demo(
 
 
 @app.command()
-def inspect(paths: list[Path] = typer.Argument(..., help="NIfTI volumes or medgap .npz files.")) -> None:
+def inspect(
+    paths: list[Path] = typer.Argument(..., help="Volumes (NIfTI, NRRD, MetaImage, DICOM folders) or medgap .npz."),
+    series: Optional[str] = typer.Option(None, "--series", help="DICOM: SeriesInstanceUID or series number."),
+) -> None:
     """Check files and print what they hold (shape, spacing, wavelengths, labels) as JSON."""
     from medgap.io import describe_file
 
     for path in paths:
-        console.print_json(json.dumps(describe_file(path)))
+        console.print_json(json.dumps(describe_file(path, series=series)))
 
 
 @app.command()

@@ -104,7 +104,7 @@ def load_gap_data(path: str | Path, name: str | None = None, max_spectra: int = 
         if npz:
             parts = [load_gap_data(p, name, max_spectra, seed) for p in npz]
             return _concat_spectra(parts, name, path)
-    elif is_volume_file(path):
+    elif is_volume_file(path) or path.name.upper() == "DICOMDIR":
         files = [path]
     elif path.suffix == ".npz":
         return _load_spectral(path, name, max_spectra, seed)

@@ -1038,13 +1038,14 @@ def write_images(path: PathLike, data: ImageSet) -> Path:
     return atomic_save_npz(path, **arrays)
 
 
-def describe_file(path: PathLike) -> dict:
+def describe_file(path: PathLike, series: str | None = None) -> dict:
     """What a volume (NIfTI, NRRD, MetaImage, DICOM series folder) or medgap ``.npz`` file holds
     (shape, geometry, channels, labels), validated."""
     path = Path(path)
-    if is_volume_file(path) or path.is_dir():
-        vol = read_volume(path)
-        kind = "nifti" if is_nifti(path) else "dicom series" if path.is_dir() else path.suffix[1:].lower()
+    dicom = path.is_dir() or path.name.upper() == "DICOMDIR"
+    if is_volume_file(path) or dicom:
+        vol = read_volume(path, series=series)
+        kind = "nifti" if is_nifti(path) else "dicom series" if dicom else path.suffix[1:].lower()
         return {
             "file": str(path),
             "kind": f"{kind} volume",

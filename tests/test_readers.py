@@ -180,3 +180,11 @@ def test_dicomdir_series_are_listed_chosen_and_checked():
     np.testing.assert_array_equal(vol.data, expected)
     with pytest.raises(InputError, match="inconsistent orientations"):  # a three-plane localizer
         read_volume(dicomdir, series="1.3.6.1.4.1.5962.1.1.0.0.0.1194734704.16302.0.2")
+
+
+def test_cli_picks_a_series(tmp_path):
+    dicomdir = _pydicom_file("CT_small.dcm").parent / "dicomdirtests" / "DICOMDIR"
+    result = runner.invoke(app, ["inspect", str(dicomdir)])
+    assert isinstance(result.exception, InputError) and "series number" in str(result.exception)
+    result = runner.invoke(app, ["inspect", str(dicomdir), "--series", "1.3.6.1.4.1.5962.1.1.0.0.0.1194734704.16302.0.6"])
+    assert result.exit_code == 0 and "dicom series volume" in result.output and "16," in result.output

@@ -123,12 +123,14 @@ class Harmonizer:
         return restore_volume(stack, out.numpy(), volume.data, detail)
 
     def apply_file(self, source: str | Path, out: str | Path, method: str = "blindharmony",
-                   mask: str | Path | None = None, progress: bool = False, detail: str = "keep") -> Path:
-        """Harmonise a NIfTI file into ``out`` (.nii/.nii.gz, written atomically, input affine/header)."""
+                   mask: str | Path | None = None, progress: bool = False, detail: str = "keep",
+                   series: str | None = None) -> Path:
+        """Harmonise a volume (NIfTI, NRRD, MetaImage, DICOM series: ``series`` picks one of a folder's)
+        into ``out`` (.nii/.nii.gz, written atomically, input affine/header)."""
         out = Path(out)
         if not (out.name.endswith(".nii") or out.name.endswith(".nii.gz")):
             raise InputError(out, "output name must end in .nii or .nii.gz")
-        vol, m = load_for_harmonize(source, mask)
+        vol, m = load_for_harmonize(source, mask, series)
         result = self.harmonize_volume(vol, m, method, progress, detail)
         return write_nifti(out, result, like=vol)
 

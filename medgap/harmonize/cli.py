@@ -19,6 +19,8 @@ _SET = typer.Option(None, "--set", help="Override a config value, e.g. --set har
 _DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 
 
+_SERIES = typer.Option(None, "--series", help="DICOM folder or DICOMDIR with several series: its "
+                                                 "SeriesInstanceUID or series number.")
 _OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing model folder of this method at --out.")
 
 
@@ -73,6 +75,7 @@ def apply(
     participant_label: Optional[list[str]] = typer.Option(None, "--participant-label",
                                                           help="BIDS: only these participants (repeatable)."),
     suffix: str = typer.Option("T1w", "--suffix", help="BIDS: the images to harmonise (*_<suffix>.nii[.gz])."),
+    series: Optional[str] = _SERIES,
 ) -> None:
     """Harmonise SOURCE (a volume, or every T1w of a BIDS dataset) to the target domain of MODEL."""
     from medgap.adapters.bids import harmonize_bids, is_bids_root
@@ -84,7 +87,7 @@ def apply(
                                  detail=detail, model_dir=model)
         console.print(f"wrote {len(written)} harmonised image(s) under {out}")
         return
-    path = h.apply_file(source, out, method=method, mask=mask, progress=True, detail=detail)
+    path = h.apply_file(source, out, method=method, mask=mask, progress=True, detail=detail, series=series)
     console.print(f"wrote {path}")
 
 

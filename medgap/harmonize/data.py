@@ -207,13 +207,13 @@ def volume_nbytes_guard(shape: tuple[int, ...], path=None, budget_fraction: floa
                                f"more than half of the {avail / 2**30:.1f} GiB available")
 
 
-def load_for_harmonize(path, mask_path=None):
+def load_for_harmonize(path, mask_path=None, series: str | None = None):
     """Read a NIfTI (and optional mask) lazily checking size first. Returns (Volume, mask array|None)."""
     from medgap.io import is_nifti, nifti_shape, read_volume
 
     if is_nifti(path):
         volume_nbytes_guard(nifti_shape(path), path)
-    vol = read_volume(path)
+    vol = read_volume(path, series=series)
     mask = None
     if mask_path is not None:
         m = read_volume(mask_path)

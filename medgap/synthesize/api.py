@@ -129,14 +129,14 @@ class Synthesizer:
         return z[0].cpu().numpy(), rec
 
     def encode_to_files(self, volume: str | Path, z_out: str | Path, recon_out: str | Path | None = None,
-                        label: int | None = None) -> tuple[Path, Path | None]:
+                        label: int | None = None, series: str | None = None) -> tuple[Path, Path | None]:
         """Write z as .npy and (optionally) the reconstruction as NIfTI in the input's world position."""
         from medgap.io import atomic_path
 
         z_out = Path(z_out)
         if z_out.suffix != ".npy":
             raise InputError(z_out, "latent output must end in .npy")
-        prep = self.prepare(volume)
+        prep = self.prepare(read_volume(volume, series=series))
         z, rec = self.encode(prep, label, reconstruct=recon_out is not None)
         with atomic_path(z_out) as tmp:
             with open(tmp, "wb") as fh:

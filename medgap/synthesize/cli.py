@@ -95,17 +95,18 @@ def sample(
 @app.command()
 def encode(
     model_dir: Path = typer.Argument(...),
-    volume: Path = typer.Argument(..., help="NIfTI volume to encode."),
+    volume: Path = typer.Argument(..., help="Volume to encode (NIfTI, NRRD, MetaImage, DICOM folder)."),
     out: Path = typer.Option(..., "--out", help="Latent code z as .npy."),
     reconstruction: Optional[Path] = typer.Option(None, "--reconstruction", help="Also write G(z) as NIfTI."),
     label: Optional[int] = typer.Option(None, "--label"),
     device: str = typer.Option("auto", "--device"),
+    series: Optional[str] = typer.Option(None, "--series", help="DICOM: SeriesInstanceUID or series number."),
 ) -> None:
     """Encode a volume into z = E^G(E^H(x)) (and reconstruct it)."""
     from medgap.synthesize.api import Synthesizer
 
     syn = Synthesizer.load(model_dir, device=device)
-    z_path, rec = syn.encode_to_files(volume, out, reconstruction, label)
+    z_path, rec = syn.encode_to_files(volume, out, reconstruction, label, series)
     console.print(f"z: {z_path}" + (f"; reconstruction: {rec}" if rec else ""))
 
 
