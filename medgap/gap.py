@@ -445,12 +445,19 @@ def _load(x, name, seed) -> GapData:
 
 
 def _compare(da: GapData, db: GapData, unit: str, max_slices: int, permutations: int, bootstrap: int,
-             seed: int, per_class: bool | None = None) -> tuple[dict, dict, tuple]:
-    """Every measure between ``da`` and the reference ``db``: (metrics, bootstrap draws, figure data)."""
+             seed: int, per_class: bool | None = None, sides: dict | None = None) -> tuple[dict, dict, tuple]:
+    """Every measure between ``da`` and the reference ``db``: (metrics, bootstrap draws, figure data).
+
+    ``sides`` caches image sides by dataset, so the reference is summarised once for before and after.
+    """
     if da.kind != db.kind:
         raise InputError(da.source, f"holds {da.kind} but {db.source} holds {db.kind}: compare like with like")
     if da.kind == "images":
-        sa, sb = _image_side(da, unit, max_slices, seed), _image_side(db, unit, max_slices, seed)
+        sides = {} if sides is None else sides
+        for data in (da, db):
+            if id(data) not in sides:
+                sides[id(data)] = _image_side(data, unit, max_slices, seed)
+        sa, sb = sides[id(da)], sides[id(db)]
         fa, fb, va, vb = sa.features, sb.features, sa.values, sb.values
         feature_desc = ("MONAI ResNet-10 3D, fixed seeded random weights, volumes at 64^3" if unit == "volume"
                         else "MONAI ResNet-10 2D, fixed seeded random weights, axial slices at 128^2")
@@ -552,10 +559,13 @@ def measure_gap(
     if da.kind == "images" and unit == "auto":
         sides = [da, db] + ([dc] if dc is not None else [])
         unit = "volume" if min(len(d) for d in sides) >= min_volumes else "slice"
-    before, draws_before, figure_data = _compare(da, db, unit, max_slices, permutations, bootstrap, seed, per_class)
+    sides: dict = {}
+    before, draws_before, figure_data = _compare(da, db, unit, max_slices, permutations, bootstrap, seed, per_class,
+                                                 sides)
     metrics = before
     if dc is not None:
-        after_metrics, draws_after, _ = _compare(dc, db, unit, max_slices, permutations, bootstrap, seed, per_class)
+        after_metrics, draws_after, _ = _compare(dc, db, unit, max_slices, permutations, bootstrap, seed, per_class,
+                                                 sides)
         closed = _closed(before["measures"], after_metrics["measures"], draws_before, draws_after)
         metrics = {"before": before, "after": after_metrics, "closed": closed, "headline": _headline(closed)}
     if out_dir is not None:
