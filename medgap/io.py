@@ -58,7 +58,6 @@ __all__ = [
     "list_files",
     "output_folder",
     "read_volume",
-    "is_volume_path",
     "dicom_series",
     "is_volume_file",
     "nifti_shape",
@@ -545,12 +544,6 @@ def is_itk_file(path: PathLike) -> bool:
 def is_volume_file(path: PathLike) -> bool:
     """A file name :func:`read_volume` reads (NIfTI, NRRD, MetaImage)."""
     return is_nifti(path) or is_itk_file(path)
-
-
-def is_volume_path(path: PathLike) -> bool:
-    """A file or folder :func:`read_volume` takes: NIfTI, NRRD, MetaImage, or a folder of DICOM slices."""
-    path = Path(path)
-    return is_nifti(path) or is_itk_file(path) or (path.is_dir() and bool(dicom_series(path)))
 
 
 def dicom_series(folder: PathLike) -> dict[str, list[str]]:
