@@ -96,7 +96,7 @@ def write_sidecar(nifti: str | Path, provenance: dict) -> Path:
     return atomic_write_text(nifti.with_name(stem + ".json"), json.dumps(provenance, indent=2))
 
 
-def harmonize_bids(harmonizer, root: str | Path, out_root: str | Path, *, method: str = "blindharmony",
+def harmonize_bids(harmonizer, root: str | Path, out_root: str | Path, *, method: str = "auto",
                    participants: Iterable[str] | None = None, suffix: str = "T1w", detail: str = "keep",
                    model_dir: str | Path | None = None, progress: bool = True) -> list[Path]:
     """Harmonise every ``*_<suffix>`` image of a BIDS dataset into a BIDS-derivatives folder.
@@ -109,6 +109,7 @@ def harmonize_bids(harmonizer, root: str | Path, out_root: str | Path, *, method
 
     root, out_root = Path(root), Path(out_root)
     files = find_anat(root, participants, suffix)
+    method = harmonizer.default_method if method == "auto" else method
     write_derivative_description(out_root, "harmonize", f"Blind MR harmonisation ({method}) to the target domain "
                                                         f"of {Path(model_dir).name if model_dir else 'a model'}")
     written = []

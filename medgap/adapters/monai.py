@@ -52,7 +52,7 @@ def _like(original, data: np.ndarray):
 class HarmonizeD(MapTransform):
     """Harmonise the images under ``keys`` with a harmonize model folder (``--method`` as in the CLI)."""
 
-    def __init__(self, keys, model_dir: str | Path, method: str = "blindharmony", device: str = "cpu",
+    def __init__(self, keys, model_dir: str | Path, method: str = "auto", device: str = "cpu",
                  allow_missing_keys: bool = False):
         from medgap.harmonize import Harmonizer
 

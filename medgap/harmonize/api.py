@@ -27,18 +27,26 @@ from medgap.training.runtime import resolve_device, track
 
 __all__ = ["Harmonizer", "METHODS"]
 
-METHODS = ["blindharmony", *BASELINES]  # one registry: the CLI, evaluation and benchmarks list these
+# one registry: the CLI, evaluation and benchmarks list these. "restore" (the default where the model
+# has it) is medgap.harmonize.restore; "blindharmony" is the publication's Eq. 1-2 optimiser.
+METHODS = ["restore", "blindharmony", *BASELINES]
 
 
 class Harmonizer:
     """A trained target flow plus its target statistics; harmonises and scores images."""
 
     def __init__(self, model: SliceFlow, cfg: HarmonizeConfig, device: str | torch.device = "cpu",
-                 info: dict | None = None):
+                 info: dict | None = None, restorer: torch.nn.Module | None = None):
         self.cfg = cfg
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.model = model.to(self.device).eval()
+        self.restorer = restorer.to(self.device).eval() if restorer is not None else None
         self.info = info or {}
+
+    @property
+    def default_method(self) -> str:
+        """``restore`` when the model folder has the restoration net, else ``blindharmony``."""
+        return "restore" if self.restorer is not None else "blindharmony"
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "auto", overrides: tuple[str, ...] = ()) -> "Harmonizer":
@@ -59,7 +67,13 @@ class Harmonizer:
         if "flow" not in saved.weights:
             raise ModelFolderError(folder, "flow.safetensors is not among the folder's weights")
         load_weights_into(model, saved.weights["flow"], Path(folder) / "flow.safetensors")
-        return cls(model, cfg, device, saved.info)
+        restorer = None
+        if "restore" in saved.weights:
+            from medgap.harmonize.restore import build_restoration_net
+
+            restorer = build_restoration_net(tuple(cfg.restore.channels), cfg.restore.res_units)
+            load_weights_into(restorer, saved.weights["restore"], Path(folder) / "restore.safetensors")
+        return cls(model, cfg, device, saved.info, restorer)
 
     # ------------------------------------------------------------------ slices
     def options(self) -> HarmonizeOptions:
@@ -67,13 +81,25 @@ class Harmonizer:
         return HarmonizeOptions(o.iterations, o.alpha, o.b1, o.b2, o.ncc, o.edge_percentile,
                                 o.foreground_threshold, o.init, o.mode, o.lr)
 
-    def harmonize_slices(self, xs: torch.Tensor, position: torch.Tensor, method: str = "blindharmony",
+    def harmonize_slices(self, xs: torch.Tensor, position: torch.Tensor, method: str = "auto",
                          progress: bool = False) -> torch.Tensor:
-        """Harmonise model-grid slices ``xs (N, 1, H, W)`` in [0, 1] at relative positions ``(N,)``."""
+        """Harmonise model-grid slices ``xs (N, 1, H, W)`` in [0, 1] at relative positions ``(N,)``.
+
+        ``method="auto"``: :attr:`default_method`."""
+        method = self.default_method if method == "auto" else method
         if method not in METHODS:
-            raise InputError(None, f"unknown method {method!r}; choose from {METHODS}")
+            raise InputError(None, f"unknown method {method!r}; choose from auto, {', '.join(METHODS)}")
         xs = torch.as_tensor(xs, dtype=torch.float32)
         position = torch.as_tensor(position, dtype=torch.float32)
+        if method == "restore":
+            if self.restorer is None:
+                raise InputError(None, "this model folder has no restoration net (trained with restore.steps=0 "
+                                       "or by an older medgap): use --method blindharmony or a baseline")
+            from medgap.harmonize.restore import fit_source_curve, restore_slices
+
+            thr = self.cfg.harmonize.foreground_threshold
+            estimate = restore_slices(self.restorer, xs, thr, self.cfg.harmonize.batch_slices)
+            return estimate if self.cfg.restore.detail == "network" else fit_source_curve(xs, estimate, threshold=thr)
         if method != "blindharmony":
             idx = (position.clamp(0, 1) * self.model.templates.shape[0]).long().clamp_max(
                 self.model.templates.shape[0] - 1)
@@ -109,7 +135,7 @@ class Harmonizer:
                               normalization=d.normalization, percentiles=d.percentiles,
                               min_foreground=d.min_foreground, path=volume.path)
 
-    def harmonize_volume(self, volume: Volume, mask: np.ndarray | None = None, method: str = "blindharmony",
+    def harmonize_volume(self, volume: Volume, mask: np.ndarray | None = None, method: str = "auto",
                          progress: bool = False, detail: str = "keep") -> np.ndarray:
         """Harmonised copy of ``volume.data`` on its own grid; voxels outside the foreground
         (``mask`` or the intensity foreground) and slices without brain are unchanged.
@@ -122,7 +148,7 @@ class Harmonizer:
                                     progress)
         return restore_volume(stack, out.numpy(), volume.data, detail)
 
-    def apply_file(self, source: str | Path, out: str | Path, method: str = "blindharmony",
+    def apply_file(self, source: str | Path, out: str | Path, method: str = "auto",
                    mask: str | Path | None = None, progress: bool = False, detail: str = "keep",
                    series: str | None = None) -> Path:
         """Harmonise a volume (NIfTI, NRRD, MetaImage, DICOM series: ``series`` picks one of a folder's)

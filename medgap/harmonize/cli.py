@@ -63,9 +63,10 @@ def apply(
     source: Path = typer.Argument(..., help="Source-domain volume, or a BIDS dataset root."),
     out: Path = typer.Option(..., "--out", help="Output NIfTI (.nii/.nii.gz), on the source's grid; for a BIDS "
                                                 "dataset, the derivatives folder."),
-    method: str = typer.Option("blindharmony", "--method",
-                               help="blindharmony, histogram, lowfreq, identity or n4+histogram (N4 bias "
-                                    "correction, then histogram matching)."),
+    method: str = typer.Option("auto", "--method",
+                               help="auto (restore when the model has it, else blindharmony), restore, "
+                                    "blindharmony (the publication's optimiser), histogram, lowfreq, identity or "
+                                    "n4+histogram (N4 bias correction, then histogram matching)."),
     mask: Optional[Path] = typer.Option(None, "--mask", help="Brain mask of the source (voxels outside stay)."),
     detail: str = typer.Option("keep", "--detail",
                                help="keep: add the model-grid change to the source at its own resolution; "

@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 
 from medgap.config import MedgapConfig
 
-__all__ = ["FlowConfig", "DataConfig", "TrainConfig", "OptimizerConfig", "HarmonizeConfig"]
+__all__ = ["FlowConfig", "DataConfig", "TrainConfig", "OptimizerConfig", "RestoreConfig", "HarmonizeConfig"]
 
 
 class FlowConfig(MedgapConfig):
@@ -37,6 +37,9 @@ class FlowConfig(MedgapConfig):
 class DataConfig(MedgapConfig):
     """Slices: per-slice min-max (reference) or percentile normalisation; augmentation for small sets."""
 
+    # targets used when none are given: the real T1 cohort of medgap.data.cohort (four brains in one
+    # look; Colin 27 is held out) or the ICBM152 2009a template alone (with its WM labels)
+    cohort: Literal["real-t1", "icbm152"] = "real-t1"
     normalization: Literal["minmax", "percentile"] = "minmax"
     percentiles: tuple[float, float] = (0.5, 99.5)
     min_foreground: float = Field(0.05, ge=0, le=1)
@@ -75,11 +78,26 @@ class OptimizerConfig(MedgapConfig):
     batch_slices: int = Field(64, ge=1)
 
 
+class RestoreConfig(MedgapConfig):
+    """The learned inverse of scanner changes (medgap.harmonize.restore); ``steps = 0`` trains none."""
+
+    steps: int | None = Field(None, ge=0)  # None: 10 x train.steps (cpu-small: 3000, about 2 min on 2 cores)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    res_units: int = Field(1, ge=0)
+    bias_strength: float = Field(0.5, ge=0)
+    max_noise: float = Field(0.06, ge=0)
+    detail: Literal["network", "source"] = "source"  # see restore.transfer_detail
+    seed: int = 0
+
+
 class HarmonizeConfig(MedgapConfig):
     flow: FlowConfig = FlowConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     harmonize: OptimizerConfig = OptimizerConfig()
+    restore: RestoreConfig = RestoreConfig()
 
     presets: ClassVar[dict[str, dict]] = {
         "cpu-small": {},
@@ -89,8 +107,14 @@ class HarmonizeConfig(MedgapConfig):
             "data": {"aug_rotate_deg": 0.0, "aug_scale": 0.0, "aug_translate": 0.0},
             "train": {"steps": 10000, "batch_size": 256, "lr": 5e-4, "warmup": 0, "checkpoint_every": 500},
             "harmonize": {"batch_slices": 50},
+            "restore": {"steps": 0},
         },
     }
+
+    @property
+    def restore_steps(self) -> int:
+        """Training steps of the restoration net (``restore.steps``, default 10 x ``train.steps``)."""
+        return 10 * self.train.steps if self.restore.steps is None else self.restore.steps
 
     def check(self) -> "HarmonizeConfig":
         """Cross-field checks pydantic cannot express per field."""
@@ -100,4 +124,8 @@ class HarmonizeConfig(MedgapConfig):
         k = 2**self.flow.levels
         if h % k or w % k:
             raise ConfigError("flow.image_size", f"{h}x{w} must be divisible by 2**levels = {k}")
+        u = 2 ** (len(self.restore.channels) - 1)
+        if self.restore_steps and (h % u or w % u or len(self.restore.channels) < 2):
+            raise ConfigError("restore.channels", f"{len(self.restore.channels)} levels need image sides "
+                                                  f"divisible by {u} (and at least 2 levels)")
         return self

@@ -29,7 +29,7 @@ from medgap.metrics import dice, iou, psnr, ssim
 from medgap.report.figures import plt, save_figure
 from medgap.training.runtime import track
 
-__all__ = ["evaluate", "train_wm_segmenter", "perturb"]
+__all__ = ["evaluate", "train_wm_segmenter", "perturb", "heldout_subject_slices", "compare_methods"]
 
 
 def perturb(x: torch.Tensor, *others: torch.Tensor, seed: int = 1, degrees: float = 8.0, scale: float = 0.08,
@@ -66,6 +66,45 @@ def train_wm_segmenter(data: TrainingSet, steps: int = 300, seed: int = 0, progr
         loss.backward()
         opt.step()
     return net.eval()
+
+
+def heldout_subject_slices(image_size: tuple[int, int], every: int = 2, seed: int = 1, name: str = "colin27"):
+    """Slices of a held-out real subject of the cohort (medgap.data.cohort, in the target look),
+    every ``every``-th one, each randomly rotated/scaled/shifted: (truth, brain mask, position)."""
+    from medgap.data.cohort import load_brain
+    from medgap.harmonize.data import prepare_volume
+
+    b = load_brain(name)
+    st = prepare_volume(b.t1.data, b.t1.affine, tuple(image_size), mask=b.mask, min_foreground=0.05)
+    sel = slice(None, None, every)
+    truth, brain = perturb(torch.from_numpy(st.slices[sel]), torch.from_numpy(st.masks[sel]), seed=seed)
+    return truth, brain, torch.from_numpy(st.position[sel])
+
+
+def compare_methods(h: Harmonizer, truth: torch.Tensor, brain: torch.Tensor, position: torch.Tensor,
+                    domains: list[str], methods: dict[str, tuple[str, Harmonizer | None]], seed: int = 1) -> dict:
+    """PSNR/SSIM in the brain of each method on each simulated domain of ``truth``.
+
+    ``methods``: column name -> (method, harmonizer or None for ``h``), so one column can be
+    another configuration of the same model (an ablation). Returns {domain: {column: metrics}}
+    plus "seconds" per column."""
+    from medgap.harmonize.simulate import simulate
+
+    out: dict = {}
+    seconds = {c: 0.0 for c in methods}
+    for d_i, domain in enumerate(domains):
+        xs = simulate(truth, domain, seed=seed + d_i)
+        per = {}
+        for col, (method, other) in methods.items():
+            t = time.perf_counter()
+            xh = (other or h).harmonize_slices(xs, position, method)
+            seconds[col] += time.perf_counter() - t
+            per[col] = {"psnr_brain": float(np.mean([psnr(a, b, mask=m) for a, b, m in
+                                                     zip(xh[:, 0], truth[:, 0], brain[:, 0])])),
+                        "ssim_brain": ssim(xh[:, 0], truth[:, 0], mask=brain[:, 0], stack=True)}
+        out[domain] = per
+    out["seconds"] = seconds
+    return out
 
 
 @torch.inference_mode()

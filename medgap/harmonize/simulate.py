@@ -16,11 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["DOMAINS", "PAPER_DOMAINS", "HARD_DOMAINS", "simulate"]
+__all__ = ["DOMAINS", "PAPER_DOMAINS", "HARD_DOMAINS", "COMBINED_DOMAINS", "simulate"]
 
 PAPER_DOMAINS = ["gamma0.7", "gamma0.8", "gamma0.9", "gamma1.2", "gamma1.3", "gamma1.5", "exp", "log"]
 HARD_DOMAINS = ["bias", "wm_dark", "lowres_noise"]
 DOMAINS = PAPER_DOMAINS + HARD_DOMAINS
+COMBINED_DOMAINS = ["bias+gamma1.3", "wm_dark+lowres_noise"]  # "a+b": a, then b
 
 
 def _minmax(x: Tensor) -> Tensor:
@@ -46,6 +47,10 @@ def _bias_field(shape, generator: torch.Generator, strength: float = 0.4) -> Ten
 
 def simulate(x: Tensor, domain: str, seed: int = 0, threshold: float = 0.05) -> Tensor:
     """Apply source domain ``domain`` to target slices ``x (B, 1, H, W)`` in [0, 1]."""
+    if "+" in domain:
+        for i, part in enumerate(domain.split("+")):
+            x = simulate(x, part, seed=seed + 1000 * i, threshold=threshold)
+        return x
     g = torch.Generator().manual_seed(seed)
     x = x.float()
     fg = x > threshold

