@@ -1,9 +1,12 @@
 """Simulated-domain evaluation: harmonise held-out target slices pushed into other
 "scanners" and measure how close each method brings them back.
 
-Test slices are the target slices kept out of training (``data.holdout_every``),
-each additionally rotated/scaled/shifted by a random small affine so that the
-anatomy is new to the flow and does not line up with its templates. For every
+Test slices: for a model trained on the real T1 cohort (the default), slices of the
+held-out real subject (Colin 27); for one trained on the ICBM152 template alone, the
+template slices kept out of training (``data.holdout_every``). Each is additionally
+rotated/scaled/shifted by a random small affine so that it does not line up with the
+templates. The WM reference is the ICBM152 label, or for Colin 27 the segmenter's own
+result on the untouched slice (a consistency Dice). For every
 simulated domain (the publication's gamma/exp/log set plus changes histogram
 matching cannot undo) and every method, it reports PSNR and SSIM against the
 untouched slice (whole image and inside the brain mask), and the Dice/IoU of a
@@ -23,7 +26,7 @@ import torch.nn.functional as F
 from medgap.errors import InputError
 from medgap.harmonize.api import METHODS, Harmonizer
 from medgap.harmonize.simulate import DOMAINS, HARD_DOMAINS
-from medgap.harmonize.train import TrainingSet, load_training_set, random_affine_grid
+from medgap.harmonize.train import ICBM_NAME, TrainingSet, load_training_set, random_affine_grid
 from medgap.io import atomic_write_text, output_folder
 from medgap.metrics import dice, iou, psnr, ssim
 from medgap.report.figures import plt, save_figure
@@ -125,27 +128,40 @@ def evaluate(model_dir: str | Path, out_dir: str | Path, domains: list[str] | No
     out_dir = Path(out_dir)
     output_folder(out_dir)
     h = Harmonizer.load(model_dir, device=device, overrides=overrides)
-    if h.info.get("trained_on", {}).get("targets") not in (None, ["ICBM152 2009a T1 (nilearn)"]):
-        raise InputError(model_dir, "evaluate needs a model trained on the bundled ICBM152 target "
-                                    "(its held-out slices and WM labels are the ground truth)")
+    trained = h.info.get("trained_on", {}).get("targets")
+    cohort = bool(trained) and all(t.endswith("(real T1 cohort)") for t in trained)
+    if trained not in (None, [ICBM_NAME]) and not cohort:
+        raise InputError(model_dir, "evaluate needs a model trained on the bundled targets (the real T1 cohort or "
+                                    "the ICBM152 template): their held-out slices are the ground truth")
     cfg = h.cfg
     note = ""
-    if cfg.data.holdout_every == 0:
-        cfg = cfg.replace(data={"holdout_every": 4})
-        note = "model trained on all slices: test slices were seen in training (only perturbed)"
-    data = load_training_set(cfg)
-    held = data.heldout
-    idx = torch.arange(len(held["slices"]))
-    if max_slices:
-        idx = idx[torch.linspace(0, len(idx) - 1, min(max_slices, len(idx))).round().long()]
-    truth, brain, wm = perturb(held["slices"][idx], held["masks"][idx], held["wm"][idx], seed=seed)
-    position = held["position"][idx]
+    if cohort:
+        # test: the held-out real subject; WM reference: the segmenter's own result on the untouched slice
+        data = load_training_set(cfg.replace(data={"cohort": "icbm152", "holdout_every": 4}))
+        truth, brain, position = heldout_subject_slices(cfg.flow.image_size, every=2, seed=seed)
+        if max_slices:
+            idx = torch.linspace(0, len(truth) - 1, min(max_slices, len(truth))).round().long()
+            truth, brain, position = truth[idx], brain[idx], position[idx]
+        wm = None
+    else:
+        if cfg.data.holdout_every == 0:
+            cfg = cfg.replace(data={"holdout_every": 4})
+            note = "model trained on all slices: test slices were seen in training (only perturbed)"
+        data = load_training_set(cfg.replace(data={"cohort": "icbm152"}))
+        held = data.heldout
+        idx = torch.arange(len(held["slices"]))
+        if max_slices:
+            idx = idx[torch.linspace(0, len(idx) - 1, min(max_slices, len(idx))).round().long()]
+        truth, brain, wm = perturb(held["slices"][idx], held["masks"][idx], held["wm"][idx], seed=seed)
+        position = held["position"][idx]
     domains = domains or DOMAINS
-    methods = methods or METHODS
+    methods = methods or [m for m in METHODS if m != "restore" or h.restorer is not None]
     t0 = time.perf_counter()
     seg = train_wm_segmenter(data, seg_steps, progress=progress)
     seg_seconds = time.perf_counter() - t0
     wm_truth_pred = _segment(seg, truth)
+    if wm is None:
+        wm = wm_truth_pred
     results: dict = {"domains": {}, "target": {"dice": dice(wm_truth_pred, wm), "iou": iou(wm_truth_pred, wm)}}
     examples = {}
     timing = {m: 0.0 for m in methods}
@@ -182,7 +198,8 @@ def evaluate(model_dir: str | Path, out_dir: str | Path, domains: list[str] | No
         results["mean_hard"] = mean_of(hard)
     if paper:
         results["mean_paper"] = mean_of(paper)
-    results["setup"] = {"test_slices": len(truth), "image_size": list(cfg.flow.image_size),
+    results["setup"] = {"test_slices": len(truth),
+                        "test_subject": "Colin 27 (held out of the cohort)" if cohort else "held-out ICBM152 slices", "image_size": list(cfg.flow.image_size),
                         "holdout_every": cfg.data.holdout_every, "perturbation": "rotate 8 deg, scale 8%, shift 4%",
                         "segmenter_steps": seg_steps, "segmenter_seconds": round(seg_seconds, 1),
                         "seconds_per_method": {k: round(v, 1) for k, v in timing.items()},
@@ -213,7 +230,7 @@ def _figures(out_dir: Path, results: dict, examples: dict, truth: np.ndarray, me
     fig, axes = plt.subplots(1, min(4, len(domains)), figsize=(3.2 * min(4, len(domains)), 2.6), squeeze=False)
     show = [d for d in domains if d in ("gamma0.7", "exp", "bias", "wm_dark")] or domains[:4]
     for ax, d in zip(axes[0], show[:4]):
-        for name in ["source", "histogram", "blindharmony"]:
+        for name in ["source", "histogram", "blindharmony", "restore"]:
             if name in examples[d]:
                 v = examples[d][name]
                 ax.hist(v[v > 0.05], bins=60, histtype="step", density=True, label=name)

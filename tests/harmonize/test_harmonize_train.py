@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_icbm_training_set_with_holdout_and_wm_labels():
-    cfg = HarmonizeConfig.from_preset("cpu-small", overrides=["data.holdout_every=4"])
+    cfg = HarmonizeConfig.from_preset("cpu-small", overrides=["data.holdout_every=4", "data.cohort=icbm152"])
     data = load_training_set(cfg)
     h, w = cfg.flow.image_size
     assert data.slices.shape[1:] == (1, h, w) and data.wm is not None

@@ -1,0 +1,131 @@
+"""The default harmonisation (restoration net + source intensity curve) and the real T1 cohort."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medgap.errors import InputError
+from medgap.harmonize.api import Harmonizer
+from medgap.harmonize.config import HarmonizeConfig
+from medgap.harmonize.restore import fit_source_curve, random_scanner_change, restore_slices
+from medgap.harmonize.simulate import simulate
+from medgap.harmonize.train import train
+
+from harmonize_helpers import TINY
+
+
+def _slices(n=8, size=(32, 40), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size[0]), torch.linspace(-1, 1, size[1]), indexing="ij")
+    r = (yy / 0.8) ** 2 + (xx / 0.9) ** 2
+    base = torch.where(r < 1, 0.45, 0.0) + torch.where(r < 0.4, 0.4, 0.0)
+    x = base.expand(n, 1, *size) + 0.03 * torch.randn(n, 1, *size, generator=g) * (r < 1)
+    return x.clamp(0, 1)
+
+
+def test_random_scanner_change_keeps_background_and_range_and_is_seeded():
+    x = _slices()
+    y1 = random_scanner_change(x, torch.Generator().manual_seed(3))
+    y2 = random_scanner_change(x, torch.Generator().manual_seed(3))
+    y3 = random_scanner_change(x, torch.Generator().manual_seed(4))
+    assert torch.equal(y1, y2) and not torch.equal(y1, y3)
+    assert y1.shape == x.shape and float(y1.min()) >= 0 and float(y1.max()) <= 1
+    # background away from the head stays zero (lower resolution may blur the edge by a few pixels)
+    near = torch.nn.functional.max_pool2d((x > 0.05).float(), 11, stride=1, padding=5) > 0
+    assert float(y1[~near].abs().max()) == 0.0
+    assert float((y1 - x).abs().mean()) > 0.01
+
+
+def test_fit_source_curve_recovers_a_non_monotone_intensity_map():
+    x = _slices(4)
+    fg = x > 0.05
+    curve = lambda v: torch.where(v < 0.6, v * 1.5, 0.9 - (v - 0.6))  # up, then down (not monotone)
+    estimate = torch.where(fg, curve(x), x)
+    fitted = fit_source_curve(x, estimate)
+    assert float((fitted - estimate)[fg].abs().mean()) < 0.01
+    assert torch.equal(fitted[~fg], x[~fg])
+
+
+@pytest.fixture(scope="module")
+def restore_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("restore") / "model"
+    cfg = HarmonizeConfig.from_preset("cpu-small", overrides=["train.steps=20", "restore.steps=600",
+                                                              "train.checkpoint_every=1000"])
+    summary = train(cfg, out, device="cpu", progress=False)
+    return out, summary
+
+
+def test_default_model_is_trained_on_the_cohort_and_uses_restore(restore_model):
+    out, summary = restore_model
+    assert (out / "restore.safetensors").is_file()
+    h = Harmonizer.load(out, device="cpu")
+    assert h.default_method == "restore"
+    targets = h.info["trained_on"]["targets"]
+    assert len(targets) == 4 and not any("colin" in t for t in targets)
+    assert summary["restore"]["steps"] == 600
+
+
+def test_restore_beats_histogram_matching_on_the_held_out_subject(restore_model):
+    # held-out real subject (Colin 27): changes histogram matching undoes well (gamma) and ones it
+    # cannot (bias field, low resolution + noise); the default must be closer to the truth on average
+    from medgap.harmonize.evaluate import compare_methods, heldout_subject_slices
+
+    out, _ = restore_model
+    h = Harmonizer.load(out, device="cpu")
+    truth, brain, position = heldout_subject_slices(h.cfg.flow.image_size, every=6, seed=2)
+    res = compare_methods(h, truth, brain, position, ["gamma1.5", "bias", "lowres_noise"],
+                          {"histogram": ("histogram", None), "restore": ("restore", None),
+                           "identity": ("identity", None)})
+    mean = {m: np.mean([res[d][m]["psnr_brain"] for d in ("gamma1.5", "bias", "lowres_noise")])
+            for m in ("histogram", "restore", "identity")}
+    assert mean["restore"] > mean["histogram"] + 0.3 and mean["restore"] > mean["identity"] + 3
+    # background voxels never change
+    xs = simulate(truth, "bias", seed=1)
+    xh = h.harmonize_slices(xs, position)
+    assert torch.equal(xh[xs <= 0.05], xs[xs <= 0.05])
+
+
+def test_model_without_restoration_net_defaults_to_blindharmony(tmp_path, target_file):
+    cfg = HarmonizeConfig.from_preset("cpu-small", overrides=TINY + ["restore.steps=0"])
+    train(cfg, tmp_path / "m", [target_file], device="cpu", progress=False)
+    h = Harmonizer.load(tmp_path / "m", device="cpu")
+    assert h.default_method == "blindharmony" and not (tmp_path / "m" / "restore.safetensors").exists()
+    xs = torch.rand(2, 1, 16, 16)
+    with pytest.raises(InputError, match="no restoration net"):
+        h.harmonize_slices(xs, torch.tensor([0.3, 0.6]), "restore")
+    assert h.harmonize_slices(xs, torch.tensor([0.3, 0.6])).shape == xs.shape
+
+
+def test_restore_steps_default_is_ten_flow_steps_and_paper_trains_none():
+    assert HarmonizeConfig.from_preset("cpu-small").restore_steps == 3000
+    assert HarmonizeConfig.from_preset("cpu-small", overrides=["train.steps=7"]).restore_steps == 70
+    assert HarmonizeConfig.from_preset("paper").restore_steps == 0
+
+
+def test_combined_domain_is_the_sequence():
+    x = _slices(3)
+    assert torch.allclose(simulate(x, "bias+gamma1.3", seed=5),
+                          simulate(simulate(x, "bias", seed=5), "gamma1.3", seed=1005))
+
+
+def test_cohort_brains_share_one_look_and_colin_is_held_out():
+    from medgap.data.cohort import HELDOUT, TRAINING, load_brain
+
+    assert "colin27" in HELDOUT and "colin27" not in TRAINING
+    ref = load_brain("icbm2009a")
+    q_ref = np.percentile(ref.t1.data[ref.mask], [10, 50, 90])
+    for name in TRAINING[1:] + HELDOUT:
+        b = load_brain(name)
+        assert b.t1.shape == b.mask.shape and b.mask.mean() > 0.1
+        np.testing.assert_allclose(np.percentile(b.t1.data[b.mask], [10, 50, 90]), q_ref, atol=0.01)
+        assert float(b.t1.data[~b.mask].max()) == 0.0
+
+
+def test_missing_cohort_names_the_setup_command(tmp_path, monkeypatch):
+    from medgap.data.install import installed_path
+
+    monkeypatch.setenv("MEDGAP_DATA", str(tmp_path))
+    with pytest.raises(InputError, match="make setup"):
+        installed_path("colin27_brain.nii.gz")
