@@ -8,11 +8,13 @@ pushed into simulated source domains (the publication's gamma/exp/log; a bias fi
 white matter darker than grey matter, half resolution + noise; two combinations), and
 every method's result is compared with the untouched slice (PSNR and SSIM in the brain).
 
-Columns: the source unchanged, the baselines users try first (histogram matching, N4 +
-histogram matching), the publication's BlindHarmony and its no-flow ablation (alpha=0),
-the default (restore: network estimate, then the source's own intensity curve fitted to it)
-and its ablation without the curve fit (network output). Mean +- sd over seeds. Also:
-seconds to harmonise the whole 1 mm Colin 27 volume with the default.
+Columns: the source unchanged; the baselines users try first (histogram matching, N4 +
+histogram matching, and intensity-normalization's Nyul, WhiteStripe, z-score and FCM);
+the publication's BlindHarmony and its no-flow ablation (alpha=0); the default (restore:
+Nyul, then the target-trained network's correction, gated by its size) and its ablation
+that always takes the network's output (the Nyul column is the ablation without the
+network). Mean +- sd over seeds. Also: seconds to harmonise the whole 1 mm Colin 27 volume
+with the default.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from medgap.harmonize.evaluate import compare_methods, heldout_subject_slices
 from medgap.harmonize.simulate import COMBINED_DOMAINS, DOMAINS, HARD_DOMAINS
 from medgap.harmonize.train import train
 
-BASELINES = ["identity", "histogram", "n4+histogram"]
+BASELINES = ["identity", "histogram", "n4+histogram", "nyul", "whitestripe", "zscore", "fcm"]
 
 
 def run_seed(seed: int, tmp: Path, steps: int, every: int, domains: list[str]) -> dict:
@@ -43,14 +45,20 @@ def run_seed(seed: int, tmp: Path, steps: int, every: int, domains: list[str]) -
     train_s = time.perf_counter() - t0
     h = Harmonizer.load(tmp / f"model{seed}", device="cpu")
     no_flow = Harmonizer.load(tmp / f"model{seed}", device="cpu", overrides=("harmonize.alpha=0",))
-    net_only = Harmonizer.load(tmp / f"model{seed}", device="cpu", overrides=("restore.detail=network",))
+    net_only = Harmonizer.load(tmp / f"model{seed}", device="cpu", overrides=("restore.output=network",))
     truth, brain, position = heldout_subject_slices(cfg.flow.image_size, every=every, seed=seed + 1)
     methods = {m: (m, None) for m in BASELINES}
     methods.update({"blindharmony (paper)": ("blindharmony", None),
                     "blindharmony alpha=0": ("blindharmony", no_flow),
                     "restore: network only": ("restore", net_only),
                     "restore (default)": ("restore", None)})
-    res = compare_methods(h, truth, brain, position, domains, methods, seed=seed + 1)
+    res = {"validation": compare_methods(h, truth, brain, position, domains, methods, seed=seed + 1)}
+    from medgap.data.cohort import load_test_slices
+    from medgap.harmonize.evaluate import perturb
+
+    test, test_brain, test_pos, _ = load_test_slices(cfg.flow.image_size)
+    test, test_brain = perturb(test, test_brain, seed=seed + 1)
+    res["test"] = compare_methods(h, test, test_brain, test_pos, domains, methods, seed=seed + 1, separate=True)
     # a whole real 1 mm volume through the file API with the default method
     from medgap.data.cohort import load_brain
     from medgap.io import write_nifti
@@ -66,6 +74,41 @@ def run_seed(seed: int, tmp: Path, steps: int, every: int, domains: list[str]) -
     return res
 
 
+def _cell(values) -> str:
+    v = np.asarray(values, dtype=float)
+    return f"{v.mean():.2f} +- {v.std(ddof=1) if len(v) > 1 else 0:.2f}"
+
+
+def report(title: str, runs: list[dict], domains: list[str]) -> None:
+    cols = list(runs[0][domains[0]])
+    groups = {"mean (all)": domains,
+              "mean (publication's gamma/exp/log)": [d for d in domains if "+" not in d and d not in HARD_DOMAINS],
+              "mean (hard + combined)": [d for d in domains if d in HARD_DOMAINS or "+" in d]}
+    rows = [[d] + [_cell([r[d][c]["psnr_brain"] for r in runs]) for c in cols] for d in domains]
+    for name, ds in groups.items():
+        rows.append([f"**{name}**"] + [_cell([np.mean([r[d][c]["psnr_brain"] for d in ds]) for r in runs])
+                                       for c in cols])
+    rows.append(["SSIM in brain, mean (all)"] + [_cell([np.mean([r[d][c]["ssim_brain"] for d in domains])
+                                                        for r in runs]) for c in cols])
+    rows.append(["seconds, all domains"] + [f"{np.mean([r['seconds'][c] for r in runs]):.1f}" for c in cols])
+    print()
+    print(f"{title}. PSNR in the brain (dB), mean +- sd over training seeds:")
+    print()
+    print(markdown_table(["domain"] + cols, rows))
+    print()
+    base = [c for c in BASELINES if c != "identity"]
+    best = max(base, key=lambda c: np.mean([r[d][c]["psnr_brain"] for r in runs for d in domains]))
+    gain = [np.mean([r[d]["restore (default)"]["psnr_brain"] - r[d][best]["psnr_brain"] for d in domains])
+            for r in runs]
+    flow = [np.mean([r[d]["blindharmony (paper)"]["psnr_brain"] - r[d]["blindharmony alpha=0"]["psnr_brain"]
+                     for d in domains]) for r in runs]
+    print(f"Default minus the best baseline ({best}) on the mean: {_cell(gain)} dB. Per change class none of the "
+          f"baselines undoes: " + ", ".join(
+              f"{d} {_cell([r[d]['restore (default)']['psnr_brain'] - max(r[d][c]['psnr_brain'] for c in base) for r in runs])}"
+              for d in HARD_DOMAINS) + " dB over the best baseline on that change. "
+          f"BlindHarmony's flow (alpha=1e-3 vs 0): {_cell(flow)} dB.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="one seed, fewer steps and slices")
@@ -77,40 +120,14 @@ def main() -> None:
     domains = DOMAINS + COMBINED_DOMAINS
     with tempfile.TemporaryDirectory() as tmp:
         runs = [run_seed(s, Path(tmp), steps, every, domains) for s in seeds]
-    cols = list(runs[0][domains[0]])
-    groups = {"mean (all)": domains, "mean (publication's gamma/exp/log)": [d for d in domains if "+" not in d and
-                                                                            d not in HARD_DOMAINS],
-              "mean (hard + combined)": [d for d in domains if d in HARD_DOMAINS or "+" in d]}
-
-    def cell(values):
-        v = np.asarray(values)
-        return f"{v.mean():.2f} +- {v.std(ddof=1) if len(v) > 1 else 0:.2f}"
-
-    rows = []
-    for d in domains:
-        rows.append([d] + [cell([r[d][c]["psnr_brain"] for r in runs]) for c in cols])
-    for name, ds in groups.items():
-        rows.append([f"**{name}**"] + [cell([np.mean([r[d][c]["psnr_brain"] for d in ds]) for r in runs])
-                                       for c in cols])
-    ssim_row = ["SSIM in brain, mean (all)"] + [cell([np.mean([r[d][c]["ssim_brain"] for d in domains])
-                                                      for r in runs]) for c in cols]
-    secs = ["seconds, all domains"] + [f"{np.mean([r['seconds'][c] for r in runs]):.1f}" for c in cols]
-    print(f"Held-out real subject (Colin 27), {runs[0]['test_slices']} slices per domain, {len(seeds)} training "
-          f"seed(s); cpu-small, {steps} flow steps + {10 * steps} restoration steps per model "
-          f"({np.mean([r['train_seconds'] for r in runs]):.0f} s training on this machine).")
-    print()
-    print("PSNR in the brain (dB), mean +- sd over seeds:")
-    print()
-    print(markdown_table(["domain"] + cols, rows + [ssim_row, secs]))
-    print()
-    best_base = max(BASELINES[1:], key=lambda c: np.mean([r[d][c]["psnr_brain"] for r in runs for d in domains]))
-    gain = [np.mean([r[d]["restore (default)"]["psnr_brain"] - r[d][best_base]["psnr_brain"] for d in domains])
-            for r in runs]
-    flow = [np.mean([r[d]["blindharmony (paper)"]["psnr_brain"] - r[d]["blindharmony alpha=0"]["psnr_brain"]
-                     for d in domains]) for r in runs]
-    print(f"Default minus the best baseline ({best_base}) on the mean: {cell(gain)} dB. "
-          f"BlindHarmony's flow (alpha=1e-3 vs 0): {cell(flow)} dB. Whole 1 mm Colin 27 volume with the default: "
-          f"{np.mean([r['volume_seconds'] for r in runs]):.1f} s.")
+    print(f"cpu-small, {steps} flow steps + {10 * steps} restoration steps per model, {len(seeds)} training seed(s) "
+          f"({np.mean([r['train_seconds'] for r in runs]):.0f} s training each on this machine). Whole 1 mm Colin 27 "
+          f"volume with the default: {np.mean([r['volume_seconds'] for r in runs]):.1f} s.")
+    for part, title in (("test", "TEST: six real subjects never used for training nor for choosing the method "
+                                 "(one axial slice each, harmonised one by one)"),
+                        ("validation", f"VALIDATION: Colin 27 (held out of training; the method's choices were "
+                                       f"compared on it), {runs[0]['test_slices']} slices per domain")):
+        report(title, [r[part] for r in runs], domains)
     if args.json:
         args.json.write_text(json.dumps(runs, indent=1, default=float))
 

@@ -3,7 +3,9 @@
 Training brains (real T1 images, skull-stripped, 1 mm, each a different anatomy):
 the ICBM 2009a template (nilearn, the reference look), ICBM 2009c, FSL's MNI152 and
 SRI24 (installed by ``make setup``, see :mod:`medgap.data.install`). Held out of all
-training and tuning: Colin 27, a real single subject.
+training: Colin 27, a real single subject (the validation subject: the method's choices
+were compared on it). Untouched test set: 2D axial slices of six other real subjects
+(:func:`load_test_slices`), never used for training nor for choosing the method.
 
 The four templates differ in look as well as anatomy (scanner, averaging, intensity
 scale). A target cohort must vary in anatomy only, so every brain is first mapped into
@@ -24,10 +26,13 @@ import numpy as np
 from medgap.data.install import installed_path
 from medgap.io import Volume, read_volume
 
-__all__ = ["CohortBrain", "TRAINING", "HELDOUT", "load_brain", "load_cohort", "standardize_to_reference"]
+__all__ = ["CohortBrain", "TRAINING", "HELDOUT", "TEST_SLICES", "load_brain", "load_cohort",
+           "standardize_to_reference", "load_test_slices"]
 
 TRAINING = ["icbm2009a", "icbm2009c", "mni152_fsl", "sri24"]
 HELDOUT = ["colin27"]
+TEST_SLICES = ["r16", "r27", "r30", "r62", "r64", "r85"]
+TEST_POSITION = 0.55  # the six slices are at the level of the lateral ventricles
 _FILES = {"icbm2009c": "icbm2009c_brain.nii.gz", "mni152_fsl": "mni152_fsl_brain.nii.gz",
           "sri24": "sri24_brain.nii", "colin27": "colin27_brain.nii.gz"}
 _LEVELS = np.linspace(0.5, 99.5, 199)
@@ -77,3 +82,43 @@ def load_brain(name: str) -> CohortBrain:
 def load_cohort(names: list[str] | None = None) -> list[CohortBrain]:
     """The training cohort (default) or the named brains."""
     return [load_brain(n) for n in (names or TRAINING)]
+
+
+def load_test_slices(image_size: tuple[int, int]):
+    """The six real test subjects' slices on the model grid, in the target look.
+
+    Each JPEG (8-bit) is read, its brain is the filled largest component above 5 % of the
+    range, its in-brain intensities are standardised to the ICBM 2009a slices at the same
+    level (relative position 0.5-0.65), and it is cut like a one-slice volume. Returns
+    (slices (6, 1, H, W), brain masks, positions (6,), names)."""
+    import torch
+    from PIL import Image
+    from scipy import ndimage
+
+    from medgap.harmonize.data import prepare_volume
+
+    ref, ref_mask = _reference()
+    z = np.nonzero(ref_mask.any(axis=(0, 1)))[0]
+    lo, hi = z.min() + 0.5 * (z.max() - z.min()), z.min() + 0.65 * (z.max() - z.min())
+    band = np.zeros(ref_mask.shape, bool)
+    band[:, :, int(lo):int(hi) + 1] = True
+    ref_q = np.percentile(ref.data[ref_mask & band], _LEVELS)
+    out, masks = [], []
+    for name in TEST_SLICES:
+        path = installed_path(f"subject-{name}_slice.jpg")
+        with Image.open(path) as im:
+            img = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+        fg = ndimage.binary_fill_holes(img > 0.05)
+        labels, n = ndimage.label(fg)
+        if n > 1:
+            fg = labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1)
+        std = standardize_to_reference(img, fg, ref_q)
+        # rows run anterior -> posterior, columns left -> right: to the (R, A) voxel order
+        vol = np.ascontiguousarray(std[::-1, :].T)[:, :, None]
+        mvol = np.ascontiguousarray(fg[::-1, :].T)[:, :, None]
+        st = prepare_volume(vol, np.eye(4), tuple(image_size), mask=mvol, min_foreground=0.01, path=path)
+        out.append(st.slices)
+        masks.append(st.masks)
+    slices = torch.from_numpy(np.concatenate(out))
+    return (slices, torch.from_numpy(np.concatenate(masks)), torch.full((len(slices),), TEST_POSITION),
+            list(TEST_SLICES))

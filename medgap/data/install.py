@@ -11,7 +11,10 @@ checked against its SHA-256 and written into :func:`data_dir`:
   ``sri24_copyright.md``; only this file is taken from that AGPL package).
 - ``colin27_brain.nii.gz``: Colin 27 ("ch2"), ONE REAL SUBJECT (27 scans of one person averaged),
   skull-stripped, MNI space (antspyx 0.6.3 sdist, Apache-2.0; Holmes et al. 1998). It is the
-  held-out subject of the harmonisation benchmarks: never used for training or tuning.
+  validation subject of the harmonisation benchmarks: never used for training.
+- ``subject-rNN_slice.jpg`` (six files): 2D skull-stripped axial T1 slices of six different real
+  subjects (antspyx sdist, Apache-2.0): the untouched test set of the harmonisation benchmark,
+  never used for training nor looked at while choosing the method.
 
 Usage: ``python -m medgap.data.install [--dest DIR]``; already installed files are checked and kept.
 """
@@ -44,6 +47,13 @@ FILES = {
                            "5915d16f84d99c3cedc8290b09da72f6f92e5dde1ba1c9859ee186aa952b66a4"),
     "colin27_brain.nii.gz": ("antspyx==0.6.3", "antspyx-0.6.3/data/ch2.nii.gz",
                              "52a989c2f85f67550dae601ae4eb9c79db9e92510e84a6f2f9dde56f150df8ce"),
+    **{f"subject-r{n}_slice.jpg": ("antspyx==0.6.3", f"antspyx-0.6.3/data/r{n}slice.jpg", digest) for n, digest in [
+        ("16", "f3f77d4118ccef62a378dc62de561e5d752eabe4247f14467ab43268778ddb0f"),
+        ("27", "58ea0334a62760ce2e003b2df60485e8cfcde097ea200f6cf4da38fb03aaf8a8"),
+        ("30", "674ea6502418c63eb460bb7c40ff6dec21a05513cbc7218fa80e13e176ec946a"),
+        ("62", "acec668caf244f17ba3d35b0ec36b03a8bc32eb8e51d44f970408a16f399dce8"),
+        ("64", "3971218c84734fa1e65ec4472cc8d5cd81eeaa2a904fa7e50c74e9fe07f59d59"),
+        ("85", "d7d396b89e83cb9db4e36627c36965c3aaf149387b38233ffccc5e88006d252d")]},
 }
 
 

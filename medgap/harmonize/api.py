@@ -95,11 +95,7 @@ class Harmonizer:
             if self.restorer is None:
                 raise InputError(None, "this model folder has no restoration net (trained with restore.steps=0 "
                                        "or by an older medgap): use --method blindharmony or a baseline")
-            from medgap.harmonize.restore import fit_source_curve, restore_slices
-
-            thr = self.cfg.harmonize.foreground_threshold
-            estimate = restore_slices(self.restorer, xs, thr, self.cfg.harmonize.batch_slices)
-            return estimate if self.cfg.restore.detail == "network" else fit_source_curve(xs, estimate, threshold=thr)
+            return self._restore(xs, position)
         if method != "blindharmony":
             idx = (position.clamp(0, 1) * self.model.templates.shape[0]).long().clamp_max(
                 self.model.templates.shape[0] - 1)
@@ -115,6 +111,26 @@ class Harmonizer:
             p = position[start:start + bs].to(self.device)
             out.append(harmonize_batch(self.model, x, p, opts).cpu())
         return torch.cat(out)
+
+    def _restore(self, xs: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """The default method (medgap.harmonize.restore): Nyul standardisation of the slices
+        together, then the net's correction, gated by its size."""
+        from medgap.harmonize.restore import gated_restore, restore_slices
+
+        r, thr = self.cfg.restore, self.cfg.harmonize.foreground_threshold
+        base = self.harmonize_slices(xs, position, "nyul")
+        if r.output == "standardized":
+            self.last_gate = 0.0
+            return base
+        if r.output == "network":
+            self.last_gate = 1.0
+            return restore_slices(self.restorer, base.to(self.device), thr, self.cfg.harmonize.batch_slices).cpu()
+        r0 = float(self.info.get("extras", {}).get("train", {}).get("restore", {}).get("target_correction", 0.0))
+        if r0 <= 0:
+            raise ModelFolderError(None, "the model's card has no restore.target_correction: retrain it")
+        out, self.last_gate = gated_restore(self.restorer, base.to(self.device), r0, r.gate_low, r.gate_high, thr,
+                                            self.cfg.harmonize.batch_slices)
+        return out.cpu()
 
     @torch.inference_mode()
     def score_slices(self, xs: torch.Tensor, seed: int = 0) -> torch.Tensor:

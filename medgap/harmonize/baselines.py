@@ -9,6 +9,13 @@
   target template's at the same position, keeping the source phase.
 - N4 + histogram matching: SimpleITK's N4 bias-field correction of each slice's
   foreground, then histogram matching as above -- what many MR users run first.
+- nyul, whitestripe, zscore, fcm: intensity-normalization's normalisers (Reinhold et al.
+  2019). The source is normalised as one volume (all foreground of the slices passed
+  together); the result is brought into the target's intensity units by the same
+  normaliser fitted on the target's foreground intensities at the same slice positions
+  (the model's stored quantiles): Nyul's standard scale is fitted on them with the
+  target's 1st/99th percentiles as output range; z-score, WhiteStripe and FCM are affine,
+  so the target's own normalisation is inverted.
 """
 
 from __future__ import annotations
@@ -79,5 +86,38 @@ def n4_histogram_match(xs: Tensor, templates: Tensor, quantiles: Tensor, thresho
     return histogram_match(n4_correct(xs, threshold), templates, quantiles, threshold)
 
 
+def _library_baseline(name: str):
+    def normalize(xs: Tensor, templates: Tensor, quantiles: Tensor, threshold: float = 0.05) -> Tensor:
+        import intensity_normalization as inorm
+
+        fg = (xs > threshold).cpu().numpy()
+        if fg.sum() < 10:
+            return xs.clone()
+        source = inorm.create_image(xs.detach().cpu().numpy().astype(np.float64))
+        mask = inorm.create_image(fg.astype(np.float64))
+        target_values = np.sort(quantiles.detach().cpu().numpy().astype(np.float64).ravel())
+        target = inorm.create_image(target_values)
+        target_mask = inorm.create_image(np.ones_like(target_values))
+        if name == "nyul":
+            lo, hi = np.percentile(target_values, [1, 99])
+            norm = inorm.NyulNormalizer(output_min_value=float(lo), output_max_value=float(hi))
+            norm.fit_population([target], [target_mask])
+            out = norm.transform(source, mask).get_data()
+        else:
+            cls = {"zscore": inorm.ZScoreNormalizer, "whitestripe": inorm.WhiteStripeNormalizer,
+                   "fcm": inorm.FCMNormalizer}[name]
+            # the normalisers are affine in the intensities: u = a + scale * x on the target
+            u = cls().fit_transform(target, target_mask).get_data()
+            scale, a = np.polyfit(target_values, u, 1)
+            out = (cls().fit_transform(source, mask).get_data() - a) / (scale if abs(scale) > 1e-12 else 1.0)
+        out = torch.from_numpy(np.clip(out, 0, 1)).to(xs)
+        return torch.where(xs > threshold, out, xs)
+
+    normalize.__name__ = name
+    normalize.__doc__ = f"intensity-normalization's {name}, in the target's intensity units (module docstring)."
+    return normalize
+
+
 BASELINES = {"identity": identity, "histogram": histogram_match, "lowfreq": lowfreq_replace,
-             "n4+histogram": n4_histogram_match}
+             "n4+histogram": n4_histogram_match,
+             **{n: _library_baseline(n) for n in ("nyul", "whitestripe", "zscore", "fcm")}}

@@ -88,7 +88,12 @@ class RestoreConfig(MedgapConfig):
     res_units: int = Field(1, ge=0)
     bias_strength: float = Field(0.5, ge=0)
     max_noise: float = Field(0.06, ge=0)
-    detail: Literal["network", "source"] = "source"  # see restore.transfer_detail
+    sharpen: float = Field(1.0, ge=0)  # random unsharp masking of the clean targets (restore.random_sharpen)
+    # output: "gated" (default, see medgap.harmonize.restore), "network" (always the net's estimate),
+    # "standardized" (Nyul only); gate in units of the net's correction on the target itself
+    output: Literal["gated", "network", "standardized"] = "gated"
+    gate_low: float = Field(2.0, ge=0)
+    gate_high: float = Field(4.0, ge=0)
     seed: int = 0
 
 

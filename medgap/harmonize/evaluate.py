@@ -85,12 +85,14 @@ def heldout_subject_slices(image_size: tuple[int, int], every: int = 2, seed: in
 
 
 def compare_methods(h: Harmonizer, truth: torch.Tensor, brain: torch.Tensor, position: torch.Tensor,
-                    domains: list[str], methods: dict[str, tuple[str, Harmonizer | None]], seed: int = 1) -> dict:
+                    domains: list[str], methods: dict[str, tuple[str, Harmonizer | None]], seed: int = 1,
+                    separate: bool = False) -> dict:
     """PSNR/SSIM in the brain of each method on each simulated domain of ``truth``.
 
     ``methods``: column name -> (method, harmonizer or None for ``h``), so one column can be
-    another configuration of the same model (an ablation). Returns {domain: {column: metrics}}
-    plus "seconds" per column."""
+    another configuration of the same model (an ablation). ``separate``: each slice is its own
+    image (different subjects), harmonised alone. Returns {domain: {column: metrics}} plus
+    "seconds" per column."""
     from medgap.harmonize.simulate import simulate
 
     out: dict = {}
@@ -100,7 +102,11 @@ def compare_methods(h: Harmonizer, truth: torch.Tensor, brain: torch.Tensor, pos
         per = {}
         for col, (method, other) in methods.items():
             t = time.perf_counter()
-            xh = (other or h).harmonize_slices(xs, position, method)
+            model = other or h
+            if separate:
+                xh = torch.cat([model.harmonize_slices(xs[i:i + 1], position[i:i + 1], method) for i in range(len(xs))])
+            else:
+                xh = model.harmonize_slices(xs, position, method)
             seconds[col] += time.perf_counter() - t
             per[col] = {"psnr_brain": float(np.mean([psnr(a, b, mask=m) for a, b, m in
                                                      zip(xh[:, 0], truth[:, 0], brain[:, 0])])),

@@ -1,19 +1,28 @@
-"""Learned inverse of scanner changes, trained on target images only (the default method).
+"""The default harmonisation: standardise, then let a target-trained network fix what is left.
 
-Why it exists: the target flow's likelihood is a weak judge of contrast. Measured on
-held-out slices (cpu-small flow, docs/harmonize.md): it gives *fewer* bits/dim to
-darker (gamma < 1), log-compressed and bias-field images than to the untouched target,
-and always prefers a smoothed image to a sharp one, so MAP under the flow cannot undo
-a contrast change that histogram matching leaves behind. What a target-only model can
-learn instead is the target's anatomy-to-intensity relation: a 2D U-Net (MONAI) is
-trained to map target slices pushed through *random* scanner-like changes back to the
-untouched slices. The changes are drawn from broad families, not from the evaluation's
-list: random smooth intensity maps, monotone or not (a gamma composed with a random
-piecewise-linear curve), smooth multiplicative bias fields, lower resolution and
-Rician noise, each slice min-max normalised as a source would be. At use it needs no
-source statistics: a slice in, the slice in the target look out.
+Measured on held-out real subjects (docs/harmonize.md), three facts shape it:
 
-``HarmonizeConfig.restore`` holds its settings; ``restore.steps = 0`` trains none.
+1. A volume-level histogram standardisation (intensity-normalization's Nyul) undoes a
+   global monotone change (gamma, exp, log) almost exactly -- better than any network
+   here, and better than per-slice histogram matching.
+2. It cannot undo what is not a global monotone map: a bias field, white matter darker
+   than grey matter, lower resolution and noise. A network that knows the target's
+   anatomy-to-intensity relation can: a 2D U-Net (MONAI) trained, on target slices only,
+   to map slices pushed through *random* scanner-like changes (random intensity curves,
+   monotone or not; smooth bias fields; lower resolution; Rician noise) *and then
+   standardised to their own histogram* back to the untouched slice. It so learns to fix
+   only what standardisation leaves behind. Average-brain targets are smoother than any
+   subject, so the clean targets are randomly sharpened, or the net learns to blur.
+3. The target flow's likelihood is no judge of this: it gives fewer bits/dim to
+   bias-field, darker and smoothed images than to the untouched target. The network's
+   own correction is a good one: on an image already in the target look it changes
+   little (about the level it changes the target's own slices, stored at training as
+   ``r0``); on a bias field or a contrast inversion it changes 3-8x more.
+
+So: ``base = Nyul(source)``; ``estimate = net(base)``; ``r`` = the mean absolute change
+the net makes over the volume's foreground; the result is ``base + w (estimate - base)``
+with ``w`` rising from 0 at ``r = gate_low * r0`` to 1 at ``r = gate_high * r0``.
+``HarmonizeConfig.restore`` holds the settings; ``restore.steps = 0`` trains no net.
 """
 
 from __future__ import annotations
@@ -25,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["random_scanner_change", "build_restoration_net", "train_restoration", "restore_slices", "fit_source_curve"]
+__all__ = ["random_scanner_change", "random_sharpen", "match_own_histogram", "build_restoration_net",
+           "train_restoration", "restore_slices", "fit_source_curve", "correction_size", "gated_restore"]
 
 
 def _smooth_field(b: int, h: int, w: int, grid: int, generator: torch.Generator) -> Tensor:
@@ -90,6 +100,65 @@ def random_scanner_change(x: Tensor, generator: torch.Generator, threshold: floa
     lo = y.flatten(1).min(dim=1).values[:, None, None, None]
     hi = y.flatten(1).max(dim=1).values[:, None, None, None]
     return ((y - lo) / (hi - lo).clamp_min(1e-8)).clamp(0, 1)
+
+
+def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
+    r = max(1, int(3 * sigma))
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-t**2 / (2 * sigma**2))
+    k = k / k.sum()
+    x = F.conv2d(x, k.view(1, 1, -1, 1), padding=(r, 0))
+    return F.conv2d(x, k.view(1, 1, 1, -1), padding=(0, r))
+
+
+def random_sharpen(x: Tensor, generator: torch.Generator, amount: float = 1.0, p: float = 0.5,
+                   threshold: float = 0.05) -> Tensor:
+    """Unsharp masking of random strength (0..``amount``, sigma 1 px) on a fraction ``p`` of the
+    slices: average-brain targets are smoother than any single subject, and a net that only
+    ever saw them learns to blur an individual's anatomy."""
+    b = x.shape[0]
+    a = torch.rand(b, 1, 1, 1, generator=generator) * amount
+    a = torch.where(torch.rand(b, 1, 1, 1, generator=generator) < p, a, torch.zeros_like(a))
+    y = (x + a * (x - _gaussian_blur(x, 1.0))).clamp(0, 1)
+    return torch.where(x > threshold, y, x)
+
+
+def match_own_histogram(y: Tensor, clean: Tensor, threshold: float = 0.05) -> Tensor:
+    """Give each slice of ``y`` the foreground intensity distribution of the same slice of
+    ``clean`` (rank mapping): the training-time stand-in for the standardisation the
+    source gets at use, so the net only learns what standardisation cannot do."""
+    out = y.clone()
+    for i in range(len(y)):
+        fy, fc = y[i] > threshold, clean[i] > threshold
+        n = int(fy.sum())
+        if n < 2 or int(fc.sum()) < 2:
+            continue
+        vals = clean[i][fc].sort().values
+        pick = torch.linspace(0, len(vals) - 1, n).round().long()
+        mapped = torch.empty(n, dtype=y.dtype)
+        mapped[y[i][fy].argsort()] = vals[pick]
+        out[i][fy] = mapped
+    return out
+
+
+def correction_size(net: nn.Module, xs: Tensor, threshold: float = 0.05, batch: int = 64) -> tuple[Tensor, float]:
+    """(the net's estimate for ``xs``, mean absolute change it makes over the foreground)."""
+    est = restore_slices(net, xs, threshold, batch)
+    fg = xs > threshold
+    size = float((est - xs).abs()[fg].mean()) if bool(fg.any()) else 0.0
+    return est, size
+
+
+def gated_restore(net: nn.Module, base: Tensor, r0: float, gate_low: float = 2.0, gate_high: float = 4.0,
+                  threshold: float = 0.05, batch: int = 64) -> tuple[Tensor, float]:
+    """``base + w (net(base) - base)`` for standardised slices ``base`` of one volume; returns
+    (result, w). ``w`` is 0 while the net's correction is at most ``gate_low`` times the
+    target's own ``r0`` and 1 from ``gate_high`` times on (linear between)."""
+    est, size = correction_size(net, base, threshold, batch)
+    lo, hi = gate_low * r0, max(gate_high * r0, gate_low * r0 + 1e-6)
+    w = min(1.0, max(0.0, (size - lo) / (hi - lo)))
+    out = base + w * (est - base)
+    return torch.where(base > threshold, out.clamp(0, 1), base), w
 
 
 def build_restoration_net(channels: tuple[int, ...] = (16, 32, 64, 128), res_units: int = 1) -> nn.Module:
@@ -172,7 +241,10 @@ def train_restoration(slices: Tensor, cfg, augment_cfg, seed: int = 0, device: s
         g = torch.Generator().manual_seed(seed * 1_000_003 + 7 + step)
         idx = torch.randint(n, (cfg.batch_size,), generator=g)
         clean = augment(slices[idx], augment_cfg, g)
+        if cfg.sharpen > 0:
+            clean = random_sharpen(clean, g, cfg.sharpen)
         source = random_scanner_change(clean, g, bias_strength=cfg.bias_strength, max_noise=cfg.max_noise)
+        source = match_own_histogram(source, clean)
         clean, source = clean.to(device), source.to(device)
         fg = (clean > 0.05) | (source > 0.05)
         pred = source + net(source)
@@ -186,4 +258,8 @@ def train_restoration(slices: Tensor, cfg, augment_cfg, seed: int = 0, device: s
         if log is not None and ((step + 1) % 50 == 0 or step + 1 == cfg.steps):
             log(step + 1, restore_l1=ema)
     net.eval()
-    return net, {"steps": cfg.steps, "final_l1": ema, "seconds": round(time.perf_counter() - t0, 1)}
+    # the size of the net's correction on the target's own slices: the gate's unit (r0)
+    probe = slices[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:256]].to(device)
+    _, r0 = correction_size(net, probe)
+    return net, {"steps": cfg.steps, "final_l1": ema, "target_correction": r0,
+                 "seconds": round(time.perf_counter() - t0, 1)}
