@@ -7,7 +7,8 @@ every pass, the spline's parameters strided along the last axis and zuko's
 stock knots, conditioners in NCHW layout: how a straightforward port of the
 reference runs) and against the reference implementation's own times on this
 machine (from the issue); the 10-iteration harmonisation of the stack; one training step at batch 8 and the
-log-likelihood of 8 slices. Per-subject times for 50 slices are extrapolated
+log-likelihood of 8 slices; the harmonisation and the training step again with ``precision=bf16`` (the
+conditioners in bfloat16) against the reference-style port timed in this run, and the bf16 ceilings. Per-subject times for 50 slices are extrapolated
 linearly from the stack when ``--quick`` uses fewer slices.
 """
 
@@ -26,6 +27,7 @@ from medgap.flows import blocks
 from medgap.harmonize.config import HarmonizeConfig
 from medgap.harmonize.model import SliceFlow
 from medgap.harmonize.optimize import HarmonizeOptions, harmonize_batch
+from medgap.training.precision import set_precision
 
 GFLOP_PER_SLICE_PASS = 59.0  # paper flow, 144x176, one pass (issue's figure)
 # The reference implementation timed on this machine (2 cores), from the issue.
@@ -141,8 +143,24 @@ def main() -> None:
         opt.step()
 
     t_step = timed(step)
+
+    def ref_step():
+        blocks.RQSCoupling.forward = _reference_forward
+        blocks.ConvResidualNet.forward = _reference_net
+        try:
+            step()
+        finally:
+            blocks.RQSCoupling.forward, blocks.ConvResidualNet.forward = orig, orig_net
+
+    t_ref_step = timed(ref_step)
+    set_precision(model, "bf16", "cpu")
+    t_step_bf16 = timed(step)
     model.eval()
+    t_harm_bf16 = timed(lambda: harmonize_batch(model, x, pos, opts))
+    set_precision(model, "fp32", "cpu")
     t_ll = timed(lambda: torch.inference_mode()(model.bits_per_dim)(xb))
+    bf16_matmul = matmul_gflops(dtype=torch.bfloat16)
+    bf16_conv = conv2d_gflops(dtype=torch.bfloat16)
 
     t_volume, n_volume = volume_seconds()
 
@@ -190,6 +208,23 @@ def main() -> None:
           f"cpu-small preset (read, 10 iterations, write .nii.gz): {t_volume:.1f} s (goal < 120 s).")
     print()
     print(f"Achieved / Conv2d ceiling for the medgap pass: {2 * GFLOP_PER_SLICE_PASS * n / t_ours / conv_ceiling:.2f}.")
+    print()
+    # the reference-style port's harmonisation: one fwd+inv flow pass per iteration
+    t_ref_harm = t_ref * opts.iterations
+    print(f"bf16 (the flow's conditioners in bfloat16; invertible path, log-dets and losses float32), against the "
+          f"reference-style port timed in this run. bf16 ceilings in this run: matmul {bf16_matmul:.0f}, "
+          f"Conv2d {bf16_conv:.0f} GFLOP/s (fp32: {best:.0f}, {conv_ceiling:.0f}).")
+    print()
+    print(markdown_table(["task", "reference-style port s", "medgap fp32 s", "medgap bf16 s",
+                          "port / medgap bf16", "bf16 GFLOP/s", "of bf16 Conv2d ceiling"], [
+        [f"harmonise 50 slices, {opts.iterations} iterations", f"{t_ref_harm * scale:.1f}", f"{t_harm * scale:.1f}",
+         f"{t_harm_bf16 * scale:.1f}", f"{t_ref_harm / t_harm_bf16:.2f}",
+         f"{passes * GFLOP_PER_SLICE_PASS * n / t_harm_bf16:.0f}",
+         f"{passes * GFLOP_PER_SLICE_PASS * n / t_harm_bf16 / bf16_conv:.2f}"],
+        ["training step, batch 8", f"{t_ref_step:.1f}", f"{t_step:.1f}", f"{t_step_bf16:.1f}",
+         f"{t_ref_step / t_step_bf16:.2f}", f"{step_gflop / t_step_bf16:.0f}",
+         f"{step_gflop / t_step_bf16 / bf16_conv:.2f}"],
+    ]))
 
 
 if __name__ == "__main__":

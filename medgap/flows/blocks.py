@@ -183,6 +183,10 @@ class ConvResidualNet(nn.Module):
     ``(B, in_channels, H, W) -> (B, out_channels, H, W)``.
     """
 
+    # set by medgap.training.precision.set_precision: None = float32; bfloat16 = the convolutions
+    # run under autocast and the output comes back float32 (the invertible path stays float32)
+    compute_dtype: torch.dtype | None = None
+
     def __init__(self, in_channels: int, out_channels: int, hidden: int, blocks: int,
                  batch_norm: bool = True, dropout: float = 0.0):
         super().__init__()
@@ -196,7 +200,11 @@ class ConvResidualNet(nn.Module):
         # than on NCHW here (measured, torch 2.13, 2 cores), and the coupling's channels-last spline
         # parameters then come out as a free view.
         x = x.contiguous(memory_format=torch.channels_last)
-        return self.final(self.blocks(self.initial(x)))
+        if self.compute_dtype is None:
+            return self.final(self.blocks(self.initial(x)))
+        with torch.autocast(x.device.type, dtype=self.compute_dtype):
+            out = self.final(self.blocks(self.initial(x)))
+        return out.float()
 
 
 class _RQSpline(MonotonicRQSTransform):

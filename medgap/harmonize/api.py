@@ -40,6 +40,9 @@ class Harmonizer:
         self.cfg = cfg
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.model = model.to(self.device).eval()
+        from medgap.training.precision import set_precision
+
+        set_precision(self.model, cfg.harmonize.precision, self.device)
         self.restorer = restorer.to(self.device).eval() if restorer is not None else None
         self.info = info or {}
 

@@ -26,7 +26,8 @@ _OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing model 
 
 @app.command()
 def train(
-    targets: Optional[list[Path]] = typer.Argument(None, help="Target-domain NIfTI volumes (default: bundled ICBM152)."),
+    targets: Optional[list[Path]] = typer.Argument(None, help="Target-domain volumes or a BIDS root (default: the "
+                                                              "bundled real T1 cohort, docs/harmonize.md)."),
     out: Path = typer.Option(..., "--out", help="Model folder to write."),
     mask: Optional[list[Path]] = typer.Option(None, "--mask", help="Brain mask per target (repeat, same order)."),
     preset: str = _PRESET,
@@ -34,12 +35,14 @@ def train(
     set_: Optional[list[str]] = _SET,
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (overrides train.steps)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Training seed."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (default) or bf16: the flow's "
+                                                                      "conditioners in bfloat16."),
     device: str = _DEVICE,
     fresh: bool = typer.Option(False, "--no-resume", "--fresh",
                                help="Discard checkpoints of an earlier run in OUT.checkpoints/ instead of resuming."),
     overwrite: bool = _OVERWRITE,
 ) -> None:
-    """Train the flow on target slices; resumes from OUT.checkpoints/ when present (works under torchrun)."""
+    """Train the target flow and the restoration net; resumes from OUT.checkpoints/ (works under torchrun)."""
     from medgap.harmonize.config import HarmonizeConfig
     from medgap.harmonize.train import train as train_fn
 
@@ -48,6 +51,8 @@ def train(
         overrides.append(f"train.steps={steps}")
     if seed is not None:
         overrides.append(f"train.seed={seed}")
+    if precision is not None:
+        overrides.append(f"train.precision={precision}")
     cfg = HarmonizeConfig.from_preset(preset, config, overrides).check()
     from medgap.adapters.bids import find_anat, is_bids_root
 
@@ -65,13 +70,16 @@ def apply(
                                                 "dataset, the derivatives folder."),
     method: str = typer.Option("auto", "--method",
                                help="auto (restore when the model has it, else blindharmony), restore, "
-                                    "blindharmony (the publication's optimiser), histogram, lowfreq, identity or "
-                                    "n4+histogram (N4 bias correction, then histogram matching)."),
+                                    "blindharmony (the publication's optimiser), histogram, n4+histogram (N4 bias "
+                                    "correction, then histogram matching), nyul, whitestripe, zscore, fcm "
+                                    "(intensity-normalization), lowfreq or identity."),
     mask: Optional[Path] = typer.Option(None, "--mask", help="Brain mask of the source (voxels outside stay)."),
     detail: str = typer.Option("keep", "--detail",
                                help="keep: add the model-grid change to the source at its own resolution; "
                                     "resample: return the resampled model-grid result."),
     set_: Optional[list[str]] = _SET,
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (default) or bf16 for the flow's "
+                                                                      "conditioners (blindharmony)."),
     device: str = _DEVICE,
     participant_label: Optional[list[str]] = typer.Option(None, "--participant-label",
                                                           help="BIDS: only these participants (repeatable)."),
@@ -82,7 +90,8 @@ def apply(
     from medgap.adapters.bids import harmonize_bids, is_bids_root
     from medgap.harmonize.api import Harmonizer
 
-    h = Harmonizer.load(model, device=device, overrides=tuple(set_ or ()))
+    overrides = tuple(set_ or ()) + ((f"harmonize.precision={precision}",) if precision else ())
+    h = Harmonizer.load(model, device=device, overrides=overrides)
     if is_bids_root(source):
         written = harmonize_bids(h, source, out, method=method, participants=participant_label, suffix=suffix,
                                  detail=detail, model_dir=model)

@@ -53,6 +53,9 @@ class DataConfig(MedgapConfig):
 
 class TrainConfig(MedgapConfig):
     steps: int = Field(300, ge=1)
+    # bf16: the flow's conditioner convolutions in bfloat16 (medgap.training.precision); the
+    # invertible path, log-determinants and the loss stay float32
+    precision: Literal["fp32", "bf16"] = "fp32"
     batch_size: int = Field(16, ge=1)  # global batch, split over ranks
     lr: float = Field(5e-4, gt=0)
     warmup: int = Field(20, ge=0)
@@ -76,6 +79,7 @@ class OptimizerConfig(MedgapConfig):
     mode: Literal["alternating", "autograd"] = "alternating"
     lr: float = Field(0.02, gt=0)
     batch_slices: int = Field(64, ge=1)
+    precision: Literal["fp32", "bf16"] = "fp32"  # the flow's conditioners while harmonising/scoring
 
 
 class RestoreConfig(MedgapConfig):

@@ -25,6 +25,7 @@ from medgap.modelio import check_output_folder, save_model
 from medgap.training.checkpoint import CheckpointManager
 from medgap.training.rundir import RunFolder, fingerprint_arrays, without
 from medgap.training.distributed import setup_distributed
+from medgap.training.precision import set_precision
 from medgap.training.runtime import MetricLogger, seed_everything, track
 
 __all__ = ["TrainingSet", "load_training_set", "augment", "train", "fit_statistics"]
@@ -44,6 +45,7 @@ class TrainingSet:
     stacks: list[SliceStack] = field(default_factory=list)
     wm: torch.Tensor | None = None  # (N, 1, H, W) bool white-matter labels (bundled ICBM152 only)
     heldout: dict[str, torch.Tensor] | None = None  # held-out slices for evaluation (same fields)
+    counts: list[int] = field(default_factory=list)  # training slices per source, in order
 
 
 def _icbm_default(resolution_mm: float = 1.0):
@@ -107,7 +109,7 @@ def load_training_set(cfg: HarmonizeConfig, targets: list[str | Path] | None = N
     # (a cohort with labels for only some brains has none; evaluate loads the labelled ICBM152 itself)
     return TrainingSet(slices, torch.from_numpy(np.concatenate(out["masks"])),
                        torch.from_numpy(np.concatenate(out["position"])), [n for n, *_ in items], stacks, wm,
-                       heldout)
+                       heldout, [len(v) for v in out["slices"]])
 
 
 def fit_statistics(model: SliceFlow, data: TrainingSet, threshold: float = 0.05) -> None:
@@ -208,6 +210,7 @@ def _train(cfg: HarmonizeConfig, out_dir: Path, data: TrainingSet, ctx, run: Run
     model = SliceFlow.from_config(cfg.flow, cfg.data.template_bins)
     fit_statistics(model, data, cfg.harmonize.foreground_threshold)
     model.to(ctx.device)
+    set_precision(model, cfg.train.precision, ctx.device)
     optim = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: _lr_factor(s, cfg.train))
     ckpts = CheckpointManager(run.path, keep_last=2)
@@ -256,7 +259,9 @@ def _train(cfg: HarmonizeConfig, out_dir: Path, data: TrainingSet, ctx, run: Run
         weights["restore"] = net
     if ctx.is_main:
         model.eval()
+        set_precision(model, "fp32", ctx.device)  # the reference bits/dim in float32, like `score`
         ref = _target_bpd(model, data, ctx.device)
+        summary["unlike_the_others"] = _unlike_the_others(model, data, ctx.device)
         save_model(out_dir, method=METHOD, config=cfg, weights=weights,
                    trained_on={"targets": data.sources, "slices": len(data.slices),
                                "image_size": list(cfg.flow.image_size)},
@@ -274,6 +279,36 @@ def _target_bpd(model: SliceFlow, data: TrainingSet, device, n: int = 64) -> dic
     x = data.slices[idx]
     bpd = model.bits_per_dim(x.to(device), torch.rand(x.shape, generator=g).to(device)).cpu()
     return {"mean": float(bpd.mean()), "std": float(bpd.std()) if len(bpd) > 1 else 0.0, "slices": len(bpd)}
+
+
+@torch.inference_mode()
+def _unlike_the_others(model: SliceFlow, data: TrainingSet, device, min_targets: int = 3) -> list[dict]:
+    """Targets whose slices the trained flow finds far less likely than the others' (a T2 among
+    T1s, another scanner, a failed skull strip): mean bits/dim per target more than 4 robust
+    standard deviations and 0.2 bits/dim above the median. Each is warned about and returned."""
+    import warnings
+
+    if len(data.counts) < min_targets:
+        return []
+    g = torch.Generator().manual_seed(1)
+    means, start = [], 0
+    for n in data.counts:
+        x = data.slices[start:start + n]
+        idx = torch.linspace(0, n - 1, min(n, 24)).round().long()
+        x = x[idx]
+        means.append(float(model.bits_per_dim(x.to(device), torch.rand(x.shape, generator=g).to(device)).mean()))
+        start += n
+    m = np.asarray(means)
+    med = float(np.median(m))
+    spread = 1.4826 * float(np.median(np.abs(m - med))) + 1e-3
+    out = []
+    for name, v in zip(data.sources, m):
+        if v > med + max(4 * spread, 0.2):
+            out.append({"target": name, "bits_per_dim": round(float(v), 3), "median": round(med, 3)})
+            warnings.warn(f"{name}: the trained flow finds this target much less likely than the others "
+                          f"({v:.2f} vs a median of {med:.2f} bits/dim) -- another contrast (T2 among T1s?), "
+                          f"scanner or preprocessing? Check it, or train without it.", stacklevel=2)
+    return out
 
 
 def _card(cfg: HarmonizeConfig, summary: dict) -> str:

@@ -80,8 +80,9 @@ class AutocastSequential(nn.Sequential):
 
 
 def set_precision(module: nn.Module, precision: str, device: torch.device | str) -> None:
-    """Switch every :class:`AutocastSequential` inside ``module`` to ``precision``."""
+    """Switch every :class:`AutocastSequential` (and every module declaring a ``compute_dtype``
+    attribute, such as the flows' convolutional conditioners) inside ``module`` to ``precision``."""
     dtype = compute_dtype(precision, device)
     for m in module.modules():
-        if isinstance(m, AutocastSequential):
+        if isinstance(m, AutocastSequential) or "compute_dtype" in type(m).__dict__:
             m.compute_dtype = dtype

@@ -129,3 +129,46 @@ def test_missing_cohort_names_the_setup_command(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDGAP_DATA", str(tmp_path))
     with pytest.raises(InputError, match="make setup"):
         installed_path("colin27_brain.nii.gz")
+
+
+def test_a_t2_like_target_among_t1s_is_named(tmp_path):
+    import warnings
+
+    from medgap.data.cohort import load_brain
+    from medgap.data.sample import resample_isotropic
+    from medgap.io import Volume, write_nifti
+
+    targets, masks = [], []
+    for name in ["icbm2009a", "icbm2009c", "mni152_fsl", "sri24", "t2like"]:
+        b = load_brain("icbm2009c" if name == "t2like" else name)
+        data = np.where(b.mask, 1.05 - b.t1.data, 0.0) if name == "t2like" else b.t1.data  # CSF bright, WM dark
+        vol = resample_isotropic(Volume(data.astype(np.float32), b.t1.affine), 2.0)
+        mask = resample_isotropic(Volume(b.mask.astype(np.float32), b.t1.affine), 2.0, order=0)
+        targets.append(str(write_nifti(tmp_path / f"{name}.nii.gz", vol.data, like=vol)))
+        masks.append(str(write_nifti(tmp_path / f"{name}_mask.nii.gz", mask.data, like=mask)))
+    cfg = HarmonizeConfig.from_preset("cpu-small", overrides=["train.steps=60", "restore.steps=0"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = train(cfg, tmp_path / "m", targets, masks, device="cpu", progress=False)
+    assert [u["target"] for u in summary["unlike_the_others"]] == [targets[-1]]
+    assert any("t2like.nii.gz" in str(w.message) and "less likely" in str(w.message) for w in caught)
+
+
+def test_bf16_conditioners_keep_the_flow_invertible():
+    from medgap.harmonize.model import SliceFlow
+    from medgap.training.precision import bf16_supported, set_precision
+
+    cfg = HarmonizeConfig.from_preset("cpu-small", overrides=TINY)
+    model = SliceFlow.from_config(cfg.flow, cfg.data.template_bins)
+    x = torch.rand(4, 1, 16, 16)
+    model.flow.initialize(model.dequantize(x))
+    model.eval()
+    with torch.inference_mode():
+        z32 = model.encode(x)
+        set_precision(model, "bf16", "cpu")
+        z16 = model.encode(x)
+        back = model.decode(z16)
+    assert z16.dtype == torch.float32
+    assert float((back - x).abs().max()) < 1e-4  # the invertible path is float32 either way
+    if bf16_supported("cpu"):
+        assert not torch.equal(z16, z32)  # the conditioners really ran in bfloat16
