@@ -285,7 +285,7 @@ def _target_bpd(model: SliceFlow, data: TrainingSet, device, n: int = 64) -> dic
 def _unlike_the_others(model: SliceFlow, data: TrainingSet, device, min_targets: int = 3) -> list[dict]:
     """Targets whose slices the trained flow finds far less likely than the others' (a T2 among
     T1s, another scanner, a failed skull strip): mean bits/dim per target more than 4 robust
-    standard deviations and 0.2 bits/dim above the median. Each is warned about and returned."""
+    standard deviations and 0.1 bits/dim above the median. Each is warned about and returned."""
     import warnings
 
     if len(data.counts) < min_targets:
@@ -303,7 +303,7 @@ def _unlike_the_others(model: SliceFlow, data: TrainingSet, device, min_targets:
     spread = 1.4826 * float(np.median(np.abs(m - med))) + 1e-3
     out = []
     for name, v in zip(data.sources, m):
-        if v > med + max(4 * spread, 0.2):
+        if v > med + max(4 * spread, 0.1):
             out.append({"target": name, "bits_per_dim": round(float(v), 3), "median": round(med, 3)})
             warnings.warn(f"{name}: the trained flow finds this target much less likely than the others "
                           f"({v:.2f} vs a median of {med:.2f} bits/dim) -- another contrast (T2 among T1s?), "
