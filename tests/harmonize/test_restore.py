@@ -9,7 +9,7 @@ import torch
 from medgap.errors import InputError
 from medgap.harmonize.api import Harmonizer
 from medgap.harmonize.config import HarmonizeConfig
-from medgap.harmonize.restore import fit_source_curve, random_scanner_change, restore_slices
+from medgap.harmonize.restore import random_scanner_change
 from medgap.harmonize.simulate import simulate
 from medgap.harmonize.train import train
 
@@ -36,16 +36,6 @@ def test_random_scanner_change_keeps_background_and_range_and_is_seeded():
     near = torch.nn.functional.max_pool2d((x > 0.05).float(), 11, stride=1, padding=5) > 0
     assert float(y1[~near].abs().max()) == 0.0
     assert float((y1 - x).abs().mean()) > 0.01
-
-
-def test_fit_source_curve_recovers_a_non_monotone_intensity_map():
-    x = _slices(4)
-    fg = x > 0.05
-    curve = lambda v: torch.where(v < 0.6, v * 1.5, 0.9 - (v - 0.6))  # up, then down (not monotone)
-    estimate = torch.where(fg, curve(x), x)
-    fitted = fit_source_curve(x, estimate)
-    assert float((fitted - estimate)[fg].abs().mean()) < 0.01
-    assert torch.equal(fitted[~fg], x[~fg])
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +162,36 @@ def test_bf16_conditioners_keep_the_flow_invertible():
     assert float((back - x).abs().max()) < 1e-4  # the invertible path is float32 either way
     if bf16_supported("cpu"):
         assert not torch.equal(z16, z32)  # the conditioners really ran in bfloat16
+
+
+class _ConstantCorrection(torch.nn.Module):
+    """A stand-in net whose correction is +c everywhere (so its size is known exactly)."""
+
+    def __init__(self, c: float):
+        super().__init__()
+        self.c = torch.nn.Parameter(torch.tensor(c))
+
+    def forward(self, x):
+        return torch.full_like(x, float(self.c))
+
+
+@pytest.mark.parametrize("c, expected_w", [(0.01, 0.0), (0.03, 0.5), (0.1, 1.0)])
+def test_gate_opens_with_the_size_of_the_correction(c, expected_w):
+    from medgap.harmonize.restore import gated_restore
+
+    x = _slices(2) * 0.8  # room below 1 so the +c correction is not clipped
+    out, w = gated_restore(_ConstantCorrection(c), x, r0=0.01, gate_low=2.0, gate_high=4.0)
+    assert w == pytest.approx(expected_w, abs=1e-4)
+    fg = x > 0.05
+    assert torch.allclose(out[fg], x[fg] + w * c, atol=1e-5) and torch.equal(out[~fg], x[~fg])
+
+
+def test_match_own_histogram_keeps_ranks_and_takes_the_clean_values():
+    from medgap.harmonize.restore import match_own_histogram
+
+    clean = _slices(2)
+    changed = random_scanner_change(clean, torch.Generator().manual_seed(0), contrast_p=0, bias_p=0,
+                                    resolution_p=0, noise_p=0)  # a random gamma only: monotone
+    matched = match_own_histogram(changed, clean)
+    fg = clean > 0.05
+    assert float((matched - clean)[fg].abs().max()) < 0.02  # a monotone change is undone
