@@ -209,7 +209,8 @@ def train_restoration(slices: Tensor, cfg, augment_cfg, seed: int = 0, device: s
         if cfg.sharpen > 0:
             clean = random_sharpen(clean, g, cfg.sharpen)
         source = random_scanner_change(clean, g, bias_strength=cfg.bias_strength, max_noise=cfg.max_noise)
-        source = match_own_histogram(source, clean)
+        if cfg.standardize_inputs:
+            source = match_own_histogram(source, clean)
         clean, source = clean.to(device), source.to(device)
         fg = (clean > 0.05) | (source > 0.05)
         pred = source + net(source)
