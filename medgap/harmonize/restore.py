@@ -71,7 +71,8 @@ def random_scanner_change(x: Tensor, generator: torch.Generator, threshold: floa
     ``contrast_p``, a random intensity curve (:func:`_random_curve`); with ``bias_p`` a
     multiplicative field ``exp(s f)``, ``s ~ U(0, bias_strength)``, f smooth on a 3..5
     grid; with ``resolution_p`` a down/up-sampling by 1.3..2.5; with ``noise_p`` Rician
-    noise of sd up to ``max_noise``. Then min-max to [0, 1]; background stays 0.
+    noise of sd up to ``max_noise``. Then min-max to [0, 1]; background away from the head stays 0
+    (lower resolution blurs the edge by a few pixels, as it would in a scan).
     """
     b, _, h, w = x.shape
     fg = x > threshold
