@@ -6,7 +6,9 @@ medgap.data.cohort). Colin 27, a real single subject never used for training or 
 is the test: its slices in the target look, each randomly rotated/scaled/shifted, are
 pushed into simulated source domains (the publication's gamma/exp/log; a bias field,
 white matter darker than grey matter, half resolution + noise; two combinations), and
-every method's result is compared with the untouched slice (PSNR and SSIM in the brain).
+every method's result is compared with the untouched slice (PSNR and SSIM in the brain, and
+the Dice of a white-matter segmenter trained on the labelled target, on the result against
+the untouched slice). Slice-to-slice consistency is measured on the whole held-out volume.
 
 Columns: the source unchanged; the baselines users try first (histogram matching, N4 +
 histogram matching, and intensity-normalization's Nyul, WhiteStripe, z-score and FCM);
@@ -30,9 +32,12 @@ from machine import markdown_table
 
 from medgap.harmonize.api import Harmonizer
 from medgap.harmonize.config import HarmonizeConfig
-from medgap.harmonize.evaluate import compare_methods, heldout_subject_slices
+from medgap.harmonize.evaluate import (compare_methods, heldout_subject_slices, slice_flicker,
+                                       train_wm_segmenter)
 from medgap.harmonize.simulate import COMBINED_DOMAINS, DOMAINS, HARD_DOMAINS
-from medgap.harmonize.train import train
+from medgap.harmonize.train import load_training_set, train
+
+FLICKER_DOMAINS = ["gamma1.3", "wm_dark", "lowres_noise"]
 
 BASELINES = ["identity", "histogram", "n4+histogram", "nyul", "whitestripe", "zscore", "fcm"]
 
@@ -52,13 +57,31 @@ def run_seed(seed: int, tmp: Path, steps: int, every: int, domains: list[str]) -
                     "blindharmony alpha=0": ("blindharmony", no_flow),
                     "restore: network only": ("restore", net_only),
                     "restore (default)": ("restore", None)})
-    res = {"validation": compare_methods(h, truth, brain, position, domains, methods, seed=seed + 1)}
+    # a white-matter segmenter trained on the labelled target (ICBM152): Dice of its WM on the result
+    # against its WM on the untouched slice
+    seg = train_wm_segmenter(load_training_set(cfg.replace(data={"cohort": "icbm152", "holdout_every": 4})), 200,
+                             seed=seed)
+    res = {"validation": compare_methods(h, truth, brain, position, domains, methods, seed=seed + 1,
+                                         segmenter=seg)}
     from medgap.data.cohort import load_test_slices
     from medgap.harmonize.evaluate import perturb
 
     test, test_brain, test_pos, _ = load_test_slices(cfg.flow.image_size)
     test, test_brain = perturb(test, test_brain, seed=seed + 1)
-    res["test"] = compare_methods(h, test, test_brain, test_pos, domains, methods, seed=seed + 1, separate=True)
+    res["test"] = compare_methods(h, test, test_brain, test_pos, domains, methods, seed=seed + 1, separate=True,
+                                  segmenter=seg)
+    # slice-to-slice consistency on consecutive, unperturbed slices of the held-out volume
+    from medgap.data.cohort import load_brain as _load
+    from medgap.harmonize.data import prepare_volume
+
+    colin_brain = _load("colin27")
+    st = prepare_volume(colin_brain.t1.data, colin_brain.t1.affine, tuple(cfg.flow.image_size),
+                        mask=colin_brain.mask, min_foreground=0.05)
+    import torch
+
+    res["flicker"] = {d: slice_flicker(h, torch.from_numpy(st.slices), torch.from_numpy(st.masks),
+                                       torch.from_numpy(st.position), d, methods, seed=seed + 1)
+                      for d in FLICKER_DOMAINS}
     # a whole real 1 mm volume through the file API with the default method
     from medgap.data.cohort import load_brain
     from medgap.io import write_nifti
@@ -90,6 +113,8 @@ def report(title: str, runs: list[dict], domains: list[str]) -> None:
                                        for c in cols])
     rows.append(["SSIM in brain, mean (all)"] + [_cell([np.mean([r[d][c]["ssim_brain"] for d in domains])
                                                         for r in runs]) for c in cols])
+    rows.append(["WM Dice vs the untouched slice, mean (all)"] + [
+        _cell([np.mean([r[d][c]["wm_dice"] for d in domains]) for r in runs]) for c in cols])
     rows.append(["seconds, all domains"] + [f"{np.mean([r['seconds'][c] for r in runs]):.1f}" for c in cols])
     print()
     print(f"{title}. PSNR in the brain (dB), mean +- sd over training seeds:")
@@ -128,6 +153,14 @@ def main() -> None:
                         ("validation", f"VALIDATION: Colin 27 (held out of training; the method's choices were "
                                        f"compared on it), {runs[0]['test_slices']} slices per domain")):
         report(title, [r[part] for r in runs], domains)
+    cols = list(runs[0]["flicker"][FLICKER_DOMAINS[0]])
+    print()
+    print("Slice-to-slice consistency on the whole held-out volume (Colin 27, consecutive unperturbed slices): mean "
+          "absolute change of the per-slice mean error in the brain from one slice to the next, x 1000 (lower = "
+          "less flicker), mean +- sd over seeds:")
+    print()
+    print(markdown_table(["change"] + cols, [[d] + [_cell([r["flicker"][d][c] for r in runs]) for c in cols]
+                                             for d in FLICKER_DOMAINS]))
     if args.json:
         args.json.write_text(json.dumps(runs, indent=1, default=float))
 

@@ -35,6 +35,9 @@ def main(out: str) -> None:
     if ctx.is_main:
         params = {f"p{i}": p.detach().numpy() for i, p in enumerate(model.parameters())}
         atomic_save_npz(out, world_size=np.array(ctx.world_size), **params)
+    # free the DDP wrapper (its reducer holds gloo work) before the process group goes, as the
+    # trainers do by returning from their loop first; else a rank can abort at exit
+    del model, opt, loss
     ctx.close()
 
 

@@ -32,7 +32,8 @@ from medgap.metrics import dice, iou, psnr, ssim
 from medgap.report.figures import plt, save_figure
 from medgap.training.runtime import track
 
-__all__ = ["evaluate", "train_wm_segmenter", "perturb", "heldout_subject_slices", "compare_methods"]
+__all__ = ["evaluate", "train_wm_segmenter", "perturb", "heldout_subject_slices", "compare_methods",
+           "slice_flicker"]
 
 
 def perturb(x: torch.Tensor, *others: torch.Tensor, seed: int = 1, degrees: float = 8.0, scale: float = 0.08,
@@ -86,7 +87,7 @@ def heldout_subject_slices(image_size: tuple[int, int], every: int = 2, seed: in
 
 def compare_methods(h: Harmonizer, truth: torch.Tensor, brain: torch.Tensor, position: torch.Tensor,
                     domains: list[str], methods: dict[str, tuple[str, Harmonizer | None]], seed: int = 1,
-                    separate: bool = False) -> dict:
+                    separate: bool = False, segmenter=None) -> dict:
     """PSNR/SSIM in the brain of each method on each simulated domain of ``truth``.
 
     ``methods``: column name -> (method, harmonizer or None for ``h``), so one column can be
@@ -97,6 +98,7 @@ def compare_methods(h: Harmonizer, truth: torch.Tensor, brain: torch.Tensor, pos
 
     out: dict = {}
     seconds = {c: 0.0 for c in methods}
+    wm_truth = _segment(segmenter, truth) if segmenter is not None else None
     for d_i, domain in enumerate(domains):
         xs = simulate(truth, domain, seed=seed + d_i)
         per = {}
@@ -111,8 +113,27 @@ def compare_methods(h: Harmonizer, truth: torch.Tensor, brain: torch.Tensor, pos
             per[col] = {"psnr_brain": float(np.mean([psnr(a, b, mask=m) for a, b, m in
                                                      zip(xh[:, 0], truth[:, 0], brain[:, 0])])),
                         "ssim_brain": ssim(xh[:, 0], truth[:, 0], mask=brain[:, 0], stack=True)}
+            if segmenter is not None:
+                per[col]["wm_dice"] = dice(_segment(segmenter, xh), wm_truth)
         out[domain] = per
     out["seconds"] = seconds
+    return out
+
+
+def slice_flicker(h: Harmonizer, truth: torch.Tensor, brain: torch.Tensor, position: torch.Tensor, domain: str,
+                  methods: dict[str, tuple[str, Harmonizer | None]], seed: int = 1) -> dict[str, float]:
+    """Slice-to-slice consistency of each method on consecutive slices of one volume: the mean
+    absolute change, from one slice to the next, of the slice's mean error in the brain (x 1000;
+    0 for an error that is constant along z). ``truth`` must be unperturbed consecutive slices."""
+    from medgap.harmonize.simulate import simulate
+
+    xs = simulate(truth, domain, seed=seed)
+    m = brain[:, 0].float()
+    out = {}
+    for col, (method, other) in methods.items():
+        xh = (other or h).harmonize_slices(xs, position, method)
+        err = ((xh - truth)[:, 0] * m).sum(dim=(1, 2)) / m.sum(dim=(1, 2)).clamp_min(1)
+        out[col] = float(err.diff().abs().mean()) * 1000
     return out
 
 

@@ -195,3 +195,17 @@ def test_match_own_histogram_keeps_ranks_and_takes_the_clean_values():
     matched = match_own_histogram(changed, clean)
     fg = clean > 0.05
     assert float((matched - clean)[fg].abs().max()) < 0.02  # a monotone change is undone
+
+
+def test_slice_flicker_is_zero_for_a_constant_error_and_positive_otherwise(restore_model):
+    from medgap.harmonize.evaluate import slice_flicker
+
+    out, _ = restore_model
+    h = Harmonizer.load(out, device="cpu")
+    truth = _slices(1, size=(64, 80)).repeat(6, 1, 1, 1)
+    brain = truth > 0.05
+    pos = torch.linspace(0.3, 0.7, 6)
+    flicker = slice_flicker(h, truth, brain, pos, "gamma1.3", {"identity": ("identity", None),
+                                                              "restore": ("restore", None)})
+    assert flicker["identity"] < 1e-3  # the same slice six times: the same error on every slice
+    assert np.isfinite(flicker["restore"]) and flicker["restore"] >= 0
