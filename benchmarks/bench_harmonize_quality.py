@@ -71,17 +71,8 @@ def run_seed(seed: int, tmp: Path, steps: int, every: int, domains: list[str]) -
     res["test"] = compare_methods(h, test, test_brain, test_pos, domains, methods, seed=seed + 1, separate=True,
                                   segmenter=seg)
     # slice-to-slice consistency on consecutive, unperturbed slices of the held-out volume
-    from medgap.data.cohort import load_brain as _load
-    from medgap.harmonize.data import prepare_volume
-
-    colin_brain = _load("colin27")
-    st = prepare_volume(colin_brain.t1.data, colin_brain.t1.affine, tuple(cfg.flow.image_size),
-                        mask=colin_brain.mask, min_foreground=0.05)
-    import torch
-
-    res["flicker"] = {d: slice_flicker(h, torch.from_numpy(st.slices), torch.from_numpy(st.masks),
-                                       torch.from_numpy(st.position), d, methods, seed=seed + 1)
-                      for d in FLICKER_DOMAINS}
+    volume_slices = heldout_subject_slices(cfg.flow.image_size, every=1, seed=None)
+    res["flicker"] = {d: slice_flicker(h, *volume_slices, d, methods, seed=seed + 1) for d in FLICKER_DOMAINS}
     # a whole real 1 mm volume through the file API with the default method
     from medgap.data.cohort import load_brain
     from medgap.io import write_nifti

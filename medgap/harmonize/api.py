@@ -45,6 +45,7 @@ class Harmonizer:
         set_precision(self.model, cfg.harmonize.precision, self.device)
         self.restorer = restorer.to(self.device).eval() if restorer is not None else None
         self.info = info or {}
+        self.last_gate: float | None = None  # the restore gate's weight for the last volume
 
     @property
     def default_method(self) -> str:

@@ -72,16 +72,20 @@ def train_wm_segmenter(data: TrainingSet, steps: int = 300, seed: int = 0, progr
     return net.eval()
 
 
-def heldout_subject_slices(image_size: tuple[int, int], every: int = 2, seed: int = 1, name: str = "colin27"):
+def heldout_subject_slices(image_size: tuple[int, int], every: int = 2, seed: int | None = 1,
+                           name: str = "colin27"):
     """Slices of a held-out real subject of the cohort (medgap.data.cohort, in the target look),
-    every ``every``-th one, each randomly rotated/scaled/shifted: (truth, brain mask, position)."""
+    every ``every``-th one, each randomly rotated/scaled/shifted (``seed=None``: consecutive,
+    unperturbed slices of the volume): (truth, brain mask, position)."""
     from medgap.data.cohort import load_brain
     from medgap.harmonize.data import prepare_volume
 
     b = load_brain(name)
     st = prepare_volume(b.t1.data, b.t1.affine, tuple(image_size), mask=b.mask, min_foreground=0.05)
     sel = slice(None, None, every)
-    truth, brain = perturb(torch.from_numpy(st.slices[sel]), torch.from_numpy(st.masks[sel]), seed=seed)
+    truth, brain = torch.from_numpy(st.slices[sel]), torch.from_numpy(st.masks[sel])
+    if seed is not None:
+        truth, brain = perturb(truth, brain, seed=seed)
     return truth, brain, torch.from_numpy(st.position[sel])
 
 
