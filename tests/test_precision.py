@@ -72,3 +72,14 @@ def test_bf16_without_native_support_warns(monkeypatch):
     monkeypatch.setattr(precision, "bf16_supported", lambda device: False)
     with pytest.warns(UserWarning, match="slower than fp32"):
         assert compute_dtype("bf16", "cpu") == torch.bfloat16
+
+
+def test_auto_precision_is_bf16_only_where_native():
+    import warnings
+
+    from medgap.training.precision import bf16_supported, compute_dtype
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # auto never warns about emulated bf16
+        got = compute_dtype("auto", "cpu")
+    assert got == (torch.bfloat16 if bf16_supported("cpu") else None)

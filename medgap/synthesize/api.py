@@ -43,6 +43,7 @@ class Synthesizer:
     spacing_mm: float
     label_names: list[str]
     device: torch.device = torch.device("cpu")
+    latent_prior: dict[str, torch.Tensor] | None = None  # mean/std of z; None: N(0, I)
 
     @property
     def arch(self) -> Architecture:
@@ -63,9 +64,16 @@ class Synthesizer:
                 load_weights_into(getattr(model, name), saved.weights[name], Path(folder) / f"{name}.safetensors")
             elif name != "discriminator":
                 raise ModelFolderError(folder, f"{name}.safetensors is missing")
+        prior = None
+        if extras.get("latent_prior", "normal") == "encoded":
+            prior = saved.weights.get("latent_prior")
+            shape = (arch.latent_dim,)
+            if prior is None or any(tuple(prior.get(k, torch.empty(0)).shape) != shape for k in ("mean", "std")):
+                raise ModelFolderError(folder, f"latent_prior.safetensors is missing or lacks mean/std of shape {shape}")
+            prior = {k: prior[k].float() for k in ("mean", "std")}
         dev = resolve_device(device)
         return cls(model.to(dev).eval(), cfg, float(extras.get("spacing_mm", 1.0)), list(extras.get("label_names", [])),
-                   dev)
+                   dev, prior)
 
     # ------------------------------------------------------------------ sampling
     def _labels(self, label: int | None, n: int) -> torch.Tensor | None:
@@ -88,12 +96,18 @@ class Synthesizer:
         return out[:, 0].numpy()
 
     def sample(self, n: int, seed: int = 0, label: int | None = None, max_memory_gb: float | None = None) -> np.ndarray:
-        """n new volumes (n, S, S, S) in [-1, 1]."""
+        """n new volumes (n, S, S, S) in [-1, 1] from the model's latent prior."""
         if n < 1:
             raise InputError(None, f"--n must be >= 1, got {n}")
         labels = self._labels(label, n)
+        return self.generate(self.sample_latents(n, seed), labels, max_memory_gb)
+
+    def sample_latents(self, n: int, seed: int = 0) -> torch.Tensor:
+        """(n, latent_dim) codes: N(0, I), or the Gaussian fitted to training codes (``latent_prior="encoded"``)."""
         z = torch.randn(n, self.arch.latent_dim, generator=torch.Generator().manual_seed(seed))
-        return self.generate(z, labels, max_memory_gb)
+        if self.latent_prior is not None:
+            z = self.latent_prior["mean"] + self.latent_prior["std"] * z
+        return z
 
     def affine(self, center_mm: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
         return cube_affine(self.arch.size, self.spacing_mm, center_mm)

@@ -44,7 +44,7 @@ def train(
     modality: Optional[str] = typer.Option(None, "--modality", help="ct (HU window) or mr (percentile clip)."),
     labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated class per input file (conditional)."),
     device: str = typer.Option("auto", "--device"),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (default) or bf16 mixed precision."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, bf16 mixed precision, or auto (bf16 where native)."),
     seed: int = typer.Option(0, "--seed"),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop (with a checkpoint) after this long."),
     no_resume: bool = typer.Option(False, "--no-resume", help="Discard checkpoints of an earlier run and start over."),

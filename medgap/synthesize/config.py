@@ -22,9 +22,14 @@ class SynthesizeConfig(MedgapConfig):
     (percentile clip ``mr_percentiles`` -> [-1, 1]); ``spacing_mm`` isotropic
     resampling target (None: the finest spacing of each volume); ``augment``.
     Optimisation: Adam(``beta1``, ``beta2``), ``lr_g`` (G and both encoders),
-    ``lr_d``; ``batch_size`` is the global batch (split over DDP ranks); ``precision`` ``bf16``
+    ``lr_d``; ``recon_weight`` > 0 lets G learn from the E^G reconstruction loss as well (the
+    publication freezes G there: ``paper`` sets 0; see docs/synthesize.md for why cpu-small does
+    not); ``latent_prior`` ``normal`` samples z ~ N(0, I) (the publication), ``encoded`` from a
+    diagonal Gaussian fitted to E^G's codes of augmented training volumes when the model is
+    saved; ``batch_size`` is the global batch (split over DDP ranks); ``precision`` ``bf16``
     trains with bfloat16 mixed precision (convolutions in bfloat16, weights, optimiser and losses in
-    float32; :mod:`medgap.training.precision`), ``fp32`` all in float32.
+    float32; :mod:`medgap.training.precision`), ``fp32`` all in float32, ``auto`` (cpu-small) bf16 where
+    the device has native bfloat16 products, else fp32.
     """
 
     size: int = 64
@@ -41,19 +46,22 @@ class SynthesizeConfig(MedgapConfig):
 
     iterations: int = Field(600, ge=1)
     batch_size: int = Field(4, ge=1)
-    lr_g: float = Field(1e-4, gt=0)
+    lr_g: float = Field(4e-4, gt=0)
     lr_d: float = Field(4e-4, gt=0)
     beta1: float = Field(0.0, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     keep_last: int = Field(2, ge=1)
-    precision: Precision = "fp32"
+    precision: Precision = "auto"
+    recon_weight: float = Field(1.0, ge=0)
+    latent_prior: Literal["normal", "encoded"] = "encoded"
 
     presets: ClassVar[dict[str, dict]] = {
         "cpu-small": {},
         "paper": {"size": 256, "width": 1.0, "latent_dim": 1024, "iterations": 80000, "batch_size": 4,
-                  "checkpoint_every": 1000},
+                  "checkpoint_every": 1000, "lr_g": 1e-4, "precision": "fp32", "recon_weight": 0.0,
+                  "latent_prior": "normal"},
     }
 
     @field_validator("size")

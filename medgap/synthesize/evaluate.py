@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from scipy.ndimage import binary_erosion
 
 from medgap.errors import InputError
 from medgap.io import atomic_write_text, output_folder
@@ -25,7 +26,7 @@ from medgap.metrics import frechet_distance, mmd2_unbiased
 from medgap.metrics.features import VolumeFeatureExtractor
 from medgap.report.figures import plt, save_figure
 
-__all__ = ["ms_ssim_diversity", "distribution_scores", "save_montage", "evaluate_model"]
+__all__ = ["ms_ssim_diversity", "distribution_scores", "save_montage", "evaluate_model", "anatomy_scores"]
 
 _MS_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
@@ -115,3 +116,58 @@ def feature_scores_over(real: np.ndarray, fakes: Sequence[np.ndarray]) -> list[d
     """distribution_scores for several generated sets with one extractor (same features for all)."""
     ex = VolumeFeatureExtractor()
     return [distribution_scores(real, f, ex) for f in fakes]
+
+
+def _foreground_box(volume: np.ndarray, side: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Crop a volume in [-1, 1] to its foreground box and resize it to ``side``^3.
+
+    Foreground: voxels above ``fraction`` of the 99th percentile of the [0, 1]-rescaled
+    intensities. Returns (resized crop in [0, 1], its foreground mask by the same rule).
+    """
+    v = (np.asarray(volume, dtype=np.float32) + 1.0) / 2.0
+    threshold = fraction * float(np.percentile(v, 99))
+    mask = v > threshold
+    if not mask.any():
+        crop = v
+    else:
+        lo = [int(np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))).min()) for ax in range(3)]
+        hi = [int(np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))).max()) + 1 for ax in range(3)]
+        crop = v[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    t = torch.from_numpy(np.ascontiguousarray(crop))[None, None]
+    resized = torch.nn.functional.interpolate(t, size=(side,) * 3, mode="trilinear", align_corners=False)[0, 0].numpy()
+    return resized, resized > threshold
+
+
+def anatomy_scores(generated: np.ndarray, training: np.ndarray, side: int = 48, fraction: float = 0.1) -> dict:
+    """Does each generated volume look like the training anatomy? (N, S, S, S) vs (M, S, S, S) in [-1, 1].
+
+    Both are cropped to their foreground box (voxels above ``fraction`` of the 99th
+    percentile) and resized to ``side``^3, so position and scale do not count, only shape and
+    contrast. Per generated volume, against the nearest training volume (highest r): Pearson
+    ``r`` over the box, ``dice`` of the two foreground masks, and ``interior_r``, Pearson r
+    over the voxels inside both masks (eroded by 3 voxels, off the outline's edge) only -- the contrast within the head (ventricles,
+    grey/white matter), which a uniform blob of the right outline does not have (r ~ 0).
+    Returns the means and the per-volume lists.
+    """
+    train_boxes = [_foreground_box(v, side, fraction) for v in training]
+    per_volume = []
+    for vol in generated:
+        box, mask = _foreground_box(vol, side, fraction)
+        best = None
+        for tbox, tmask in train_boxes:
+            r = _pearson(box, tbox)
+            if best is None or r > best[0]:
+                both = np.logical_and(mask, tmask)
+                dice = float(2.0 * both.sum() / max(1, mask.sum() + tmask.sum()))
+                inside = binary_erosion(both, iterations=3)  # off the outline's partial-volume ramp
+                best = (r, dice, _pearson(box[inside], tbox[inside]))
+        per_volume.append(best)
+    rs, dices, interiors = (list(v) for v in zip(*per_volume))
+    return {"r": float(np.mean(rs)), "dice": float(np.mean(dices)), "interior_r": float(np.mean(interiors)),
+            "r_each": rs, "dice_each": dices, "interior_r_each": interiors}
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if a.size < 2 or a.std() == 0 or b.std() == 0:
+        return 0.0
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])

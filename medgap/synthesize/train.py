@@ -9,10 +9,15 @@ Per iteration, with a global batch x (B, 1, S, S, S) in [-1, 1]:
 * D step: non-saturating BCE, real -> 1, fake -> 0 (fake detached);
 * G step: BCE(D(fake), 1) on the same generated batch, D frozen;
 * E^H step (G frozen): L1(G^H(E^H(x_slab)), x_slab);
-* E^G step (G, E^H frozen): z' = E^G(E^H(x) slab-wise); 0.5 * (L1 on the slab + L1 on
-  the low-res volume) through G;
-* Adam(beta1, beta2) = (0, 0.999); lr 1e-4 for G and the encoders, 4e-4 for D;
-* ``precision="bf16"``: all four steps under bfloat16 autocast (weights, optimiser, losses float32).
+* E^G step (E^H frozen): z' = E^G(E^H(x) slab-wise); 0.5 * (L1 on the slab + L1 on
+  the low-res volume) through G. The publication freezes G here (``recon_weight=0``,
+  the ``paper`` preset); with ``recon_weight`` > 0 (cpu-small) G takes an Adam step on
+  ``recon_weight`` x this loss as well, so it learns the training anatomy by decoding
+  real volumes' codes instead of only from D's verdicts (measured: bench_synthesize_anatomy);
+* Adam(beta1, beta2) = (0, 0.999); lr_g for G and the encoders (paper 1e-4, cpu-small 4e-4),
+  lr_d 4e-4 for D;
+* ``precision="bf16"`` (cpu-small's ``auto`` where the device supports it): all four steps under bfloat16 autocast (weights,
+  optimiser, losses float32).
 
 Conditional models (``conditional=True``) concatenate a one-hot label to z and add
 auxiliary-classifier cross-entropy terms (real labels in the D step, sampled labels in
@@ -45,7 +50,7 @@ from medgap.training.precision import autocast
 from medgap.training.rundir import RunFolder, fingerprint_arrays, without
 from medgap.training.runtime import MetricLogger, seed_everything, track
 
-__all__ = ["TrainResult", "train", "default_work_dir", "save_hagan", "HAGANStep"]
+__all__ = ["TrainResult", "train", "default_work_dir", "save_hagan", "HAGANStep", "encoded_prior"]
 
 METHOD = "synthesize"
 
@@ -91,6 +96,7 @@ class HAGANStep:
         self.EH = wrap(model.encoder_high)
         self.EG = wrap(model.encoder_global)
         self.precision = cfg.precision
+        self.recon_weight = cfg.recon_weight
         betas = (cfg.beta1, cfg.beta2)
         self.opt = {
             "g": torch.optim.Adam(model.generator.parameters(), lr=cfg.lr_g, betas=betas),
@@ -154,18 +160,43 @@ class HAGANStep:
             loss_eh.backward()
             self.opt["eh"].step()
 
-        # ---- E^G step (G and E^H frozen)
+        # ---- E^G step (E^H frozen; G frozen too unless recon_weight > 0)
         with self.phase("eg"):
             with torch.no_grad():
                 feats = m.encode_features(x)
-            rec_slab, rec_low = m.generator(self.EG(feats), k // 4, y_real)
+            decode = self.recon_weight > 0
+            _frozen(m.generator, not decode)
+            rec_slab, rec_low = (self.G if decode else m.generator)(self.EG(feats), k // 4, y_real)
             loss_eg = 0.5 * (F.l1_loss(rec_slab, x_slab) + F.l1_loss(rec_low, x_low))
             self.opt["eg"].zero_grad(set_to_none=True)
+            self.opt["g"].zero_grad(set_to_none=True)
             loss_eg.backward()
             self.opt["eg"].step()
+            if decode:  # G learns to decode E^G's codes of real volumes: an anatomy signal from step one
+                for p in m.generator.parameters():
+                    if p.grad is not None:
+                        p.grad.mul_(self.recon_weight)
+                self.opt["g"].step()
             _frozen(m.generator, False)
         return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "loss_eh": loss_eh.item(), "loss_eg": loss_eg.item(),
                 "d_real": torch.sigmoid(real_logit).mean().item(), "d_fake": torch.sigmoid(fake_logit).mean().item()}
+
+
+@torch.no_grad()
+def encoded_prior(model: HAGAN, data: TrainingSet, augment: Augment | None, n: int = 32) -> dict[str, torch.Tensor]:
+    """Mean and per-dimension sd of E^G's codes of ``n`` (augmented) training volumes.
+
+    Sampling from N(mean, diag(sd^2)) instead of N(0, I) draws codes where G was taught to
+    decode real volumes (cpu-small's ``latent_prior="encoded"``; measured in
+    bench_synthesize_anatomy). Conditional models: one prior over all classes' codes.
+    """
+    device = next(model.parameters()).device
+    codes = []
+    for i in range(n):
+        x = data.batch([i % len(data)], augment).to(device)
+        codes.append(model.encode(x)[0].float().cpu())
+    z = torch.stack(codes)
+    return {"mean": z.mean(0).contiguous(), "std": z.std(0).contiguous()}
 
 
 def save_hagan(folder: Path, model: HAGAN, cfg: SynthesizeConfig, data: TrainingSet, steps: int, seconds: float,
@@ -181,6 +212,9 @@ def save_hagan(folder: Path, model: HAGAN, cfg: SynthesizeConfig, data: Training
             "Encode: `medgap synthesize encode THIS_FOLDER volume.nii.gz --out z.npy`\n")
     weights = {"generator": model.generator, "encoder_high": model.encoder_high,
                "encoder_global": model.encoder_global, "discriminator": model.discriminator}
+    extras["latent_prior"] = cfg.latent_prior
+    if cfg.latent_prior == "encoded":
+        weights["latent_prior"] = encoded_prior(model, data, Augment(cfg.size, seed=12345) if cfg.augment else None)
     return save_model(folder, method=METHOD, config=cfg, weights=weights, trained_on=data.describe(),
                       card=card, extras=extras, overwrite=overwrite)
 

@@ -4,7 +4,8 @@
 (parameters, gradients and optimiser state stay float32; no loss scaling is needed for bfloat16).
 On CPUs with AVX512-BF16 oneDNN ran Conv3d ~3x and the cINN's Linear products 1.5-6x faster than
 in float32 here (docs/benchmarks.md); on Ampere-or-newer GPUs it is the usual mixed-precision mode.
-``"fp32"`` computes everything in float32.
+``"fp32"`` computes everything in float32. ``"auto"`` is bf16 on a device with native bfloat16
+products and fp32 elsewhere (no emulated, slower bf16 on an older laptop).
 
 Invertible networks keep their data path in float32 -- a bfloat16 round trip would be exact only
 to ~3 digits -- so only their conditioner subnets (and the GAN discriminators) opt in, as
@@ -26,8 +27,8 @@ from medgap.errors import ConfigError
 __all__ = ["Precision", "PRECISIONS", "bf16_supported", "compute_dtype", "autocast", "AutocastSequential",
            "set_precision"]
 
-Precision = Literal["fp32", "bf16"]
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+Precision = Literal["fp32", "bf16", "auto"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "auto")
 
 
 def bf16_supported(device: torch.device | str) -> bool:
@@ -48,6 +49,8 @@ def compute_dtype(precision: str, device: torch.device | str) -> torch.dtype | N
         raise ConfigError("precision", f"must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     if precision == "fp32":
         return None
+    if precision == "auto":
+        return torch.bfloat16 if bf16_supported(device) else None
     if not bf16_supported(device):
         warnings.warn(f"precision bf16: {torch.device(device).type} has no native bfloat16 products "
                       "(CPU: AVX512-BF16/AMX); this run will be slower than fp32", stacklevel=2)

@@ -40,3 +40,28 @@ def test_evaluate_needs_two_real_volumes():
 
     with pytest.raises(InputError, match="at least 2 real"):
         evaluate_model(None, _blobs(1, 0, 0.0), "unused")
+
+
+def _head(seed: int, contrast: bool) -> np.ndarray:
+    """An ellipsoid 'head' with (or without) a dark 'ventricle' and a brighter 'white matter' core."""
+    g = np.linspace(-1, 1, 32)
+    x, y, z = np.meshgrid(g, g, g, indexing="ij")
+    rng = np.random.default_rng(seed)
+    vol = np.where((x / 0.8) ** 2 + (y / 0.6) ** 2 + (z / 0.7) ** 2 < 1, 0.2, -1.0)
+    if contrast:
+        vol = np.where((x / 0.5) ** 2 + (y / 0.35) ** 2 + (z / 0.45) ** 2 < 1, 0.8, vol)
+        vol = np.where((x / 0.12) ** 2 + (y / 0.2) ** 2 + (z / 0.25) ** 2 < 1, -0.6, vol)
+    return (vol + 0.02 * rng.standard_normal(vol.shape)).astype(np.float32)
+
+
+def test_anatomy_scores_need_outline_and_interior_contrast():
+    from medgap.synthesize.evaluate import anatomy_scores
+
+    training = _head(0, True)[None]
+    shifted = np.roll(_head(1, True), 3, axis=0)[None]  # position does not count
+    same = anatomy_scores(shifted, training)
+    assert same["r"] > 0.9 and same["dice"] > 0.9 and same["interior_r"] > 0.8
+    blob = anatomy_scores(_head(2, False)[None], training)  # right outline, no contrast inside
+    assert blob["dice"] > 0.9 and blob["interior_r"] < 0.2
+    noise = anatomy_scores(np.random.default_rng(3).uniform(-1, 1, (2, 32, 32, 32)).astype(np.float32), training)
+    assert noise["r"] < 0.2 and noise["interior_r"] < 0.2 and len(noise["r_each"]) == 2

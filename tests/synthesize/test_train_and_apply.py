@@ -155,3 +155,67 @@ def test_bad_precision_is_refused():
 
     with pytest.raises(ConfigError, match="precision"):
         _tiny(["precision=fp16"])
+
+
+def test_paper_preset_keeps_the_published_recipe():
+    from medgap.synthesize.config import SynthesizeConfig
+
+    paper = SynthesizeConfig.from_preset("paper")
+    assert (paper.lr_g, paper.lr_d, paper.recon_weight, paper.latent_prior, paper.precision) == (
+        1e-4, 4e-4, 0.0, "normal", "fp32")
+    small = SynthesizeConfig.from_preset("cpu-small")
+    assert small.recon_weight > 0 and small.latent_prior == "encoded"
+
+
+@pytest.mark.parametrize("recon_weight", [0.0, 1.0])
+def test_generator_learns_from_reconstruction_only_when_asked(recon_weight):
+    # The E^G step updates G only with recon_weight > 0 (the publication freezes G there).
+    import contextlib
+
+    torch.manual_seed(0)
+    cfg = _tiny([f"recon_weight={recon_weight}", "precision=fp32"])
+    model = HAGAN(cfg.architecture())
+    step = HAGANStep(model, cfg)
+    moved = {}
+
+    @contextlib.contextmanager
+    def phase(name):
+        before = [p.detach().clone() for p in model.generator.parameters()]
+        yield
+        moved[name] = max((p - b).abs().max().item() for p, b in zip(model.generator.parameters(), before))
+
+    step.phase = phase
+    x = -torch.ones(2, 1, 32, 32, 32)
+    x[:, :, 8:24, 8:24, 8:24] = 0.5
+    step(x, torch.randn(2, 16), 12)
+    assert moved["g"] > 0 and moved["d"] == 0 and moved["eh"] == 0
+    assert (moved["eg"] > 0) == (recon_weight > 0)
+    assert all(p.requires_grad for p in model.generator.parameters())
+
+
+def test_encoded_latent_prior_is_saved_and_used(model_dir, tmp_path):
+    from safetensors.torch import save_file
+
+    folder = model_dir / "model"
+    assert (folder / "latent_prior.safetensors").exists()  # cpu-small fits the prior to training codes
+    syn = Synthesizer.load(folder, device="cpu")
+    mean, std = syn.latent_prior["mean"], syn.latent_prior["std"]
+    assert mean.shape == (16,) and (std >= 0).all()
+    z = syn.sample_latents(4000, seed=0)
+    assert torch.allclose(z.mean(0), mean, atol=0.15 * float(std.max()) + 1e-6)
+    # A broken prior file is refused with the folder named, not half-used.
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    save_file({"mean": torch.zeros(3)}, str(broken / "latent_prior.safetensors"))
+    with pytest.raises(ModelFolderError):
+        Synthesizer.load(broken, device="cpu")
+    # The publication's prior writes no file and samples N(0, I).
+    from medgap.synthesize.data import load_training_set
+
+    cfg = _tiny(["iterations=1", "latent_prior=normal"])
+    ts = load_training_set([model_dir / "data"], cfg, progress=False)
+    train(ts, cfg, tmp_path / "normal", device="cpu", progress=False)
+    assert not (tmp_path / "normal" / "latent_prior.safetensors").exists()
+    assert Synthesizer.load(tmp_path / "normal", device="cpu").latent_prior is None
