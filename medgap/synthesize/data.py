@@ -115,7 +115,8 @@ def _to_cube(data: np.ndarray, size: int) -> np.ndarray:
 def preprocess(vol: Volume, cfg: SynthesizeConfig, modality: str | None = None) -> Prepared:
     """Turn one volume into a training cube (see the module docstring).
 
-    Raises InputError (naming the file) for a CT that is not in HU, a constant
+    Raises InputError (naming the file) for a CT that is not in HU, a CT given as MR
+    (a folder mixing the two fails on the first volume of the other kind), a constant
     volume, or a volume too thin to be 3D.
     """
     modality = modality or cfg.modality
@@ -137,6 +138,9 @@ def preprocess(vol: Volume, cfg: SynthesizeConfig, modality: str | None = None) 
             )
         lo, hi = cfg.ct_window
     else:
+        if float(data.min()) <= _CT_MIN_HU:
+            raise InputError(where, f"looks like a CT in Hounsfield units (minimum {float(data.min()):.0f}: air), not "
+                                    "an MR image; train CT volumes with --modality ct and keep CT and MR apart")
         lo, hi = (float(v) for v in np.percentile(data, cfg.mr_percentiles))
         if hi - lo <= 1e-6 * max(1.0, abs(hi)):
             raise InputError(where, "volume is constant (nothing to learn from)")
@@ -260,9 +264,11 @@ class Augment:
     Affine (rotation +-0.1 rad, scaling +-8 %, translation +-4 % of the side),
     3D elastic deformation (p=0.3), gamma contrast and intensity scaling; the
     result is clipped back to [-1, 1]. Seeded through ``set_random_state``.
+    ``intensity=False`` (CT: Hounsfield units are absolute, a gamma would move
+    brain tissue out of its window) keeps the spatial part only.
     """
 
-    def __init__(self, size: int, seed: int = 0):
+    def __init__(self, size: int, seed: int = 0, intensity: bool = True):
         from monai.transforms import (
             Compose,
             Rand3DElastic,
@@ -271,14 +277,19 @@ class Augment:
             RandScaleIntensity,
         )
 
-        self.transform = Compose([
+        spatial = [
             RandAffine(prob=0.8, rotate_range=(0.1, 0.1, 0.1), scale_range=(0.08, 0.08, 0.08),
                        translate_range=(0.04 * size,) * 3, padding_mode="zeros"),
             Rand3DElastic(sigma_range=(5, 7), magnitude_range=(0.0, 0.04 * size), prob=0.3, padding_mode="zeros"),
-            RandAdjustContrast(prob=0.5, gamma=(0.8, 1.25)),
-            RandScaleIntensity(factors=0.1, prob=0.5),
-        ])
+        ]
+        intensities = [RandAdjustContrast(prob=0.5, gamma=(0.8, 1.25)), RandScaleIntensity(factors=0.1, prob=0.5)]
+        self.transform = Compose(spatial + (intensities if intensity else []))
         self.transform.set_random_state(seed=seed)
+
+    @classmethod
+    def for_config(cls, cfg: SynthesizeConfig, seed: int = 0) -> "Augment | None":
+        """The augmentation a config trains with (None when ``augment`` is off; spatial only for CT)."""
+        return cls(cfg.size, seed=seed, intensity=cfg.modality != "ct") if cfg.augment else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x: (1, S, S, S) in [-1, 1] -> same shape, augmented."""
@@ -288,8 +299,8 @@ class Augment:
         return (y.clamp(0.0, 1.0) * 2.0 - 1.0).float()
 
 
-def augmented_copies(volume: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+def augmented_copies(volume: np.ndarray, n: int, seed: int = 0, intensity: bool = True) -> np.ndarray:
     """n augmented copies (n, S, S, S) of one cube (S, S, S) in [-1, 1] -- a stand-in 'real set'."""
-    aug = Augment(volume.shape[0], seed=seed)
+    aug = Augment(volume.shape[0], seed=seed, intensity=intensity)
     x = torch.from_numpy(np.asarray(volume, dtype=np.float32))[None]
     return np.stack([aug(x)[0].numpy() for _ in range(n)])

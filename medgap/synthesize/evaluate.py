@@ -72,8 +72,12 @@ def distribution_scores(real: np.ndarray, fake: np.ndarray, extractor: VolumeFea
             "feature_extractor": extractor.description, "n_real": len(fr), "n_fake": len(ff)}
 
 
-def save_montage(path: str | Path, rows: dict[str, np.ndarray], per_row: int = 4) -> Path:
-    """Orthogonal mid-slices (sagittal, coronal, axial) of up to ``per_row`` volumes per named row."""
+def save_montage(path: str | Path, rows: dict[str, np.ndarray], per_row: int = 4,
+                 windows: dict[str, tuple[float, float]] | None = None, title: str | None = None) -> Path:
+    """Orthogonal mid-slices (sagittal, coronal, axial) of up to ``per_row`` volumes per named row.
+
+    Values are shown from -1 (black) to 1 (white), or over ``windows[row]`` = (low, high).
+    """
     names = list(rows)
     n = min(per_row, min(len(v) for v in rows.values()))
     fig, axes = plt.subplots(len(names), 3 * n, figsize=(1.6 * 3 * n, 1.8 * len(names)), squeeze=False)
@@ -84,12 +88,13 @@ def save_montage(path: str | Path, rows: dict[str, np.ndarray], per_row: int = 4
             views = [vol[c[0], :, :], vol[:, c[1], :], vol[:, :, c[2]]]
             for j, view in enumerate(views):
                 ax = axes[r, 3 * i + j]
-                ax.imshow(np.rot90(view), cmap="gray", vmin=-1, vmax=1)
+                low, high = (windows or {}).get(name, (-1.0, 1.0))
+                ax.imshow(np.rot90(view), cmap="gray", vmin=low, vmax=high)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if i == 0 and j == 0:
                     ax.set_ylabel(name)
-    fig.suptitle("orthogonal mid-slices (sagittal, coronal, axial) per volume")
+    fig.suptitle(title or "orthogonal mid-slices (sagittal, coronal, axial) per volume")
     return save_figure(fig, path)
 
 

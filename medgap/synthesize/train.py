@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -214,7 +215,7 @@ def save_hagan(folder: Path, model: HAGAN, cfg: SynthesizeConfig, data: Training
                "encoder_global": model.encoder_global, "discriminator": model.discriminator}
     extras["latent_prior"] = cfg.latent_prior
     if cfg.latent_prior == "encoded":
-        weights["latent_prior"] = encoded_prior(model, data, Augment(cfg.size, seed=12345) if cfg.augment else None)
+        weights["latent_prior"] = encoded_prior(model, data, Augment.for_config(cfg, seed=12345))
     return save_model(folder, method=METHOD, config=cfg, weights=weights, trained_on=data.describe(),
                       card=card, extras=extras, overwrite=overwrite)
 
@@ -245,6 +246,12 @@ def train(
         raise InputError(None, f"training cubes are {data.volumes.shape[1:]}, config size is {cfg.size}")
     if model_dir is None and work_dir is None:
         raise ValueError("give model_dir or work_dir")
+    if len(data) == 1:
+        warnings.warn("training on ONE volume: " + (
+            "random affine/elastic" + ("" if cfg.modality == "ct" else "/intensity") + " augmentation stands in "
+            "for a cohort, so samples show this anatomy, deformed, not new subjects" if cfg.augment else
+            "without augmentation every sample tends to the same volume") + "; train on a cohort for variety",
+            stacklevel=2)
     if model_dir is not None:
         check_output_folder(model_dir, METHOD, overwrite=overwrite)
     work_dir = Path(work_dir) if work_dir is not None else default_work_dir(model_dir)
@@ -276,7 +283,7 @@ def _fit(data: TrainingSet, cfg: SynthesizeConfig, model_dir, work_dir: Path, ct
         start, extra = ckpt.restore(step_fn.modules(), step_fn.opt)
         elapsed_before = float(extra.get("seconds", 0.0))
     logger = MetricLogger(work_dir, enabled=ctx.is_main)
-    augment = Augment(cfg.size, seed=seed + start) if cfg.augment else None
+    augment = Augment.for_config(cfg, seed=seed + start)
     a, n, B = model.arch, len(data), cfg.batch_size
     window: list[float] = []
     last: dict[str, float] = {}

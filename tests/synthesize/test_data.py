@@ -3,6 +3,7 @@
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from medgap.errors import InputError
 from medgap.io import Volume, read_nifti
@@ -68,3 +69,25 @@ def test_augment_changes_volume_but_keeps_range():
     y = Augment(32, seed=0)(torch.from_numpy(x))
     assert y.shape == (1, 32, 32, 32) and y.min() >= -1 and y.max() <= 1
     assert (y - torch.from_numpy(x)).abs().mean() > 1e-3
+
+
+def test_ct_augmentation_keeps_hounsfield_units(tiny_cfg):
+    # CT intensities are absolute: augmentation moves anatomy, never the value of a tissue.
+    x = np.full((1, 32, 32, 32), -1.0, np.float32)
+    x[0, 8:24, 8:24, 8:24] = 0.3
+    aug = Augment.for_config(tiny_cfg.replace(modality="ct", augment=True), seed=0)
+    for _ in range(5):
+        y = aug(torch.from_numpy(x)).numpy()
+        inside = y[(y > 0.25) & (y < 0.35)]
+        assert inside.size > 1000 and np.isclose(np.median(y[y > -0.9]), 0.3, atol=0.02)
+    assert Augment.for_config(tiny_cfg.replace(augment=False)) is None
+
+
+def test_ct_among_mr_volumes_is_refused(tmp_path, tiny_cfg, make_vol):
+    (tmp_path / "mixed").mkdir()
+    make_vol(tmp_path / "mixed" / "a_mr.nii.gz", kind="mr", seed=0)
+    make_vol(tmp_path / "mixed" / "b_ct.nii.gz", kind="ct", seed=1)
+    with pytest.raises(InputError, match="b_ct.nii.gz.*--modality ct"):
+        load_training_set([tmp_path / "mixed"], tiny_cfg, progress=False)
+    with pytest.raises(InputError, match="a_mr.nii.gz.*not look like a CT"):
+        load_training_set([tmp_path / "mixed"], tiny_cfg.replace(modality="ct"), progress=False)

@@ -219,3 +219,12 @@ def test_encoded_latent_prior_is_saved_and_used(model_dir, tmp_path):
     train(ts, cfg, tmp_path / "normal", device="cpu", progress=False)
     assert not (tmp_path / "normal" / "latent_prior.safetensors").exists()
     assert Synthesizer.load(tmp_path / "normal", device="cpu").latent_prior is None
+
+
+def test_one_volume_says_augmentation_stands_in_for_a_cohort(tmp_path, make_vol):
+    (tmp_path / "d").mkdir()
+    make_vol(tmp_path / "d" / "only.nii.gz", seed=0)
+    cfg = _tiny(["iterations=1", "augment=true"])
+    ts = load_training_set([tmp_path / "d"], cfg, progress=False)
+    with pytest.warns(UserWarning, match="ONE volume.*augmentation stands in for a cohort"):
+        train(ts, cfg, tmp_path / "m", device="cpu", progress=False)
