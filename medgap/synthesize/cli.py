@@ -129,10 +129,12 @@ def evaluate(
     label: Optional[int] = typer.Option(None, "--label"),
     feature_weights: Optional[Path] = typer.Option(None, "--feature-weights",
                                                    help="Local MedicalNet ResNet-10 weights (.pth/.safetensors)."),
+    slice_feature_weights: Optional[Path] = typer.Option(
+        None, "--slice-feature-weights", help="Local 2D ResNet-10 weights (.pth/.safetensors) for the 2.5D FID."),
     max_memory: Optional[float] = typer.Option(None, "--max-memory"),
     device: str = typer.Option("auto", "--device"),
 ) -> None:
-    """FID / MMD^2 on 3D features, MS-SSIM diversity, montage of samples vs. real."""
+    """FID / MMD^2 on 3D features, per-plane 2.5D FID, MS-SSIM diversity, montage of samples vs. real."""
     from medgap.synthesize.api import Synthesizer
     from medgap.synthesize.evaluate import evaluate_model
 
@@ -144,6 +146,7 @@ def evaluate(
 
         volumes = augmented_copies(volumes[0], n, seed=seed + 1)
     report = evaluate_model(syn, volumes, out, n=n, seed=seed, label=label,
-                            feature_weights=feature_weights, max_memory_gb=max_memory)
+                            feature_weights=feature_weights, max_memory_gb=max_memory,
+                            slice_feature_weights=slice_feature_weights)
     console.print_json(json.dumps(report))
 

@@ -23,10 +23,11 @@ from scipy.ndimage import binary_erosion
 from medgap.errors import InputError
 from medgap.io import atomic_write_text, output_folder
 from medgap.metrics import frechet_distance, mmd2_unbiased
-from medgap.metrics.features import VolumeFeatureExtractor
+from medgap.metrics.features import SliceFeatureExtractor, VolumeFeatureExtractor
 from medgap.report.figures import plt, save_figure
 
-__all__ = ["ms_ssim_diversity", "distribution_scores", "save_montage", "evaluate_model", "anatomy_scores"]
+__all__ = ["ms_ssim_diversity", "distribution_scores", "plane_fid", "save_montage", "evaluate_model",
+           "anatomy_scores"]
 
 _MS_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
@@ -72,6 +73,36 @@ def distribution_scores(real: np.ndarray, fake: np.ndarray, extractor: VolumeFea
             "feature_extractor": extractor.description, "n_real": len(fr), "n_fake": len(ff)}
 
 
+PLANES = ("sagittal", "coronal", "axial")  # RAS cubes: axis 0 = left-right, 1 = back-front, 2 = foot-head
+
+
+def plane_fid(real: np.ndarray, fake: np.ndarray, extractor=None, slices_per_volume: int = 16) -> dict:
+    """2.5D FID, as MAISI reports it: FID of 2D slice features per plane, and their mean.
+
+    ``slices_per_volume`` evenly spaced slices through the middle 60 % of each volume (N, S, S, S)
+    in [-1, 1], along each axis; features from ``extractor`` (default: the foundation's
+    :class:`~medgap.metrics.features.SliceFeatureExtractor`, a 2D ResNet-10 with fixed random
+    weights -- comparable within medgap only; pass one built on local pretrained weights for
+    numbers comparable elsewhere). Returns ``{"fid_sagittal", "fid_coronal", "fid_axial",
+    "fid_2.5d", "slice_feature_extractor"}``.
+    """
+    from medgap.metrics.features import SliceFeatureExtractor
+
+    extractor = extractor or SliceFeatureExtractor()
+    real, fake = np.asarray(real, dtype=np.float32), np.asarray(fake, dtype=np.float32)
+    out = {}
+    for axis, plane in enumerate(PLANES):
+        side = real.shape[1 + axis]
+        idx = np.linspace(0.2 * side, 0.8 * side - 1, slices_per_volume).astype(int)
+        per_set = [np.moveaxis(np.take(v, idx, axis=1 + axis), 1 + axis, 1).reshape(-1, *np.delete(v.shape[1:], axis))
+                   for v in (real, fake)]
+        fr, ff = (extractor.features(s[:, None]) for s in per_set)
+        out[f"fid_{plane}"] = float(frechet_distance(fr, ff))
+    out["fid_2.5d"] = float(np.mean([out[f"fid_{p}"] for p in PLANES]))
+    out["slice_feature_extractor"] = extractor.description
+    return out
+
+
 def save_montage(path: str | Path, rows: dict[str, np.ndarray], per_row: int = 4,
                  windows: dict[str, tuple[float, float]] | None = None, title: str | None = None) -> Path:
     """Orthogonal mid-slices (sagittal, coronal, axial) of up to ``per_row`` volumes per named row.
@@ -100,15 +131,17 @@ def save_montage(path: str | Path, rows: dict[str, np.ndarray], per_row: int = 4
 
 def evaluate_model(synth, real: np.ndarray, out_dir: str | Path, n: int = 8, seed: int = 0,
                    label: int | None = None, feature_weights: str | Path | None = None,
-                   max_memory_gb: float | None = None) -> dict:
+                   max_memory_gb: float | None = None, slice_feature_weights: str | Path | None = None) -> dict:
     """Sample ``n`` volumes from a :class:`~medgap.synthesize.Synthesizer`, compare with ``real``
-    (N, S, S, S) in [-1, 1]; write ``metrics.json`` and ``montage.png`` to ``out_dir``."""
+    (N, S, S, S) in [-1, 1] (3D FID/MMD^2, per-plane 2.5D FID, MS-SSIM); write ``metrics.json`` and
+    ``montage.png`` to ``out_dir``."""
     out_dir = Path(out_dir)
     if len(real) < 2:
         raise InputError(None, f"FID/MMD need at least 2 real volumes, got {len(real)}")
     fake = synth.sample(n, seed=seed, label=label, max_memory_gb=max_memory_gb)
     extractor = VolumeFeatureExtractor(weights=feature_weights)
     report = distribution_scores(real, fake, extractor)
+    report.update(plane_fid(real, fake, SliceFeatureExtractor(weights=slice_feature_weights)))
     report["ms_ssim_generated"] = ms_ssim_diversity(fake) if len(fake) > 1 else None
     report["ms_ssim_real"] = ms_ssim_diversity(real) if len(real) > 1 else None
     output_folder(out_dir)

@@ -65,3 +65,15 @@ def test_anatomy_scores_need_outline_and_interior_contrast():
     assert blob["dice"] > 0.9 and blob["interior_r"] < 0.2
     noise = anatomy_scores(np.random.default_rng(3).uniform(-1, 1, (2, 32, 32, 32)).astype(np.float32), training)
     assert noise["r"] < 0.2 and noise["interior_r"] < 0.2 and len(noise["r_each"]) == 2
+
+
+def test_plane_fid_per_plane_and_mean():
+    from medgap.synthesize.evaluate import plane_fid
+
+    a, b = _blobs(4, 0, 0.05), _blobs(4, 1, 0.05)
+    far = _blobs(4, 2, 0.0) * -1
+    near_scores, far_scores = plane_fid(a, b, slices_per_volume=4), plane_fid(a, far, slices_per_volume=4)
+    planes = [near_scores[f"fid_{p}"] for p in ("sagittal", "coronal", "axial")]
+    assert near_scores["fid_2.5d"] == pytest.approx(np.mean(planes))
+    assert far_scores["fid_2.5d"] > near_scores["fid_2.5d"]
+    assert "ResNet-10 2D" in near_scores["slice_feature_extractor"]
