@@ -228,3 +228,15 @@ def test_one_volume_says_augmentation_stands_in_for_a_cohort(tmp_path, make_vol)
     ts = load_training_set([tmp_path / "d"], cfg, progress=False)
     with pytest.warns(UserWarning, match="ONE volume.*augmentation stands in for a cohort"):
         train(ts, cfg, tmp_path / "m", device="cpu", progress=False)
+
+
+def test_evaluate_writes_3d_and_per_plane_scores(model_dir, tmp_path):
+    from medgap.synthesize.evaluate import evaluate_model
+
+    syn = Synthesizer.load(model_dir / "model", device="cpu")
+    real = np.asarray(load_training_set([model_dir / "data"], syn.config, progress=False).volumes, np.float32)
+    report = evaluate_model(syn, real, tmp_path / "report", n=2, seed=0)
+    saved = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    for key in ("fid", "mmd2", "fid_axial", "fid_coronal", "fid_sagittal", "fid_2.5d", "slice_feature_extractor"):
+        assert key in saved and saved[key] == report[key]
+    assert (tmp_path / "report" / "montage.png").stat().st_size > 5000
