@@ -139,7 +139,7 @@ def main() -> None:
                          *[_mean_sd([a[k] for a in at]) for k in ("fid", "mmd2", "ms_ssim")]])
     print(markdown_table(header, rows))
 
-    montage = {f"{name.split(' (')[0].split(',')[0]} @{it}": per_seed[0][i]["samples"]
+    montage = {f"{name.split(' ')[0]} @{it}": per_seed[0][i]["samples"]
                for name, per_seed in list(results.items())[:2] for i, it in enumerate(checkpoints)}
     montage["augmented T1"] = real_copies[:4]
     if not args.quick:
