@@ -25,10 +25,7 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
     cfg = SynthesizeConfig.from_preset("cpu-small", overrides=overrides + ["checkpoint_every=1000000"])
     data = sample_dataset(cfg)
     start = time.perf_counter()
-    with warnings.catch_warnings():  # "one volume" -- the summary says it
-        warnings.simplefilter("ignore", UserWarning)
-        result = train(data, cfg, out_dir / "model", work_dir=out_dir / "run", device="cpu", seed=0, resume=False,
-                       max_seconds=budget_s, progress=False, overwrite=True)
+    result = _train_one_volume(data, cfg, out_dir, budget_s)
     train_s = time.perf_counter() - start
     syn = Synthesizer.load(out_dir / "model", device="cpu")
     n = 4 if quick else 8
@@ -84,6 +81,15 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
                       "name_a": "HA-GAN", "name_b": "ICBM152 (augmented)"}]}
 
 
+def _train_one_volume(data, cfg: SynthesizeConfig, out_dir: Path, budget_s: float):
+    """Train into ``out_dir/model`` (run folder ``out_dir/run``) without the "one volume" warning:
+    the demo's summary says it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return train(data, cfg, out_dir / "model", work_dir=out_dir / "run", device="cpu", seed=0, resume=False,
+                     max_seconds=budget_s, progress=False, overwrite=True)
+
+
 def _head_ct_part(out_dir: Path, quick: bool) -> dict | None:
     """The same recipe on the installed real head CT (--modality ct); None when it is not installed."""
     from medgap.data.install import HEAD_CT, data_dir
@@ -97,10 +103,7 @@ def _head_ct_part(out_dir: Path, quick: bool) -> dict | None:
     cfg = SynthesizeConfig.from_preset("cpu-small", overrides=overrides)
     data = load_training_set([path], cfg, progress=False)
     start = time.perf_counter()
-    with warnings.catch_warnings():  # "one volume" -- the summary says it
-        warnings.simplefilter("ignore", UserWarning)
-        result = train(data, cfg, out_dir / "model", work_dir=out_dir / "run", device="cpu", seed=0, resume=False,
-                       max_seconds=15.0 if quick else 300.0, progress=False, overwrite=True)
+    result = _train_one_volume(data, cfg, out_dir, 15.0 if quick else 300.0)
     train_s = time.perf_counter() - start
     syn = Synthesizer.load(out_dir / "model", device="cpu")
     fake = syn.sample(4, seed=1)

@@ -86,8 +86,6 @@ def plane_fid(real: np.ndarray, fake: np.ndarray, extractor=None, slices_per_vol
     numbers comparable elsewhere). Returns ``{"fid_sagittal", "fid_coronal", "fid_axial",
     "fid_2.5d", "slice_feature_extractor"}``.
     """
-    from medgap.metrics.features import SliceFeatureExtractor
-
     extractor = extractor or SliceFeatureExtractor()
     real, fake = np.asarray(real, dtype=np.float32), np.asarray(fake, dtype=np.float32)
     out = {}
@@ -165,12 +163,10 @@ def _foreground_box(volume: np.ndarray, side: int, fraction: float) -> tuple[np.
     v = (np.asarray(volume, dtype=np.float32) + 1.0) / 2.0
     threshold = fraction * float(np.percentile(v, 99))
     mask = v > threshold
-    if not mask.any():
-        crop = v
-    else:
-        lo = [int(np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))).min()) for ax in range(3)]
-        hi = [int(np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))).max()) + 1 for ax in range(3)]
-        crop = v[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    crop = v
+    if mask.any():
+        extents = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
+        crop = v[tuple(slice(int(e[0]), int(e[-1]) + 1) for e in extents)]
     t = torch.from_numpy(np.ascontiguousarray(crop))[None, None]
     resized = torch.nn.functional.interpolate(t, size=(side,) * 3, mode="trilinear", align_corners=False)[0, 0].numpy()
     return resized, resized > threshold

@@ -247,11 +247,13 @@ def train(
     if model_dir is None and work_dir is None:
         raise ValueError("give model_dir or work_dir")
     if len(data) == 1:
-        warnings.warn("training on ONE volume: " + (
-            "random affine/elastic" + ("" if cfg.modality == "ct" else "/intensity") + " augmentation stands in "
-            "for a cohort, so samples show this anatomy, deformed, not new subjects" if cfg.augment else
-            "without augmentation every sample tends to the same volume") + "; train on a cohort for variety",
-            stacklevel=2)
+        if cfg.augment:
+            kinds = "affine/elastic" if cfg.modality == "ct" else "affine/elastic/intensity"
+            effect = (f"random {kinds} augmentation stands in for a cohort, so samples show this anatomy, "
+                      "deformed, not new subjects")
+        else:
+            effect = "without augmentation every sample tends to the same volume"
+        warnings.warn(f"training on ONE volume: {effect}; train on a cohort for variety", stacklevel=2)
     if model_dir is not None:
         check_output_folder(model_dir, METHOD, overwrite=overwrite)
     work_dir = Path(work_dir) if work_dir is not None else default_work_dir(model_dir)
