@@ -16,7 +16,7 @@ from medgap.training.runtime import resolve_device
 from .cinn import REAL, SIM
 from .config import TransferConfig
 from .data import DomainStats, check_spectra
-from .model import TransferModel, build_model
+from .model import CLOSED_FORM, TransferModel, build_model
 from .trainer import METHOD
 
 __all__ = ["LoadedTransfer", "load_transfer", "apply_transfer"]
@@ -40,8 +40,9 @@ def load_transfer(folder: str | Path, device: str = "auto") -> LoadedTransfer:
     ex = saved.info.get("extras", {})
     try:
         model = build_model(cfg, ex["n_channels"], ex["n_classes"], ex["image_shape"])
-        model.generator.load_state_dict(saved.weights["generator"])
-        model.dis.load_state_dict(saved.weights["discriminators"])
+        if cfg.method not in CLOSED_FORM:
+            model.generator.load_state_dict(saved.weights["generator"])
+            model.dis.load_state_dict(saved.weights["discriminators"])
         stats = {SIM: DomainStats.from_tensors(saved.weights["stats"], "sim"),
                  REAL: DomainStats.from_tensors(saved.weights["stats"], "real")}
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
@@ -84,7 +85,7 @@ def apply_transfer(model: LoadedTransfer | str | Path, data: SpectraSet | ImageS
                                    f"{'a segmentation' if is_images else 'labels'}")
         if labels.max() >= ex["n_classes"]:
             raise InputError(path, f"label {int(labels.max())} out of range for the model's {ex['n_classes']} classes")
-    dev = next(model.model.parameters()).device
+    dev = next(model.model.parameters(), torch.empty(0)).device  # closed-form methods have no parameters
     step = max(1, batch_size // (int(np.prod(x_all.shape[2:])) if is_images else 1))
     out = np.empty_like(x_all, dtype=np.float32)
     src, dst = model.stats[source], model.stats[1 - source]

@@ -26,6 +26,13 @@ class TrainConfig(_Section):
 
     ml_weight: float = Field(1.0, ge=0)
     gan_weight: float = Field(1.0, ge=0)
+    transport_weight: float = Field(0.0, ge=0, description="cINN: weight of the mean squared distance a sample "
+                                                           "moves in transfer (normalised units); paper: 0")
+    heldout_fraction: float = Field(0.1, ge=0, lt=1, description="cINN, spectra: share of the real data (at most "
+                                    "5,000) kept out of training to report its likelihood per epoch; 0 = none")
+    real_labels: Literal["random", "mixture"] = Field(
+        "random", description="cINN domain+label, spectra: the label condition of unlabelled real data: random "
+                              "draws (publication) or the exact class-mixture likelihood")
     clip_value: float = Field(0.1, gt=0, description="gradient clipping by value")
     domain_noise: float = Field(0.1, ge=0, le=0.5, description="n ~ U(0, domain_noise) in the domain code")
     plateau_factor: float = Field(0.2, gt=0, lt=1)
@@ -35,6 +42,9 @@ class TrainConfig(_Section):
     iterations_per_epoch: int | None = Field(None, ge=1, description="default: larger data set / batch size")
     checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
     keep_checkpoints: int = Field(2, ge=1)
+    whiten: bool = Field(True, description="decorrelate the channels of each domain (ZCA) besides standardising "
+                                           "them, so the untrained network is CORAL; paper: standardise only")
+    whiten_ridge: float = Field(1e-3, gt=0, description="added to the channel correlation's eigenvalues")
     precision: Precision = Field(
         "fp32", description="bf16: subnets and discriminators compute in bfloat16 mixed precision (the "
                             "invertible data path, losses and optimiser stay float32); fp32: all float32")
@@ -44,7 +54,8 @@ class HSIConfig(_Section):
     """Pixel-level network (spectra) and its training settings."""
 
     n_blocks: int = Field(12, ge=1)
-    n_conditional: int = Field(9, ge=0)
+    n_conditional: int = Field(3, ge=0, description="blocks (the first ones) that see the condition: they alone "
+                                                    "carry the transfer, the rest is a density model both domains share")
     hidden: int = Field(128, ge=1)
     clamp: float = Field(1.0, gt=0)
     affine_init: float = Field(1.0, gt=0, description="initial global scale per block (paper: 0.7)")
@@ -103,8 +114,8 @@ class TransferConfig(MedgapConfig):
     """Everything a transfer run needs besides the data."""
 
     modality: Literal["hsi", "pat"] = "hsi"
-    method: Literal["cinn", "unit", "cyclegan"] = "cinn"
-    condition: Literal["domain", "domain+label"] = "domain+label"
+    method: Literal["cinn", "unit", "cyclegan", "standardise", "coral"] = "cinn"
+    condition: Literal["domain", "domain+label"] = "domain"
     seed: int = 0
     hsi: HSIConfig = Field(default_factory=HSIConfig)
     pat: PATConfig = Field(default_factory=PATConfig)
@@ -114,12 +125,14 @@ class TransferConfig(MedgapConfig):
     presets: ClassVar[dict[str, dict]] = {
         "cpu-small": {},
         "paper": {
+            "condition": "domain+label",
             "hsi": {"n_blocks": 40, "n_conditional": 30, "hidden": 512, "affine_init": 0.7, "batch_size": 10000,
                     "chunk": 2500, "lr": 1e-4, "compile": True,
                     "epochs": 300, "noise_std": 0.1, "label_noise": 0.5},
             "pat": {"blocks_per_scale": [4, 2, 1, 1, 2], "width": 256, "affine_init": 0.7, "adaptive_scales": [2, 3],
                     "disc_dim": 64, "disc_layers": 3, "disc_scales": 3, "batch_size": 2, "lr": 1e-3,
                     "epochs": 300, "noise_std": 0.05, "label_noise": 0.2},
+            "train": {"whiten": False, "heldout_fraction": 0.0},
             "baseline": {"hidden": 512, "latent": 64, "conv_width": 64, "n_res": 4},
         },
     }

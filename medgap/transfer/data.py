@@ -140,36 +140,69 @@ def check_pair(sim, real, sim_path=None, real_path=None, *, need_labels: bool) -
 
 @dataclass
 class DomainStats:
-    """Per-channel mean/std (C,) in the normalised space and the mean L2 norm of raw spectra."""
+    """Per-channel mean/std (C,) in the normalised space, the mean L2 norm of raw spectra, and
+    optionally a ZCA whitening matrix (C, C) of the standardised channels with its inverse.
+
+    Without ``whiten`` the network sees per-channel z-scores (the publication's input). With it the
+    channels are also decorrelated (ZCA: W = R^(-1/2) of the channel correlation R), so an untrained,
+    identity network maps sim to real exactly as CORAL does (Sun et al. 2016: whiten with the
+    source's covariance, colour with the target's) and training starts from that.
+    """
 
     mean: torch.Tensor
     std: torch.Tensor
     scale: torch.Tensor  # () mean L2 norm of raw spectra (1 for images)
+    whiten: torch.Tensor | None = None  # (C, C) symmetric
+    unwhiten: torch.Tensor | None = None  # (C, C) its inverse
+
+    def _channels_last(self, x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 2:
+            return x @ matrix
+        return torch.einsum("bchw,cd->bdhw", x, matrix)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw (B, C) spectra or (B, C, H, W) images -> standardised network input."""
+        """Raw (B, C) spectra or (B, C, H, W) images -> standardised (and whitened) network input."""
         if x.ndim == 2:
             x = x / x.norm(dim=1, keepdim=True)
-            return (x - self.mean) / self.std
-        return (x - self.mean[:, None, None]) / self.std[:, None, None]
+            x = (x - self.mean) / self.std
+        else:
+            x = (x - self.mean[:, None, None]) / self.std[:, None, None]
+        return x if self.whiten is None else self._channels_last(x, self.whiten)
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Network output -> raw units of this domain (spectra: L2 norm = the domain's mean norm)."""
+        if self.unwhiten is not None:
+            x = self._channels_last(x, self.unwhiten)
         if x.ndim == 2:
             x = x * self.std + self.mean
             return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12) * self.scale
         return x * self.std[:, None, None] + self.mean[:, None, None]
 
     def to_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
-        return {f"{prefix}_mean": self.mean, f"{prefix}_std": self.std, f"{prefix}_scale": self.scale}
+        out = {f"{prefix}_mean": self.mean, f"{prefix}_std": self.std, f"{prefix}_scale": self.scale}
+        if self.whiten is not None:
+            out.update({f"{prefix}_whiten": self.whiten, f"{prefix}_unwhiten": self.unwhiten})
+        return out
 
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor], prefix: str) -> "DomainStats":
-        return cls(t[f"{prefix}_mean"], t[f"{prefix}_std"], t[f"{prefix}_scale"])
+        return cls(t[f"{prefix}_mean"], t[f"{prefix}_std"], t[f"{prefix}_scale"], t.get(f"{prefix}_whiten"),
+                   t.get(f"{prefix}_unwhiten"))
 
 
-def fit_stats(data: SpectraSet | ImageSet) -> DomainStats:
-    """Statistics of one domain (float64 accumulation, stored as float32)."""
+def _zca(z: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
+    """R^(-1/2) and R^(1/2) of the correlation of standardised samples z (N, C), eigenvalues + ridge.
+
+    The ridge keeps noise-only directions (eigenvalues near 0) from being blown up."""
+    corr = np.cov(z, rowvar=False) if z.shape[0] > 1 else np.eye(z.shape[1])
+    vals, vecs = np.linalg.eigh(np.atleast_2d(corr))
+    vals = np.clip(vals, 0.0, None) + ridge
+    return (vecs * vals**-0.5) @ vecs.T, (vecs * vals**0.5) @ vecs.T
+
+
+def fit_stats(data: SpectraSet | ImageSet, whiten: bool = False, ridge: float = 1e-3,
+              max_samples: int = 200_000) -> DomainStats:
+    """Statistics of one domain (float64 accumulation, stored as float32); ``whiten`` adds the ZCA matrices."""
     if isinstance(data, SpectraSet):
         x = data.spectra.astype(np.float64)
         norms = np.linalg.norm(x, axis=1, keepdims=True)
@@ -177,7 +210,12 @@ def fit_stats(data: SpectraSet | ImageSet) -> DomainStats:
         mean, std, scale = xn.mean(0), xn.std(0), norms.mean()
     else:
         x = data.images.astype(np.float64)
-        mean, std, scale = x.mean(axis=(0, 2, 3)), x.std(axis=(0, 2, 3)), 1.0
+        xn = x.transpose(0, 2, 3, 1).reshape(-1, x.shape[1])  # pixels x channels
+        mean, std, scale = xn.mean(0), xn.std(0), 1.0
     std = np.where(std > 1e-12, std, 1.0)  # a constant channel must not divide by zero
-    f = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
-    return DomainStats(f(mean), f(std), f(scale))
+    w = w_inv = None
+    if whiten:
+        step = max(1, len(xn) // max_samples)
+        w, w_inv = _zca((xn[::step] - mean) / std, ridge)
+    f = lambda a: None if a is None else torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+    return DomainStats(f(mean), f(std), f(scale), f(w), f(w_inv))

@@ -28,10 +28,10 @@ from medgap.training.distributed import DistContext, setup_distributed
 from medgap.training.precision import set_precision
 from medgap.training.runtime import MetricLogger, seed_everything, track
 
-from .cinn import count_parameters
+from .cinn import REAL, count_parameters
 from .config import TransferConfig
 from .data import DomainStats, check_pair, fit_stats
-from .model import DiscriminatorObjective, GeneratorObjective, TransferModel, build_model
+from .model import CLOSED_FORM, DiscriminatorObjective, GeneratorObjective, TransferModel, build_model
 
 __all__ = ["METHOD", "train", "checkpoint_dir", "BatchSampler", "make_optimizers", "make_objectives",
            "train_step"]
@@ -49,9 +49,11 @@ class BatchSampler:
     """Index batches drawn from a seed and the step number only, so every rank draws the same global
     batch and a resumed run continues with the batches it would have drawn."""
 
-    def __init__(self, n: int, labels: np.ndarray | None, seed: int, balanced: bool):
+    def __init__(self, n: int, labels: np.ndarray | None, seed: int, balanced: bool,
+                 class_weights: np.ndarray | None = None):
         self.n, self.seed = n, seed
         self.balanced = balanced and labels is not None
+        self.class_weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float64)
         if self.balanced:
             order = np.argsort(labels, kind="stable")
             classes, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
@@ -62,7 +64,10 @@ class BatchSampler:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         if not self.balanced:
             return torch.randint(0, self.n, (batch,), generator=g)
-        cls = torch.randint(0, len(self.counts), (batch,), generator=g)  # every class equally often
+        if self.class_weights is None:
+            cls = torch.randint(0, len(self.counts), (batch,), generator=g)  # every class equally often
+        else:  # classes as often as they occur in the real data (estimated)
+            cls = torch.multinomial(self.class_weights, batch, replacement=True, generator=g)
         pos = (torch.rand(batch, generator=g, dtype=torch.float64) * self.counts[cls]).long()
         return self.order[self.starts[cls] + pos]
 
@@ -176,10 +181,13 @@ def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Pa
     modality = check_pair(sim, real, need_labels=need_labels)
     if modality != cfg.modality:
         cfg = cfg.replace(modality=modality)
+    if cfg.method in CLOSED_FORM:
+        return _fit_closed_form(cfg, sim, real, out, overwrite)
     net = cfg.net
     ctx = setup_distributed(device)
     seed_everything(cfg.seed)  # FrEIA draws its fixed permutations from numpy's global RNG
 
+    real, x_heldout = _hold_out(real, cfg)
     x_sim, y_sim = _arrays(sim)
     x_real, _ = _arrays(real)
     if not need_labels:
@@ -190,7 +198,8 @@ def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Pa
     set_precision(model, cfg.train.precision, ctx.device)
     if cfg.method == "cinn" and getattr(net, "compile", False):
         model.generator.compile_blocks()
-    stats_sim, stats_real = fit_stats(sim), fit_stats(real)
+    stats_sim = fit_stats(sim, cfg.train.whiten, cfg.train.whiten_ridge)
+    stats_real = fit_stats(real, cfg.train.whiten, cfg.train.whiten_ridge)
 
     opt_g, opt_d = make_optimizers(model, cfg)
     objectives = make_objectives(model, ctx)
@@ -200,14 +209,43 @@ def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Pa
                     clear=("step-*", "best", "metrics.csv", "tensorboard")).open()
     try:
         return _fit(cfg, sim, real, out, model, ctx, run, stats_sim, stats_real, opt_g, opt_d, objectives,
-                    x_sim, y_sim, x_real, k, progress, overwrite)
+                    x_sim, y_sim, x_real, x_heldout, k, progress, overwrite)
     finally:
         run.close()
         ctx.close()
 
 
+def _hold_out(real, cfg: TransferConfig):
+    """Keep ``train.heldout_fraction`` of the real spectra (at most 5,000) out of training: the cINN's
+    exact likelihood of them is reported per epoch. Returns (real for training, held-out array or None)."""
+    n_out = min(5000, int(cfg.train.heldout_fraction * len(real)))
+    if cfg.method != "cinn" or not isinstance(real, SpectraSet) or n_out < 10:
+        return real, None
+    order = np.random.default_rng(cfg.seed + 12345).permutation(len(real))
+    return real.subset(np.sort(order[n_out:])), real.spectra[np.sort(order[:n_out])]
+
+
+@torch.no_grad()
+def heldout_bits_per_dim(model: TransferModel, x: np.ndarray, stats: DomainStats, device,
+                         batch: int = 4096) -> float:
+    """Negative log-likelihood of real spectra x (raw) under the cINN's real condition, in bits per
+    dimension of the network's normalised space (labels of a label-conditioned network: uniform draws)."""
+    g, was_training = model.generator, model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(0)
+    total = 0.0
+    for i in range(0, len(x), batch):
+        xb = stats.normalize(torch.from_numpy(x[i:i + batch]).float()).to(device)
+        y = g.random_labels((len(xb),), generator=gen).to(device) if g.n_classes else None
+        z, logdet = g.encode(xb, REAL, y)
+        nll = 0.5 * z.pow(2).sum(1) - logdet + 0.5 * z.shape[1] * math.log(2 * math.pi)
+        total += float(nll.sum())
+    model.train(was_training)
+    return total / (len(x) * x.shape[1] * math.log(2.0))
+
+
 def _fit(cfg, sim, real, out, model, ctx, run, stats_sim, stats_real, opt_g, opt_d, objectives,
-         x_sim, y_sim, x_real, k, progress, overwrite) -> Path:
+         x_sim, y_sim, x_real, x_heldout, k, progress, overwrite) -> Path:
     net, t = cfg.net, cfg.train
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt_g, factor=t.plateau_factor, patience=t.plateau_patience,
                                                        threshold=t.plateau_threshold, cooldown=t.plateau_cooldown)
@@ -249,6 +287,8 @@ def _fit(cfg, sim, real, out, model, ctx, run, stats_sim, stats_real, opt_g, opt
         means = {key: float(ctx.all_reduce_mean(torch.tensor(v / iters)).item()) for key, v in sums.items()}
         sched.step(means["loss_g"])
         means.update(lr=opt_g.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
+        if x_heldout is not None:
+            means["heldout_real_bits_per_dim"] = heldout_bits_per_dim(model, x_heldout, stats_real, ctx.device)
         history.append({"epoch": epoch + 1, **means})
         logger.log(epoch + 1, **means)
         last = epoch + 1 == net.epochs
@@ -262,6 +302,17 @@ def _fit(cfg, sim, real, out, model, ctx, run, stats_sim, stats_real, opt_g, opt
     if ctx.is_main:
         _save(out, cfg, model, stats_sim, stats_real, sim, real, k, history, overwrite)
     ctx.barrier()
+    return out
+
+
+def _fit_closed_form(cfg: TransferConfig, sim, real, out: Path, overwrite: bool) -> Path:
+    """``standardise`` / ``coral``: only the two domains' statistics are fitted; nothing is trained."""
+    whiten = cfg.method == "coral"
+    stats_sim = fit_stats(sim, whiten, cfg.train.whiten_ridge)
+    stats_real = fit_stats(real, whiten, cfg.train.whiten_ridge)
+    image_shape = None if isinstance(sim, SpectraSet) else tuple(sim.images.shape[2:])
+    model = build_model(cfg, len(sim.wavelengths), 0, image_shape)
+    _save(out, cfg, model, stats_sim, stats_real, sim, real, 0, [], overwrite)
     return out
 
 
@@ -279,12 +330,15 @@ def _save(out, cfg, model: TransferModel, stats_sim, stats_real, sim, real, k, h
     }
     trained_on = {"sim": str(sim.path) if sim.path else "<array>", "sim_samples": len(sim),
                   "real": str(real.path) if real.path else "<array>", "real_samples": len(real)}
+    fitted = (f"{len(history)} epochs; final generator loss {history[-1]['loss_g']:.4f}" if history
+              else "statistics fitted in closed form, nothing trained")
     card = (f"# medgap transfer model ({cfg.method}, {cfg.modality})\n\nMaps {cfg.modality.upper()} data between a "
             f"simulated and a real domain (condition: {cfg.condition}).\n\nApply with\n\n"
             f"    medgap transfer apply {out.name} INPUT.npz --out OUT.npz --direction sim2real\n\n"
             f"Trained on {trained_on['sim_samples']} simulated and {trained_on['real_samples']} real samples, "
-            f"{len(history)} epochs; final generator loss {history[-1]['loss_g']:.4f}.\n")
+            f"{fitted}.\n")
     stats = {**stats_sim.to_tensors("sim"), **stats_real.to_tensors("real")}
-    save_model(out, method=METHOD, config=cfg, weights={"generator": model.generator, "discriminators": model.dis,
-                                                         "stats": stats},
+    weights = {"stats": stats} if cfg.method in CLOSED_FORM else {
+        "generator": model.generator, "discriminators": model.dis, "stats": stats}
+    save_model(out, method=METHOD, config=cfg, weights=weights,
                trained_on=trained_on, card=card, extras=extras, overwrite=overwrite)

@@ -16,6 +16,7 @@ from medgap.metrics import mmd2_unbiased
 from medgap.modelio import save_model
 from medgap.transfer import TransferConfig, apply_transfer, load_transfer, train
 from medgap.transfer.cinn import REAL, SIM
+from medgap.transfer.data import fit_stats
 from medgap.transfer.evaluation import normalise
 from medgap.transfer.model import build_model
 from medgap.transfer.trainer import BatchSampler, checkpoint_dir, make_optimizers
@@ -45,8 +46,11 @@ def test_cpu_small_training_closes_the_gap(hsi_pair, tmp_path):
     back = loaded.model.transfer(loaded.model.transfer(x, SIM, y), REAL, y)
     assert ((back - x).norm(dim=1) / x.norm(dim=1)).max() < 1e-4
     # in raw units only up to the re-normalisation of the transferred spectra to unit L2 norm
+    # (the norm is lost, and the whitened input amplifies that along weak channel combinations: the
+    # typical spectrum comes back to ~1 % of its peak, the worst to ~12 %, as with CORAL itself)
     back = apply_transfer(loaded, SpectraSet(out.spectra, out.wavelengths, out.labels), "real2sim")
-    assert np.abs(normalise(back.spectra) - normalise(sim.spectra)).max() < 0.05 * np.abs(normalise(sim.spectra)).max()
+    err, peak = np.abs(normalise(back.spectra) - normalise(sim.spectra)).max(1), np.abs(normalise(sim.spectra)).max()
+    assert np.median(err) < 0.03 * peak and err.max() < 0.2 * peak
     info = json.loads((tmp_path / "m" / "config.json").read_text())
     assert info["method"] == "transfer" and len(info["extras"]["history"]) == 3
     assert (checkpoint_dir(tmp_path / "m") / "metrics.csv").exists()
@@ -120,7 +124,7 @@ def test_bad_inputs_are_refused_without_partial_outputs(hsi_pair, pat_pair, tmp_
     with pytest.raises(InputError, match="wavelength grid"):
         train(sim, SpectraSet(real.spectra, real.wavelengths + 1.0), out, cfg, progress=False)
     with pytest.raises(InputError, match="needs labels"):
-        train(unlabelled(sim), real, out, cfg, progress=False)
+        train(unlabelled(sim), real, out, cfg.replace(condition="domain+label"), progress=False)
     with pytest.raises(InputError, match="NaN"):
         bad = real.spectra.copy()
         bad[0, 3] = np.nan
@@ -174,3 +178,39 @@ def test_bf16_training_learns_and_resumes_across_precisions(hsi_pair, tmp_path):
     out = apply_transfer(tmp_path / "m", sim)
     assert out.spectra.dtype == np.float32 and np.isfinite(out.spectra).all()
     assert _mmd(out, real) < 0.5 * _mmd(sim, real)
+
+
+@pytest.mark.parametrize("method", ["standardise", "coral"])
+def test_closed_form_baselines_are_model_folders(hsi_pair, tmp_path, method):
+    sim, real = hsi_pair
+    cfg = TransferConfig.from_preset("cpu-small", overrides=[f"method={method}"])
+    train(sim, unlabelled(real), tmp_path / "m", cfg, progress=False)
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "README.md", "config.json", "manifest.json", "stats.safetensors"]
+    assert not checkpoint_dir(tmp_path / "m").exists()  # nothing trained, nothing checkpointed
+    out = apply_transfer(tmp_path / "m", sim).spectra
+    # the transferred spectra have the real domain's per-channel mean and spread (L2-normalised) ...
+    a, b = normalise(out), normalise(real.spectra)
+    np.testing.assert_allclose(a.mean(0), b.mean(0), rtol=0.02, atol=1e-4)
+    np.testing.assert_allclose(a.std(0), b.std(0), rtol=0.15)  # up to the renormalisation to unit L2 norm
+    # ... and CORAL also its channel correlations, which standardisation leaves at the simulation's
+    gap = np.abs(np.corrcoef(a.T) - np.corrcoef(b.T)).mean()
+    assert (gap < 0.02) if method == "coral" else (gap > 0.05)
+    back = apply_transfer(tmp_path / "m", SpectraSet(out, sim.wavelengths, sim.labels), "real2sim")
+    err = np.abs(normalise(back.spectra) - normalise(sim.spectra)).max(1)  # the norm is lost: see above
+    assert np.median(err) < 2e-3 and err.max() < 0.05
+
+
+def test_whitened_input_makes_the_untrained_cinn_coral(hsi_pair, tmp_path):
+    sim, real = hsi_pair
+    train(sim, unlabelled(real), tmp_path / "coral", TransferConfig.from_preset("cpu-small", overrides=["method=coral"]),
+          progress=False)
+    coral = apply_transfer(tmp_path / "coral", sim)
+    cfg = TransferConfig.from_preset("cpu-small", overrides=["condition=domain"])
+    stats = fit_stats(sim, True, cfg.train.whiten_ridge), fit_stats(real, True, cfg.train.whiten_ridge)
+    model = build_model(cfg, sim.spectra.shape[1], 0)
+    with torch.no_grad():
+        x = stats[0].normalize(torch.from_numpy(sim.spectra))
+        moved = stats[1].denormalize(model.transfer(x, SIM)).numpy()
+    np.testing.assert_allclose(moved, coral.spectra, rtol=1e-3, atol=1e-5)
+    assert TransferConfig.from_preset("paper").train.whiten is False

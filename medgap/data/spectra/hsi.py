@@ -7,13 +7,23 @@ diffusion-theory expression of Farrell, Patterson & Wilson (1992, Med. Phys. 19:
 
 with the internal-reflection parameter A for a tissue/air index ratio of 1.4.
 
-``rich`` ("real-like" stand-in): the same model plus effects the simple simulation leaves out --
-a thin superficial layer mixed in by the wavelength-dependent penetration depth
-(delta = 1 / sqrt(3 mu_a (mu_a + mu_s'))), vessel packaging of blood, a Rayleigh share of the
-scattering with per-spectrum heterogeneity, subject-level physiology offsets, a camera
-(filter bandwidth, stray light and detector saturation that the white reference does not remove,
-white-reference tilt, specular offset) and shot/read noise. Its labels are
-meant to be hidden from training: it stands in for real recordings, it is not one.
+``rich`` ("real-like" stand-in): the same tissue model plus physics the simple simulation leaves
+out, chosen so that no per-channel shift and scale (and no single linear map) undoes it
+(docs/transfer.md, "The stand-in's physics", lists each effect with its source):
+
+- physiology shifted against the simulation: blood volume x1.3 and sO2 - 0.08 on average, with
+  per-subject spread; vessel packaging of blood; a Rayleigh share of the scattering and per-pixel
+  scattering heterogeneity;
+- a superficial layer (50-200 um, 1.5-3x the scattering, a melanin-like pigment) mixed in by the
+  wavelength-dependent penetration depth delta = 1 / sqrt(3 mu_a (mu_a + mu_s'));
+- illumination: the white reference is recorded under a 3000 K halogen lamp, the tissue under that
+  lamp plus a share of phosphor-LED room light (per recording);
+- specular reflection per pixel (heavy-tailed, spectrally shaped by the scene light);
+- a snapshot-mosaic camera: filters with a second-order peak and a broadband leak (channel
+  mixing), silicon quantum efficiency, stray light, Poisson-Gaussian noise in electrons and a
+  saturating sensor response; the white-reference division removes none of these exactly.
+
+Its labels are meant to be hidden from training: it stands in for real recordings, it is not one.
 """
 
 from __future__ import annotations
@@ -63,31 +73,54 @@ def _gaussian_band_matrix(fine_nm: np.ndarray, centres_nm: np.ndarray, fwhm_nm: 
     return w / w.sum(axis=1, keepdims=True)
 
 
-def _camera(refl: np.ndarray, fine_nm: np.ndarray, band: np.ndarray, exposure: np.ndarray,
-            stray_fraction: float = 0.2) -> np.ndarray:
-    """White-reference-calibrated reflectance (n, C) as a push-broom camera records ``refl`` (n, F).
+def _planck(nm: np.ndarray, kelvin: float) -> np.ndarray:
+    """Black-body spectral radiance (arbitrary units) at ``nm``: a halogen lamp's spectrum."""
+    metres = nm * 1e-9
+    return 1.0 / (metres**5 * np.expm1(1.4388e-2 / (metres * kelvin)))
 
-    The sensor sees lamp x silicon quantum efficiency x reflectance (weak in the NIR), of which
-    ``stray_fraction`` is scattered across the whole spectrum (stray light, 150 nm wide), and its
-    counts saturate (c / (1 + c), c in units of the half-saturation level). The exposure is set per
-    recording on the tissue (``exposure``: counts of a perfect reflector, per spectrum), the white
-    reference is taken in the linear range. The division by the white reference therefore removes
-    lamp and quantum efficiency only for a linear, stray-light-free detector: what remains depends on
-    the whole spectrum (bright visible bands leak into the dim NIR ones; bright tissue is compressed),
-    a gap no per-channel shift and scale can close.
-    """
-    lamp = (fine_nm / 700.0) ** 2  # halogen lamp, rising towards the NIR over this range
+
+def _white_led(nm: np.ndarray) -> np.ndarray:
+    """Phosphor-converted white LED (room/OR light): blue pump at 452 nm, phosphor hump at 575 nm, no NIR."""
+    return np.exp(-0.5 * ((nm - 452.0) / 10.0) ** 2) + 0.8 * np.exp(-0.5 * ((nm - 575.0) / 55.0) ** 2)
+
+
+def _mosaic_filters(fine_nm: np.ndarray, centres_nm: np.ndarray) -> np.ndarray:
+    """(C, F) responses of snapshot-mosaic (Fabry-Perot) filters: a 15 nm main peak, a second-order
+    peak of 25 % about 180 nm away and a 10 % broadband leak, so every channel mixes distant bands."""
+    main = _gaussian_band_matrix(fine_nm, centres_nm, 15.0)
+    up = centres_nm + 180.0
+    second = np.clip(np.where(up <= fine_nm.max(), up, centres_nm - 190.0), fine_nm.min(), fine_nm.max())
+    leak = np.full_like(main, 1.0 / fine_nm.size)
+    return main + 0.25 * _gaussian_band_matrix(fine_nm, second, 25.0) + 0.10 * leak
+
+
+def _record(refl: np.ndarray, fine_nm: np.ndarray, wl: np.ndarray, groups: np.ndarray, n_sub: int,
+            rng: np.random.Generator) -> np.ndarray:
+    """White-reference-calibrated reflectance (n, C) as a snapshot camera records ``refl`` (n, F)."""
+    n = refl.shape[0]
+    halogen = _planck(fine_nm, 3000.0)
+    halogen /= halogen.max()
+    led = _white_led(fine_nm)
+    led_share = rng.uniform(0.1, 0.4, n_sub)[groups][:, None]
+    scene = (1.0 - led_share) * halogen + 0.5 * led_share * led / led.max()
+    specular = np.minimum(rng.exponential(0.015, n), 0.2)[:, None]  # Fresnel ~2-4 %, glossy wet pixels more
     qe = np.exp(-0.5 * ((fine_nm - 600.0) / 220.0) ** 2)  # front-illuminated silicon
-    weight = lamp * qe / (lamp * qe).max()
+    filters = _mosaic_filters(fine_nm, wl)
     stray = _gaussian_band_matrix(fine_nm, fine_nm, fwhm_nm=150.0)
 
-    def counts(r: np.ndarray) -> np.ndarray:
-        sig = r * weight
-        return ((1.0 - stray_fraction) * sig + stray_fraction * sig @ stray.T) @ band.T
+    def signal(radiance: np.ndarray) -> np.ndarray:
+        s = radiance * qe
+        return (0.9 * s + 0.1 * s @ stray.T) @ filters.T  # 10 % stray light, then the filters
 
-    white = counts(np.ones((1, fine_nm.size)))
-    c = exposure[:, None] * counts(refl)
-    return c / (1.0 + c) / (exposure[:, None] * white)
+    white = signal(halogen[None])
+    white = white / white.max()
+    exposure = rng.uniform(3.0, 5.0, n_sub)[groups][:, None]  # set per recording; 1 = half saturation
+    counts = exposure * signal(scene * (refl + specular)) / signal(halogen[None]).max()
+    full_well = 2000.0  # electrons at half saturation
+    electrons = rng.poisson(np.clip(counts * full_well, 0.0, None)) + rng.normal(0.0, 8.0, counts.shape)
+    counts = electrons / full_well
+    measured = counts / (1.0 + np.abs(counts))  # saturating response; the white reference stays linear
+    return measured / (exposure * white)
 
 
 def simulate_hsi(n: int, *, wavelengths: np.ndarray | None = None, realism: str = "simple", seed: int = 0,
@@ -119,37 +152,26 @@ def simulate_hsi(n: int, *, wavelengths: np.ndarray | None = None, realism: str 
     else:
         n_sub = n_subjects or int(np.clip(n // 50, 2, 20))
         groups = rng.integers(0, n_sub, size=n)
-        sub_blood = rng.lognormal(0.0, 0.15, n_sub)[groups]
-        sub_so2 = rng.normal(0.0, 0.03, n_sub)[groups]
-        sub_scat = rng.lognormal(0.0, 0.10, n_sub)[groups]
-        tilt = rng.normal(0.15, 0.05, n_sub)[groups]  # imperfect white-reference calibration
-
-        blood = np.clip(params["blood"] * sub_blood, 0.0, 1.0)
-        so2 = np.clip(params["so2"] + sub_so2, 0.0, 1.0)
-        scat_a = params["a"] * sub_scat * rng.lognormal(0.0, 0.15, n)  # heterogeneous scattering
+        # physiology differs from the simulation's ranges: more blood, less oxygen, per subject
+        blood = np.clip(params["blood"] * rng.lognormal(np.log(1.3), 0.15, n_sub)[groups], 0.0, 1.0)
+        so2 = np.clip(params["so2"] - 0.08 + rng.normal(0.0, 0.04, n_sub)[groups], 0.0, 1.0)
+        scat_a = params["a"] * rng.lognormal(0.0, 0.10, n_sub)[groups] * rng.lognormal(0.0, 0.15, n)
         rayleigh = rng.uniform(0.0, 0.3, n)
         radius_cm = rng.uniform(5e-4, 2.5e-3, n)  # 5-25 um vessels
 
-        fine = np.arange(max(450.0, wl.min() - 30.0), min(1000.0, wl.max() + 30.0) + 0.5, 1.0)
+        fine = np.arange(max(450.0, wl.min() - 60.0), min(1000.0, wl.max() + 5.0) + 0.5, 1.0)
         deep_a = absorption(fine, blood=blood, so2=so2, water=params["water"], fat=params["fat"],
                             melanin=params["melanin"], packaging_radius_cm=radius_cm)
         deep_s = reduced_scattering(fine, scat_a, params["b"], rayleigh)
-        # superficial serosa/mucosa: less blood, more scattering; thickness 0.2-1 mm
-        top_a = absorption(fine, blood=blood * rng.uniform(0.3, 0.7, n), so2=so2, water=params["water"],
-                           fat=params["fat"], melanin=params["melanin"], packaging_radius_cm=radius_cm)
-        top_s = deep_s * rng.uniform(1.2, 1.8, n)[:, None]
-        thickness_cm = rng.uniform(0.02, 0.1, n)[:, None]
+        # superficial layer: little blood, a melanin-like pigment, more scattering; 50-200 um
+        top_a = absorption(fine, blood=blood * rng.uniform(0.0, 0.3, n), so2=so2, water=params["water"],
+                           fat=params["fat"], melanin=rng.uniform(0.0, 0.03, n))
+        top_s = deep_s * rng.uniform(1.5, 3.0, n)[:, None]
+        thickness_cm = rng.uniform(0.005, 0.02, n)[:, None]
         delta = 1.0 / np.sqrt(3.0 * deep_a * (deep_a + deep_s))
         w_top = -np.expm1(-2.0 * thickness_cm / delta)
         refl = diffuse_reflectance(w_top * top_a + (1 - w_top) * deep_a, w_top * top_s + (1 - w_top) * deep_s)
-
-        band = _gaussian_band_matrix(fine, wl, fwhm_nm=20.0)
-        spectra = _camera(refl, fine, band, rng.uniform(4.0, 5.0, n_sub)[groups])
-        spectra = spectra * np.exp(tilt[:, None] * (wl[None, :] - 750.0) / 250.0)
-        spectra = spectra + rng.uniform(0.0, 0.02, n)[:, None]  # specular reflection, flat
-        shot = np.sqrt(np.clip(spectra, 0, None) * 1e-4)
-        spectra = spectra + rng.normal(size=spectra.shape) * shot + rng.normal(0.0, 2e-3, spectra.shape)
-        spectra = np.clip(spectra, 1e-4, None)
+        spectra = np.clip(_record(refl, fine, wl, groups, n_sub, rng), 1e-4, None)
 
     order = rng.permutation(n)
     return SpectraSet(spectra=spectra[order].astype(np.float32), wavelengths=wl.astype(np.float64),
