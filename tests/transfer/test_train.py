@@ -192,7 +192,8 @@ def test_closed_form_baselines_are_model_folders(hsi_pair, tmp_path, method):
     # the transferred spectra have the real domain's per-channel mean and spread (L2-normalised) ...
     a, b = normalise(out), normalise(real.spectra)
     np.testing.assert_allclose(a.mean(0), b.mean(0), rtol=0.02, atol=1e-4)
-    np.testing.assert_allclose(a.std(0), b.std(0), rtol=0.15)  # up to the renormalisation to unit L2 norm
+    # up to the renormalisation to unit L2 norm (and, for CORAL, the ridge on weak channel combinations)
+    np.testing.assert_allclose(a.std(0), b.std(0), rtol=0.25)
     # ... and CORAL also its channel correlations, which standardisation leaves at the simulation's
     gap = np.abs(np.corrcoef(a.T) - np.corrcoef(b.T)).mean()
     assert (gap < 0.02) if method == "coral" else (gap > 0.05)
