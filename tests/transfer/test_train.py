@@ -194,9 +194,9 @@ def test_closed_form_baselines_are_model_folders(hsi_pair, tmp_path, method):
     np.testing.assert_allclose(a.mean(0), b.mean(0), rtol=0.02, atol=1e-4)
     # up to the renormalisation to unit L2 norm (and, for CORAL, the ridge on weak channel combinations)
     np.testing.assert_allclose(a.std(0), b.std(0), rtol=0.25)
-    # ... and CORAL also its channel correlations, which standardisation leaves at the simulation's
-    gap = np.abs(np.corrcoef(a.T) - np.corrcoef(b.T)).mean()
-    assert (gap < 0.02) if method == "coral" else (gap > 0.05)
+    # ... and CORAL also its channel covariance, which standardisation leaves at the simulation's
+    gap = np.abs(np.cov(a.T) - np.cov(b.T)).mean() / np.abs(np.cov(b.T)).mean()
+    assert (gap < 0.1) if method == "coral" else (gap > 0.3)
     back = apply_transfer(tmp_path / "m", SpectraSet(out, sim.wavelengths, sim.labels), "real2sim")
     err = np.abs(normalise(back.spectra) - normalise(sim.spectra)).max(1)  # the norm is lost: see above
     assert np.median(err) < 2e-3 and err.max() < 0.05
