@@ -199,7 +199,7 @@ def test_closed_form_baselines_are_model_folders(hsi_pair, tmp_path, method):
     assert (gap < 0.1) if method == "coral" else (gap > 0.3)
     back = apply_transfer(tmp_path / "m", SpectraSet(out, sim.wavelengths, sim.labels), "real2sim")
     err = np.abs(normalise(back.spectra) - normalise(sim.spectra)).max(1)  # the norm is lost: see above
-    assert np.median(err) < 2e-3 and err.max() < 0.05
+    assert np.median(err) < 5e-3 and err.max() < 0.05
 
 
 def test_whitened_input_makes_the_untrained_cinn_coral(hsi_pair, tmp_path):
