@@ -12,7 +12,8 @@ from rich.console import Console
 
 from medgap.errors import InputError
 
-app = typer.Typer(help="Unsupervised sim-to-real transfer of spectral data (cINN, UNIT, CycleGAN).",
+app = typer.Typer(help="Unsupervised sim-to-real transfer of spectral data (cINN; baselines: per-channel "
+                            "standardisation, CORAL, UNIT, CycleGAN).",
                   no_args_is_help=True)
 console = Console()
 
@@ -65,7 +66,8 @@ def train(
     out: Path = typer.Option(..., "--out", help="Model folder to write."),
     modality: Optional[str] = typer.Option(None, "--modality", help="hsi or pat (default: from the data)."),
     condition: Optional[str] = typer.Option(None, "--condition", help="domain or domain+label (cINN)."),
-    method: Optional[str] = typer.Option(None, "--method", help="cinn (default), unit or cyclegan."),
+    method: Optional[str] = typer.Option(None, "--method", help="cinn (default), unit, cyclegan, or the closed-form "
+                                                                "baselines standardise and coral."),
     preset: str = typer.Option("cpu-small", "--preset", help="cpu-small or paper."),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON/YAML file of config values."),
     set_: list[str] = typer.Option([], "--set", help="Override, e.g. --set hsi.epochs=5 (repeatable)."),

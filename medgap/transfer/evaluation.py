@@ -148,11 +148,13 @@ def _downstream(train: SpectraSet, test: SpectraSet, n_classes: int, seed: int, 
 
 
 def evaluate(real, sim, transferred: dict, out_dir: str | Path, *, seed: int = 0, test_fraction: float = 0.5,
-             max_train: int = 5000, max_mmd: int = 1500) -> dict:
+             max_train: int = 5000, max_mmd: int = 1500, test=None) -> dict:
     """Compare ``sim`` and each ``transferred[name]`` with ``real``; write metrics.json and PNGs to out_dir.
 
     real/sim/transferred: SpectraSet or ImageSet (same kind). Sources need labels for the per-class
     plots and the classifier; real needs labels (and groups) only for the downstream part.
+    ``test``: labelled real data of other subjects to test the classifiers on (then ``real`` is the
+    upper bound's training set); default: a grouped split of ``real`` (``test_fraction``).
     Returns the metrics dict.
     """
     out_dir = Path(out_dir)
@@ -199,7 +201,13 @@ def evaluate(real, sim, transferred: dict, out_dir: str | Path, *, seed: int = 0
         figures.append("spectral_difference.png")
 
     # downstream ------------------------------------------------------------------------------------
-    if real_s.labels is not None:
+    if test is not None:
+        real_train, real_test = real_s, _as_spectra(test, seed)
+        if real_test.labels is None:
+            raise InputError(real_test.path, "the test data needs labels")
+        groups = real_test.groups if real_test.groups is not None else np.zeros(len(real_test))
+        metrics["downstream_test"] = {"n": len(real_test), "groups": int(len(np.unique(groups))), "held_out": True}
+    elif real_s.labels is not None:
         groups = real_s.groups if real_s.groups is not None else np.arange(len(real_s))
         if len(np.unique(groups)) < 2:
             raise InputError(real_s.path, "the grouped split needs at least two groups (subjects/images) in real data")
@@ -207,6 +215,7 @@ def evaluate(real, sim, transferred: dict, out_dir: str | Path, *, seed: int = 0
         train_idx, test_idx = next(split.split(r_norm, real_s.labels, groups))
         real_train, real_test = real_s.subset(train_idx), real_s.subset(test_idx)
         metrics["downstream_test"] = {"n": len(real_test), "groups": int(len(np.unique(groups[test_idx])))}
+    if real_s.labels is not None:
         runs = {k: v for k, v in sources.items() if v.labels is not None}
         runs["real (upper bound)"] = real_train
         cms = {}
