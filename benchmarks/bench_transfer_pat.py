@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
-    n, shape, epochs, seeds = (8, (32, 64), 2, 2) if args.quick else (24, (64, 128), 5, args.seeds)
+    n, shape, epochs, seeds = (8, (32, 64), 2, 2) if args.quick else (16, (64, 128), 4, args.seeds)
     sim = simulate_pat(n, shape=shape, seed=0)
     runs, seconds = [], {}
     for seed in range(seeds):
