@@ -5,12 +5,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from typer.testing import CliRunner
 
 from medgap.data.spectra import simulate_hsi
 from medgap.errors import InputError
-from medgap.io import read_spectra
+from medgap.io import SpectraSet, read_spectra
 from medgap.transfer.cli import app as transfer_app
 from medgap.transfer.evaluation import evaluate
 
@@ -88,3 +89,15 @@ def test_evaluate_reports_gap_and_downstream(tmp_path):
     for fig in m["figures"]:
         assert (tmp_path / fig).stat().st_size > 5000
     assert json.loads((tmp_path / "metrics.json").read_text())["sources"]["sim"]["mmd2"] == s["sim"]["mmd2"]
+
+
+def test_evaluate_tests_on_other_subjects_when_given(tmp_path):
+    wl = np.arange(500.0, 1000.0, 20.0)
+    sim = simulate_hsi(600, wavelengths=wl, seed=0)
+    real = simulate_hsi(600, wavelengths=wl, realism="rich", seed=1)
+    test = simulate_hsi(400, wavelengths=wl, realism="rich", seed=7)
+    m = evaluate(real, sim, {}, tmp_path, test=test)
+    assert m["downstream_test"] == {"n": 400, "groups": len(np.unique(test.groups)), "held_out": True}
+    assert m["sources"]["real (upper bound)"]["balanced_accuracy"] > m["sources"]["sim"]["balanced_accuracy"]
+    with pytest.raises(InputError, match="needs labels"):
+        evaluate(real, sim, {}, tmp_path / "x", test=SpectraSet(test.spectra, wl))

@@ -70,3 +70,24 @@ def test_simulators_reject_bad_arguments():
         simulate_hsi(5)
     with pytest.raises(InputError, match="16x16"):
         simulate_pat(1, shape=(8, 8))
+
+
+def test_rich_stand_in_gap_is_not_a_per_channel_rescaling():
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.metrics import balanced_accuracy_score
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    sim = simulate_hsi(3000, seed=0)
+    real, test = simulate_hsi(3000, realism="rich", seed=1), simulate_hsi(3000, realism="rich", seed=2)
+    a, b = unit(sim.spectra), unit(real.spectra)
+    standardised = (a - a.mean(0)) / a.std(0) * b.std(0) + b.mean(0)
+
+    def accuracy(x, y):
+        rf = RandomForestClassifier(60, random_state=0, n_jobs=-1).fit(x, y)
+        return balanced_accuracy_score(test.labels, rf.predict(unit(test.spectra)))
+
+    # a classifier trained on real-domain spectra beats one trained on standardised simulations clearly
+    assert accuracy(b, real.labels) > accuracy(standardised, sim.labels) + 0.05
+    assert np.isfinite(real.spectra).all() and real.spectra.min() > 0

@@ -215,3 +215,30 @@ def test_whitened_input_makes_the_untrained_cinn_coral(hsi_pair, tmp_path):
         moved = stats[1].denormalize(model.transfer(x, SIM)).numpy()
     np.testing.assert_allclose(moved, coral.spectra, rtol=1e-3, atol=1e-5)
     assert TransferConfig.from_preset("paper").train.whiten is False
+
+
+def test_heldout_real_likelihood_is_logged_and_kept_out(hsi_pair, tmp_path):
+    sim, real = hsi_pair
+    cfg = TransferConfig.from_preset("cpu-small", overrides=tiny_overrides(2))
+    train(sim, unlabelled(real), tmp_path / "m", cfg, progress=False)
+    info = json.loads((tmp_path / "m" / "config.json").read_text())
+    bpd = [h["heldout_real_bits_per_dim"] for h in info["extras"]["history"]]
+    assert len(bpd) == 2 and all(np.isfinite(bpd))
+    assert info["trained_on"]["real_samples"] == len(real) - int(0.1 * len(real))  # 10 % held out
+    assert "heldout_real_bits_per_dim" in (checkpoint_dir(tmp_path / "m") / "metrics.csv").read_text()
+
+
+@pytest.mark.parametrize("extra", [["condition=domain+label", "train.real_labels=mixture"],
+                                   ["train.transport_weight=1"]])
+def test_cinn_options_train(hsi_pair, tmp_path, extra):
+    sim, real = hsi_pair
+    cfg = TransferConfig.from_preset("cpu-small", overrides=tiny_overrides(1) + extra)
+    model = build_model(cfg, sim.spectra.shape[1], 10 if "mixture" in extra[-1] else 0)
+    xa = torch.randn(8, sim.spectra.shape[1])
+    ya = torch.randint(0, 10, (8,)) if model.n_classes else None
+    loss, logs, x_ab, x_ba = model.generator_loss(xa, ya, torch.randn(6, sim.spectra.shape[1]))
+    assert torch.isfinite(loss) and x_ab.shape == (8, sim.spectra.shape[1]) and x_ba.shape == (6, sim.spectra.shape[1])
+    loss.backward()
+    train(sim, unlabelled(real), tmp_path / "m", cfg, progress=False)
+    out = apply_transfer(tmp_path / "m", sim)
+    assert np.isfinite(out.spectra).all()
