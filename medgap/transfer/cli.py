@@ -129,6 +129,8 @@ def evaluate(
     transferred: list[str] = typer.Option([], "--transferred", help="NAME=FILE.npz (repeatable)."),
     out: Path = typer.Option(..., "--out", help="Report folder (metrics.json + PNGs)."),
     seed: int = typer.Option(0, "--seed"),
+    test: Optional[Path] = typer.Option(None, "--test", help="Labelled real data of other subjects to test the "
+                                                             "classifiers on (default: a grouped split of --real)."),
 ) -> None:
     """PCA/KDE, spectral difference, MMD and downstream random forest of each source vs. real."""
     from medgap.transfer.data import load_data
@@ -140,6 +142,7 @@ def evaluate(
             raise InputError(item, "--transferred must look like NAME=FILE.npz")
         name, file = item.split("=", 1)
         sources[name] = load_data(Path(file))[0]
-    metrics = run(load_data(real)[0], load_data(sim)[0], sources, out, seed=seed)
+    metrics = run(load_data(real)[0], load_data(sim)[0], sources, out, seed=seed,
+                  test=None if test is None else load_data(test)[0])
     console.print_json(json.dumps(metrics["sources"], default=float))
     console.print(f"report written to {out}")

@@ -47,6 +47,16 @@ def test_cli_end_to_end_and_clear_errors(tmp_path):
     assert done.exit_code == 0, done.output
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert {"sim", "cinn", "real (upper bound)"} <= set(metrics["sources"])
+    # the closed-form baseline through the same commands, tested on other subjects
+    assert medgap("simulate", "--n", "300", "--realism", "rich", "--seed", "2", "--out", "test.npz", *grid,
+                  cwd=tmp_path).exit_code == 0
+    assert medgap("train", "--sim", "sim.npz", "--real", "real.npz", "--out", "coral", "--method", "coral",
+                  cwd=tmp_path).exit_code == 0
+    assert medgap("apply", "coral", "sim.npz", "--out", "tr_coral.npz", cwd=tmp_path).exit_code == 0
+    done = medgap("evaluate", "--real", "real.npz", "--sim", "sim.npz", "--transferred", "coral=tr_coral.npz",
+                  "--test", "test.npz", "--out", "report2", cwd=tmp_path)
+    assert done.exit_code == 0, done.output
+    assert json.loads((tmp_path / "report2" / "metrics.json").read_text())["downstream_test"]["held_out"]
 
     # an HSI cube (H, W, C) as .npy with the grid given on the command line, written back as a cube
     np.save(tmp_path / "cube.npy", sim.spectra[:60].reshape(6, 10, -1))
