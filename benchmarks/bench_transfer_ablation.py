@@ -12,7 +12,6 @@ better density model); the last lines say whether it ranks the runs as the class
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from machine import markdown_table  # noqa: E402
-from transfer_runs import mean_sd, score, stand_in, transfer  # noqa: E402
+from transfer_runs import arguments, mean_sd, score, stand_in, transfer  # noqa: E402
 
 VARIANTS = {
     "default": [],
@@ -43,11 +42,8 @@ VARIANTS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seeds", type=int, default=3)
-    args = parser.parse_args()
-    n, seeds, epochs = (2000, 2, 2) if args.quick else (8000, args.seeds, 5)
+    quick, seeds = arguments()
+    n, epochs = (2000, 2) if quick else (8000, 5)
     acc, mmd, bpd, secs, coral = {}, {}, {}, {}, []
     for seed in range(seeds):
         sim, real, unlabelled, test = stand_in(n, seed)

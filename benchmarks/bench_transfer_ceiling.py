@@ -14,7 +14,6 @@ Same data and protocol as bench_transfer_quality (transfer_runs.py). Rows:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from machine import markdown_table  # noqa: E402
-from transfer_runs import mean_sd, score, stand_in  # noqa: E402
+from transfer_runs import arguments, mean_sd, score, stand_in  # noqa: E402
 
 
 def coral(x_sim: np.ndarray, x_real: np.ndarray) -> np.ndarray:
@@ -72,11 +71,8 @@ def main() -> None:
 
     from medgap.io import SpectraSet
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seeds", type=int, default=3)
-    args = parser.parse_args()
-    n, seeds = (2000, 2) if args.quick else (8000, args.seeds)
+    quick, seeds = arguments()
+    n = 2000 if quick else 8000
     runs, pseudo_acc = [], []
     for seed in range(seeds):
         sim, real, _, test = stand_in(n, seed)

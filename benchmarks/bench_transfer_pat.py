@@ -11,7 +11,6 @@ tested on the artery/vein pixels of stand-in images of other seeds (evaluate's P
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from machine import markdown_table  # noqa: E402
-from transfer_runs import mean_sd, score  # noqa: E402
+from transfer_runs import arguments, mean_sd, score  # noqa: E402
 
 METHODS = {
     "standardise": ["method=standardise"],
@@ -42,11 +41,8 @@ def main() -> None:
     from medgap.transfer.config import TransferConfig
     from medgap.transfer.trainer import train
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seeds", type=int, default=3)
-    args = parser.parse_args()
-    n, shape, epochs, seeds = (8, (32, 64), 2, 2) if args.quick else (16, (64, 128), 4, args.seeds)
+    quick, seeds = arguments()
+    n, shape, epochs = (8, (32, 64), 2) if quick else (16, (64, 128), 4)
     sim = simulate_pat(n, shape=shape, seed=0)
     runs, seconds = [], {}
     for seed in range(seeds):

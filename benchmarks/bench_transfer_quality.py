@@ -10,7 +10,6 @@ publication's recipe at the cpu-small size; the upper bound trains on labelled s
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -21,7 +20,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from machine import markdown_table  # noqa: E402
-from transfer_runs import mean_sd, score, stand_in, transfer  # noqa: E402
+from transfer_runs import arguments, mean_sd, score, stand_in, transfer  # noqa: E402
 
 EPOCHS = 20  # the networks' training length; the default cINN uses its own (5)
 METHODS = {
@@ -39,12 +38,9 @@ BASELINES = ("standardise", "coral", "cyclegan", "unit")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seeds", type=int, default=3)
-    args = parser.parse_args()
-    n, seeds = (2000, 2) if args.quick else (8000, args.seeds)
-    if args.quick:
+    quick, seeds = arguments()
+    n = 2000 if quick else 8000
+    if quick:
         for ov in METHODS.values():
             ov[:] = [o.replace(f"hsi.epochs={EPOCHS}", "hsi.epochs=2") for o in ov] + ["hsi.epochs=2"]
     runs, seconds = [], {}
@@ -64,8 +60,8 @@ def main() -> None:
              mean_sd([r[k]["auroc"] for r in runs]), mean_sd([r[k]["f1_weighted"] for r in runs]),
              f"{np.mean(seconds[k]):.0f}" if k in seconds else "-"] for k in names]
     print(f"sim = {n} simple spectra; real = {n} stand-in spectra (labels hidden from training); test = {n} stand-in "
-          f"spectra of other subjects. cpu-small; CycleGAN, UNIT and the publication's recipe train {EPOCHS if not args.quick else 2} epochs, the "
-          f"default cINN its default {5 if not args.quick else 2}; "
+          f"spectra of other subjects. cpu-small; CycleGAN, UNIT and the publication's recipe train {EPOCHS if not quick else 2} epochs, the "
+          f"default cINN its default {5 if not quick else 2}; "
           f"{seeds} seeds (each seed: new real and test subjects, a new training seed, a new random forest): "
           f"mean +- sd over seeds. MMD^2 to the real set on L2-normalised spectra.\n")
     print(markdown_table(["source", "MMD^2 to real", "RF balanced acc. (%)", "AUROC", "weighted F1", "train s"], rows))

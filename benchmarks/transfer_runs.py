@@ -7,11 +7,21 @@ test = ``n`` stand-in spectra of other subjects (seed 101 + s), on which every c
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+
+def arguments() -> tuple[bool, int]:
+    """The benchmarks' command line: (--quick, --seeds; 2 seeds when quick)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seeds", type=int, default=3)
+    args = parser.parse_args()
+    return args.quick, 2 if args.quick else args.seeds
 
 
 def stand_in(n: int, seed: int):
