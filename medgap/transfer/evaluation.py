@@ -121,8 +121,9 @@ def _spectral_difference(real: SpectraSet, src: SpectraSet, n_classes: int) -> n
     return np.stack(rows) if rows else np.zeros((0, r.shape[1]))
 
 
-def _downstream(train: SpectraSet, test: SpectraSet, n_classes: int, seed: int, max_train: int, rng):
-    idx = _subsample(len(train), max_train, rng)
+def _downstream(train: SpectraSet, test: SpectraSet, n_classes: int, seed: int, max_train: int):
+    # the same subsample for every source of the same size (transfers of one simulation): paired comparisons
+    idx = _subsample(len(train), max_train, np.random.default_rng(seed))
     x, y = normalise(train.spectra[idx]), train.labels[idx]
     rf = RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=-1)
     # isotonic calibration on 3 folds, as in the publication's calibrated random forest
@@ -220,7 +221,7 @@ def evaluate(real, sim, transferred: dict, out_dir: str | Path, *, seed: int = 0
         runs["real (upper bound)"] = real_train
         cms = {}
         for name, s in runs.items():
-            res, cm = _downstream(s, real_test, n_classes, seed, max_train, rng)
+            res, cm = _downstream(s, real_test, n_classes, seed, max_train)
             metrics["sources"].setdefault(name, {}).update(res)
             cms[name] = cm
         fig, axes = plt.subplots(1, len(cms), figsize=(3.2 * len(cms), 3.4), squeeze=False)
