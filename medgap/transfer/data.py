@@ -206,16 +206,19 @@ def fit_stats(data: SpectraSet | ImageSet, whiten: bool = False, ridge: float = 
     if isinstance(data, SpectraSet):
         x = data.spectra.astype(np.float64)
         norms = np.linalg.norm(x, axis=1, keepdims=True)
-        xn = x / norms
-        mean, std, scale = xn.mean(0), xn.std(0), norms.mean()
+        samples = x / norms  # (N, C)
+        mean, std, scale = samples.mean(0), samples.std(0), norms.mean()
+        samples = samples[::max(1, len(samples) // max_samples)]
     else:
         x = data.images.astype(np.float64)
-        xn = x.transpose(0, 2, 3, 1).reshape(-1, x.shape[1])  # pixels x channels
-        mean, std, scale = xn.mean(0), xn.std(0), 1.0
+        mean, std, scale = x.mean(axis=(0, 2, 3)), x.std(axis=(0, 2, 3)), 1.0
+        if whiten:  # pixel spectra (P, C), subsampled before they are copied out of the image layout
+            pixels = x.reshape(len(x), x.shape[1], -1)
+            step = max(1, pixels.shape[0] * pixels.shape[2] // max_samples)
+            samples = np.moveaxis(pixels[:, :, ::step], 1, -1).reshape(-1, x.shape[1])
     std = np.where(std > 1e-12, std, 1.0)  # a constant channel must not divide by zero
     w = w_inv = None
     if whiten:
-        step = max(1, len(xn) // max_samples)
-        w, w_inv = _zca((xn[::step] - mean) / std, ridge)
+        w, w_inv = _zca((samples - mean) / std, ridge)
     f = lambda a: None if a is None else torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
     return DomainStats(f(mean), f(std), f(scale), f(w), f(w_inv))

@@ -49,11 +49,9 @@ class BatchSampler:
     """Index batches drawn from a seed and the step number only, so every rank draws the same global
     batch and a resumed run continues with the batches it would have drawn."""
 
-    def __init__(self, n: int, labels: np.ndarray | None, seed: int, balanced: bool,
-                 class_weights: np.ndarray | None = None):
+    def __init__(self, n: int, labels: np.ndarray | None, seed: int, balanced: bool):
         self.n, self.seed = n, seed
         self.balanced = balanced and labels is not None
-        self.class_weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float64)
         if self.balanced:
             order = np.argsort(labels, kind="stable")
             classes, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
@@ -64,10 +62,7 @@ class BatchSampler:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         if not self.balanced:
             return torch.randint(0, self.n, (batch,), generator=g)
-        if self.class_weights is None:
-            cls = torch.randint(0, len(self.counts), (batch,), generator=g)  # every class equally often
-        else:  # classes as often as they occur in the real data (estimated)
-            cls = torch.multinomial(self.class_weights, batch, replacement=True, generator=g)
+        cls = torch.randint(0, len(self.counts), (batch,), generator=g)  # every class equally often
         pos = (torch.rand(batch, generator=g, dtype=torch.float64) * self.counts[cls]).long()
         return self.order[self.starts[cls] + pos]
 

@@ -113,9 +113,10 @@ def _record(refl: np.ndarray, fine_nm: np.ndarray, wl: np.ndarray, groups: np.nd
         return (0.9 * s + 0.1 * s @ stray.T) @ filters.T  # 10 % stray light, then the filters
 
     white = signal(halogen[None])
-    white = white / white.max()
+    white_peak = white.max()
+    white = white / white_peak
     exposure = rng.uniform(3.0, 5.0, n_sub)[groups][:, None]  # set per recording; 1 = half saturation
-    counts = exposure * signal(scene * (refl + specular)) / signal(halogen[None]).max()
+    counts = exposure * signal(scene * (refl + specular)) / white_peak
     full_well = 2000.0  # electrons at half saturation
     electrons = rng.poisson(np.clip(counts * full_well, 0.0, None)) + rng.normal(0.0, 8.0, counts.shape)
     counts = electrons / full_well
