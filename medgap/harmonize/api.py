@@ -61,11 +61,13 @@ class Harmonizer:
         if overrides:
             from medgap.config import _deep_update, parse_overrides
 
+            from medgap.errors import ConfigError
+
             changes = parse_overrides(overrides)
             if "flow" in changes:
-                from medgap.errors import ConfigError
-
                 raise ConfigError("flow", "the flow of a trained model cannot be changed")
+            if "context" in changes.get("restore", {}):
+                raise ConfigError("restore.context", "the restoration net of a trained model cannot be changed")
             cfg = HarmonizeConfig.load_json(_deep_update(cfg.to_dict(), changes))
         model = SliceFlow.from_config(cfg.flow, cfg.data.template_bins)
         if "flow" not in saved.weights:
@@ -75,7 +77,8 @@ class Harmonizer:
         if "restore" in saved.weights:
             from medgap.harmonize.restore import build_restoration_net
 
-            restorer = build_restoration_net(tuple(cfg.restore.channels), cfg.restore.res_units)
+            restorer = build_restoration_net(tuple(cfg.restore.channels), cfg.restore.res_units,
+                                             cfg.restore.context)
             load_weights_into(restorer, saved.weights["restore"], Path(folder) / "restore.safetensors")
         return cls(model, cfg, device, saved.info, restorer)
 
@@ -128,12 +131,13 @@ class Harmonizer:
             return base
         if r.output == "network":
             self.last_gate = 1.0
-            return restore_slices(self.restorer, base.to(self.device), thr, self.cfg.harmonize.batch_slices).cpu()
+            return restore_slices(self.restorer, base.to(self.device), thr, self.cfg.harmonize.batch_slices,
+                                  r.context).cpu()
         r0 = float(self.info.get("extras", {}).get("train", {}).get("restore", {}).get("target_correction", 0.0))
         if r0 <= 0:
             raise ModelFolderError(None, "the model's card has no restore.target_correction: retrain it")
         out, self.last_gate = gated_restore(self.restorer, base.to(self.device), r0, r.gate_low, r.gate_high, thr,
-                                            self.cfg.harmonize.batch_slices)
+                                            self.cfg.harmonize.batch_slices, r.context)
         return out.cpu()
 
     @torch.inference_mode()

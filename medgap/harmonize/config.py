@@ -94,6 +94,8 @@ class RestoreConfig(MedgapConfig):
     max_noise: float = Field(0.06, ge=0)
     sharpen: float = Field(1.0, ge=0)  # random unsharp masking of the clean targets (restore.random_sharpen)
     standardize_inputs: bool = True  # train on changed slices standardised to their own histogram
+    # neighbouring slices on each side the net sees as extra input channels (3D context); 0 = 2D
+    context: int = Field(0, ge=0, le=4)
     # output: "gated" (default, see medgap.harmonize.restore), "network" (always the net's estimate),
     # "standardized" (Nyul only); gate in units of the net's correction on the target itself
     output: Literal["gated", "network", "standardized"] = "gated"

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["random_scanner_change", "random_sharpen", "match_own_histogram", "build_restoration_net",
-           "train_restoration", "restore_slices", "correction_size", "gated_restore"]
+           "context_index", "train_restoration", "restore_slices", "correction_size",
+           "gated_restore"]
 
 
 def _smooth_field(b: int, h: int, w: int, grid: int, generator: torch.Generator) -> Tensor:
@@ -104,12 +105,14 @@ def random_scanner_change(x: Tensor, generator: torch.Generator, threshold: floa
 
 
 def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of every channel of ``x (B, C, H, W)``."""
     r = max(1, int(3 * sigma))
     t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-t**2 / (2 * sigma**2))
     k = k / k.sum()
-    x = F.conv2d(x, k.view(1, 1, -1, 1), padding=(r, 0))
-    return F.conv2d(x, k.view(1, 1, 1, -1), padding=(0, r))
+    y = x.reshape(-1, 1, *x.shape[-2:])
+    y = F.conv2d(y, k.view(1, 1, -1, 1), padding=(r, 0))
+    return F.conv2d(y, k.view(1, 1, 1, -1), padding=(0, r)).view_as(x)
 
 
 def random_sharpen(x: Tensor, generator: torch.Generator, amount: float = 1.0, p: float = 0.5,
@@ -142,79 +145,109 @@ def match_own_histogram(y: Tensor, clean: Tensor, threshold: float = 0.05) -> Te
     return out
 
 
-def correction_size(net: nn.Module, xs: Tensor, threshold: float = 0.05, batch: int = 64) -> tuple[Tensor, float]:
+def correction_size(net: nn.Module, xs: Tensor, threshold: float = 0.05, batch: int = 64,
+                    context: int = 0) -> tuple[Tensor, float]:
     """(the net's estimate for ``xs``, mean absolute change it makes over the foreground)."""
-    est = restore_slices(net, xs, threshold, batch)
+    est = restore_slices(net, xs, threshold, batch, context)
     fg = xs > threshold
     size = float((est - xs).abs()[fg].mean()) if bool(fg.any()) else 0.0
     return est, size
 
 
 def gated_restore(net: nn.Module, base: Tensor, r0: float, gate_low: float = 2.0, gate_high: float = 4.0,
-                  threshold: float = 0.05, batch: int = 64) -> tuple[Tensor, float]:
-    """``base + w (net(base) - base)`` for standardised slices ``base`` of one volume; returns
-    (result, w). ``w`` is 0 while the net's correction is at most ``gate_low`` times the
-    target's own ``r0`` and 1 from ``gate_high`` times on (linear between)."""
-    est, size = correction_size(net, base, threshold, batch)
+                  threshold: float = 0.05, batch: int = 64, context: int = 0) -> tuple[Tensor, float]:
+    """``base + w (net(base) - base)`` for standardised slices ``base`` of one volume (in slice
+    order); returns (result, w). ``w`` is 0 while the net's correction is at most ``gate_low``
+    times the target's own ``r0`` and 1 from ``gate_high`` times on (linear between)."""
+    est, size = correction_size(net, base, threshold, batch, context)
     lo, hi = gate_low * r0, max(gate_high * r0, gate_low * r0 + 1e-6)
     w = min(1.0, max(0.0, (size - lo) / (hi - lo)))
     out = base + w * (est - base)
     return torch.where(base > threshold, out.clamp(0, 1), base), w
 
 
-def build_restoration_net(channels: tuple[int, ...] = (16, 32, 64, 128), res_units: int = 1) -> nn.Module:
-    """MONAI's 2D U-Net, one channel in and out (residual: the output is added to the input)."""
+def build_restoration_net(channels: tuple[int, ...] = (16, 32, 64, 128), res_units: int = 1,
+                          context: int = 0) -> nn.Module:
+    """MONAI's 2D U-Net: the slice and ``context`` neighbours on each side in, one channel out
+    (residual: the output is added to the slice)."""
     from monai.networks.nets import UNet
 
-    return UNet(spatial_dims=2, in_channels=1, out_channels=1, channels=tuple(channels),
+    return UNet(spatial_dims=2, in_channels=2 * context + 1, out_channels=1, channels=tuple(channels),
                 strides=(2,) * (len(channels) - 1), num_res_units=res_units)
 
 
-def restore_slices(net: nn.Module, xs: Tensor, threshold: float = 0.05, batch: int = 64) -> Tensor:
-    """Apply the trained net to source slices ``xs (N, 1, H, W)`` in [0, 1]; the background
-    (``xs <= threshold``) is returned unchanged."""
+def context_index(counts: list[int], context: int) -> Tensor:
+    """Rows of the neighbours of every slice, ``(N, 2 context + 1)``, for slices stored volume
+    after volume (``counts`` slices each, in slice order); at a volume's ends the nearest slice
+    of the same volume repeats."""
+    rows, start = [], 0
+    offsets = torch.arange(-context, context + 1)
+    for n in counts:
+        i = torch.arange(n)[:, None] + offsets
+        rows.append(start + i.clamp(0, n - 1))
+        start += n
+    return torch.cat(rows) if rows else torch.zeros(0, 2 * context + 1, dtype=torch.long)
+
+
+def _correct(net: nn.Module, xc: Tensor, context: int, threshold: float) -> Tensor:
+    """The net's estimate of the middle slice of context stacks ``xc (B, 2k+1, H, W)``."""
+    dev = next(net.parameters()).device
+    x = xc[:, context:context + 1]
+    y = (x.to(dev) + net(xc.to(dev))).clamp(0, 1).to(x.device)
+    return torch.where(x > threshold, y, x)
+
+
+def restore_slices(net: nn.Module, xs: Tensor, threshold: float = 0.05, batch: int = 64,
+                   context: int = 0) -> Tensor:
+    """Apply the trained net to source slices ``xs (N, 1, H, W)`` in [0, 1] (the slices of one
+    volume in order when ``context`` > 0); the background (``xs <= threshold``) is unchanged."""
     net.eval()
     out = []
     with torch.inference_mode():
         for start in range(0, len(xs), batch):
-            x = xs[start:start + batch]
-            dev = next(net.parameters()).device
-            y = (x.to(dev) + net(x.to(dev))).clamp(0, 1).to(x.device)
-            out.append(torch.where(x > threshold, y, x))
+            # neighbours come from the whole stack, so batch borders change nothing
+            rows = context_index([len(xs)], context)[start:start + batch]
+            out.append(_correct(net, xs[rows, 0], context, threshold))
     return torch.cat(out) if out else xs.clone()
 
 
 def train_restoration(slices: Tensor, cfg, augment_cfg, seed: int = 0, device: str | torch.device = "cpu",
-                      progress: bool = False, log=None) -> tuple[nn.Module, dict]:
+                      progress: bool = False, log=None, counts: list[int] | None = None) -> tuple[nn.Module, dict]:
     """Train :func:`build_restoration_net` on target ``slices (N, 1, H, W)``.
 
     ``cfg``: :class:`~medgap.harmonize.config.RestoreConfig`; ``augment_cfg``: the data
-    config whose geometric augmentation is applied first. Batches are seeded by (seed,
-    step). L1 loss inside the target's foreground. Returns (net in eval mode, summary).
+    config whose geometric augmentation is applied first; ``counts``: slices per volume,
+    stored volume after volume in slice order (needed for ``cfg.context`` > 0; default: one
+    volume). A slice and its neighbours get the same geometry and the same scanner change
+    (one scanner), their own noise. Batches are seeded by (seed, step). L1 loss inside the
+    target's foreground. Returns (net in eval mode, summary).
     """
     from medgap.harmonize.train import augment
     from medgap.training.runtime import track
 
     torch.manual_seed(seed)
-    net = build_restoration_net(tuple(cfg.channels), cfg.res_units).to(device)
+    k = cfg.context
+    net = build_restoration_net(tuple(cfg.channels), cfg.res_units, k).to(device)
     optim = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(
         optim, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
     n = len(slices)
+    neighbours = context_index(counts or [n], k)
     t0, ema = time.perf_counter(), None
     net.train()
     for step in track(range(cfg.steps), description="train restoration net", disable=not progress):
         g = torch.Generator().manual_seed(seed * 1_000_003 + 7 + step)
         idx = torch.randint(n, (cfg.batch_size,), generator=g)
-        clean = augment(slices[idx], augment_cfg, g)
+        clean = augment(slices[neighbours[idx], 0], augment_cfg, g)
         if cfg.sharpen > 0:
             clean = random_sharpen(clean, g, cfg.sharpen)
         source = random_scanner_change(clean, g, bias_strength=cfg.bias_strength, max_noise=cfg.max_noise)
         if cfg.standardize_inputs:
             source = match_own_histogram(source, clean)
-        clean, source = clean.to(device), source.to(device)
-        fg = (clean > 0.05) | (source > 0.05)
-        pred = source + net(source)
+        clean, source = clean[:, k:k + 1].to(device), source.to(device)
+        middle = source[:, k:k + 1]
+        fg = (clean > 0.05) | (middle > 0.05)
+        pred = middle + net(source)
         loss = ((pred - clean).abs() * fg).sum() / fg.sum().clamp_min(1)
         optim.zero_grad(set_to_none=True)
         loss.backward()
@@ -226,7 +259,12 @@ def train_restoration(slices: Tensor, cfg, augment_cfg, seed: int = 0, device: s
             log(step + 1, restore_l1=ema)
     net.eval()
     # the size of the net's correction on the target's own slices: the gate's unit (r0)
-    probe = slices[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:256]].to(device)
-    _, r0 = correction_size(net, probe)
+    probe = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:256]
+    with torch.inference_mode():
+        xc = slices[neighbours[probe], 0]
+        est = torch.cat([_correct(net, xc[i:i + 64], k, 0.05) for i in range(0, len(xc), 64)])
+    middle = xc[:, k:k + 1]
+    fg = middle > 0.05
+    r0 = float((est - middle).abs()[fg].mean()) if bool(fg.any()) else 0.0
     return net, {"steps": cfg.steps, "final_l1": ema, "target_correction": r0,
                  "seconds": round(time.perf_counter() - t0, 1)}

@@ -255,7 +255,7 @@ def _train(cfg: HarmonizeConfig, out_dir: Path, data: TrainingSet, ctx, run: Run
 
         net, summary["restore"] = train_restoration(
             data.slices, cfg.restore.replace(steps=cfg.restore_steps), cfg.data,
-            seed=cfg.restore.seed + cfg.train.seed, device=ctx.device, progress=progress)
+            seed=cfg.restore.seed + cfg.train.seed, device=ctx.device, progress=progress, counts=data.counts)
         weights["restore"] = net
     if ctx.is_main:
         model.eval()
