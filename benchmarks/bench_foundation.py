@@ -7,7 +7,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from machine import conv3d_gflops, machine_info, markdown_table, matmul_gflops

@@ -3,9 +3,12 @@
 The flow and the cohort are those of bench_harmonize_quality; the restoration net is
 retrained with one piece switched off at a time: the random sharpening of the clean
 targets (``restore.sharpen=0``) and the standardisation of the changed training slices to
-their own histogram (``restore.standardize_inputs=false``). Each variant is scored as the
-default (gated) and as the network alone, on the six untouched test subjects and on the
-validation subject (Colin 27), mean PSNR in the brain over the 13 source changes.
+their own histogram (``restore.standardize_inputs=false``); and one piece switched on: the
+neighbouring slice on each side as extra input channels (``restore.context=1``, 3D context).
+Each variant is scored as the default (gated) and as the network alone, on the six untouched
+test subjects and on the validation subject (Colin 27, every second slice, each randomly
+moved), and the gated default also on Colin 27's consecutive, unmoved slices (the whole volume:
+the setting 3D context is made for), mean PSNR in the brain over the 13 source changes.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from medgap.harmonize.simulate import COMBINED_DOMAINS, DOMAINS, HARD_DOMAINS
 from medgap.harmonize.train import train
 
 VARIANTS = {"default": [], "no sharpening": ["restore.sharpen=0"],
-            "no own-histogram standardisation in training": ["restore.standardize_inputs=false"]}
+            "no own-histogram standardisation in training": ["restore.standardize_inputs=false"],
+            "with 3D context (neighbouring slices as input)": ["restore.context=1"]}
 
 
 def main() -> None:
@@ -48,20 +52,22 @@ def main() -> None:
             test, brain, pos, _ = load_test_slices(cfg.flow.image_size)
             test, brain = perturb(test, brain, seed=1)
             val = heldout_subject_slices(cfg.flow.image_size, every=2, seed=1)
+            volume = heldout_subject_slices(cfg.flow.image_size, every=1, seed=None)
             res = {"test": compare_methods(h, test, brain, pos, domains, methods, seed=1, separate=True),
-                   "validation": compare_methods(h, *val, domains, methods, seed=1)}
+                   "validation": compare_methods(h, *val, domains, methods, seed=1),
+                   "volume": compare_methods(h, *volume, domains, {"gated": methods["gated"]}, seed=1)}
             row = [name]
-            for part in ("test", "validation"):
-                for col in ("gated", "network"):
-                    r = res[part]
-                    row.append(f"{np.mean([r[d][col]['psnr_brain'] for d in domains]):.2f} / "
-                               f"{np.mean([r[d][col]['psnr_brain'] for d in hard]):.2f}")
+            for part, col in (("test", "gated"), ("test", "network"), ("validation", "gated"),
+                              ("validation", "network"), ("volume", "gated")):
+                r = res[part]
+                row.append(f"{np.mean([r[d][col]['psnr_brain'] for d in domains]):.2f} / "
+                           f"{np.mean([r[d][col]['psnr_brain'] for d in hard]):.2f}")
             rows.append(row)
     print(f"One training seed, cpu-small, {steps} flow steps + {10 * steps} network steps per variant. Cells: mean "
           "PSNR in the brain over all 13 changes / over the 5 hard and combined ones (dB).")
     print()
     print(markdown_table(["variant", "test: default (gated)", "test: network only", "validation: default (gated)",
-                          "validation: network only"], rows))
+                          "validation: network only", "validation volume, unmoved: default (gated)"], rows))
 
 
 if __name__ == "__main__":

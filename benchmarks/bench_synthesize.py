@@ -309,7 +309,7 @@ def main() -> None:
     if args.worker:
         print(json.dumps(_worker(json.loads(args.worker))))
         return
-    from machine import conv3d_gflops, machine_info, markdown_table
+    from machine import conv3d_gflops, machine_info
 
     info = machine_info()
     import torch

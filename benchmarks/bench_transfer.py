@@ -46,7 +46,6 @@ def _model(modality: str, indexed: bool):
     model = build_model(cfg, 100 if modality == "hsi" else 16, k, shape)
     if not indexed:  # same architecture with FrEIA's own (matmul) permutations
         torch.manual_seed(0)
-        gen = model.generator
         if modality == "hsi":
             from medgap.transfer.cinn import SpectralCINN
             model.generator = SpectralCINN(100, 10, 40, 30, 512, 1.0, 0.7, indexed_permutation=False)

@@ -1,6 +1,3 @@
-import gzip
-from pathlib import Path
-
 import nibabel as nib
 import numpy as np
 import pytest

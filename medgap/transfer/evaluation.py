@@ -154,8 +154,9 @@ def evaluate(real, sim, transferred: dict, out_dir: str | Path, *, seed: int = 0
 
     real/sim/transferred: SpectraSet or ImageSet (same kind). Sources need labels for the per-class
     plots and the classifier; real needs labels (and groups) only for the downstream part.
-    ``test``: labelled real data of other subjects to test the classifiers on (then ``real`` is the
-    upper bound's training set); default: a grouped split of ``real`` (``test_fraction``).
+    ``test``: labelled real data of other subjects to test the classifiers on (then ``real``, when
+    labelled, is the upper bound's training set; unlabelled, there is no upper bound); default: a
+    grouped split of ``real`` (``test_fraction``).
     Returns the metrics dict.
     """
     out_dir = Path(out_dir)
@@ -216,9 +217,10 @@ def evaluate(real, sim, transferred: dict, out_dir: str | Path, *, seed: int = 0
         train_idx, test_idx = next(split.split(r_norm, real_s.labels, groups))
         real_train, real_test = real_s.subset(train_idx), real_s.subset(test_idx)
         metrics["downstream_test"] = {"n": len(real_test), "groups": int(len(np.unique(groups[test_idx])))}
-    if real_s.labels is not None:
+    if real_s.labels is not None or test is not None:
         runs = {k: v for k, v in sources.items() if v.labels is not None}
-        runs["real (upper bound)"] = real_train
+        if real_s.labels is not None:  # unlabelled real data: no upper bound, the transfers still get tested
+            runs["real (upper bound)"] = real_train
         cms = {}
         for name, s in runs.items():
             res, cm = _downstream(s, real_test, n_classes, seed, max_train)

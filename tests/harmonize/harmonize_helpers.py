@@ -1,9 +1,6 @@
 """Shared test helpers: a brain-like phantom, a non-RAS affine, a tiny config."""
 from __future__ import annotations
 
-import os
-
-import nibabel as nib
 import numpy as np
 
 

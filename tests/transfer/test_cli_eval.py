@@ -111,3 +111,13 @@ def test_evaluate_tests_on_other_subjects_when_given(tmp_path):
     assert m["sources"]["real (upper bound)"]["balanced_accuracy"] > m["sources"]["sim"]["balanced_accuracy"]
     with pytest.raises(InputError, match="needs labels"):
         evaluate(real, sim, {}, tmp_path / "x", test=SpectraSet(test.spectra, wl))
+
+
+def test_evaluate_with_unlabelled_real_still_tests_the_sources_on_the_test_set(tmp_path):
+    wl = np.arange(500.0, 1000.0, 20.0)
+    sim = simulate_hsi(600, wavelengths=wl, seed=0)
+    real = simulate_hsi(600, wavelengths=wl, realism="rich", seed=1)
+    test = simulate_hsi(400, wavelengths=wl, realism="rich", seed=7)
+    m = evaluate(SpectraSet(real.spectra, wl), sim, {}, tmp_path, test=test)
+    assert 0 <= m["sources"]["sim"]["balanced_accuracy"] <= 1
+    assert "real (upper bound)" not in m["sources"]
