@@ -12,7 +12,7 @@ STAMP := $(VENV)/.medgap-installed
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(BIN)/python pyproject.toml
+$(STAMP): $(BIN)/python pyproject.toml medgap/data/install.py
 	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -e '.[test]'
 	$(BIN)/python -m medgap.data.install

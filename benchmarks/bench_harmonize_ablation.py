@@ -7,8 +7,8 @@ their own histogram (``restore.standardize_inputs=false``); and one piece switch
 neighbouring slice on each side as extra input channels (``restore.context=1``, 3D context).
 Each variant is scored as the default (gated) and as the network alone, on the six untouched
 test subjects and on the validation subject (Colin 27, every second slice, each randomly
-moved), and the gated default also on Colin 27's consecutive, unmoved slices (the whole volume:
-the setting 3D context is made for), mean PSNR in the brain over the 13 source changes.
+moved), and the gated default also on the consecutive, unmoved slices of the real test volume S1
+(the whole volume: the setting 3D context is made for), mean PSNR in the brain over the 13 source changes.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def main() -> None:
             test, brain, pos, _ = load_test_slices(cfg.flow.image_size)
             test, brain = perturb(test, brain, seed=1)
             val = heldout_subject_slices(cfg.flow.image_size, every=2, seed=1)
-            volume = heldout_subject_slices(cfg.flow.image_size, every=1, seed=None)
+            volume = heldout_subject_slices(cfg.flow.image_size, every=1, seed=None, name="s1")
             res = {"test": compare_methods(h, test, brain, pos, domains, methods, seed=1, separate=True),
                    "validation": compare_methods(h, *val, domains, methods, seed=1),
                    "volume": compare_methods(h, *volume, domains, {"gated": methods["gated"]}, seed=1)}
@@ -67,7 +67,7 @@ def main() -> None:
           "PSNR in the brain over all 13 changes / over the 5 hard and combined ones (dB).")
     print()
     print(markdown_table(["variant", "test: default (gated)", "test: network only", "validation: default (gated)",
-                          "validation: network only", "validation volume, unmoved: default (gated)"], rows))
+                          "validation: network only", "test volume S1, unmoved: default (gated)"], rows))
 
 
 if __name__ == "__main__":

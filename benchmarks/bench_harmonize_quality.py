@@ -2,13 +2,15 @@
 
 For each seed: the default cpu-small model (target flow + restoration net) is trained on
 the real T1 cohort (ICBM 2009a, ICBM 2009c, FSL MNI152, SRI24, brought into one look;
-medgap.data.cohort). Colin 27, a real single subject never used for training or tuning,
-is the test: its slices in the target look, each randomly rotated/scaled/shifted, are
-pushed into simulated source domains (the publication's gamma/exp/log; a bias field,
-white matter darker than grey matter, half resolution + noise; two combinations), and
-every method's result is compared with the untouched slice (PSNR and SSIM in the brain, and
-the Dice of a white-matter segmenter trained on the labelled target, on the result against
-the untouched slice). Slice-to-slice consistency is measured on the whole held-out volume.
+medgap.data.cohort). Real subjects never used for training, in the target look, each slice
+randomly rotated/scaled/shifted, are pushed into simulated source domains (the publication's
+gamma/exp/log; a bias field, white matter darker than grey matter, half resolution + noise;
+two combinations), and every method's result is compared with the untouched slice (PSNR and
+SSIM in the brain, and the Dice of a white-matter segmenter trained on the labelled target, on
+the result against the untouched slice). Test (never used for choosing the method either): the
+volume of pycortex's subject S1 and one slice each of six other subjects. Validation (the
+method's choices were compared on it): Colin 27. Slice-to-slice consistency is measured on the
+whole S1 and Colin 27 volumes.
 
 Columns: the source unchanged; the baselines users try first (histogram matching, N4 +
 histogram matching, and intensity-normalization's Nyul, WhiteStripe, z-score and FCM);
@@ -70,9 +72,13 @@ def run_seed(seed: int, tmp: Path, steps: int, every: int, domains: list[str]) -
     test, test_brain = perturb(test, test_brain, seed=seed + 1)
     res["test"] = compare_methods(h, test, test_brain, test_pos, domains, methods, seed=seed + 1, separate=True,
                                   segmenter=seg)
+    # the real test volume (S1): every second slice, each randomly moved, harmonised as one volume
+    s1 = heldout_subject_slices(cfg.flow.image_size, every=every, seed=seed + 1, name="s1")
+    res["test_volume"] = compare_methods(h, *s1, domains, methods, seed=seed + 1, segmenter=seg)
     # slice-to-slice consistency on consecutive, unperturbed slices of the held-out volume
-    volume_slices = heldout_subject_slices(cfg.flow.image_size, every=1, seed=None)
-    res["flicker"] = {d: slice_flicker(h, *volume_slices, d, methods, seed=seed + 1) for d in FLICKER_DOMAINS}
+    for key, name in (("flicker", "colin27"), ("flicker_test", "s1")):
+        volume_slices = heldout_subject_slices(cfg.flow.image_size, every=1, seed=None, name=name)
+        res[key] = {d: slice_flicker(h, *volume_slices, d, methods, seed=seed + 1) for d in FLICKER_DOMAINS}
     # a whole real 1 mm volume through the file API with the default method
     from medgap.data.cohort import load_brain
     from medgap.io import write_nifti
@@ -139,19 +145,23 @@ def main() -> None:
     print(f"cpu-small, {steps} flow steps + {10 * steps} restoration steps per model, {len(seeds)} training seed(s) "
           f"({np.mean([r['train_seconds'] for r in runs]):.0f} s training each on this machine). Whole 1 mm Colin 27 "
           f"volume with the default: {np.mean([r['volume_seconds'] for r in runs]):.1f} s.")
-    for part, title in (("test", "TEST: six real subjects never used for training nor for choosing the method "
+    for part, title in (("test_volume", "TEST: a real subject's volume (S1) never used for training nor for choosing "
+                                        "the method (every second slice, each randomly moved, harmonised as one "
+                                        "volume)"),
+                        ("test", "TEST: six real subjects never used for training nor for choosing the method "
                                  "(one axial slice each, harmonised one by one)"),
                         ("validation", f"VALIDATION: Colin 27 (held out of training; the method's choices were "
                                        f"compared on it), {runs[0]['test_slices']} slices per domain")):
         report(title, [r[part] for r in runs], domains)
     cols = list(runs[0]["flicker"][FLICKER_DOMAINS[0]])
-    print()
-    print("Slice-to-slice consistency on the whole held-out volume (Colin 27, consecutive unperturbed slices): mean "
-          "absolute change of the per-slice mean error in the brain from one slice to the next, x 1000 (lower = "
-          "less flicker), mean +- sd over seeds:")
-    print()
-    print(markdown_table(["change"] + cols, [[d] + [_cell([r["flicker"][d][c] for r in runs]) for c in cols]
-                                             for d in FLICKER_DOMAINS]))
+    for key, name in (("flicker_test", "the test volume S1"), ("flicker", "the validation volume Colin 27")):
+        print()
+        print(f"Slice-to-slice consistency on {name} (whole volume, consecutive unmoved slices): mean absolute "
+              "change of the per-slice mean error in the brain from one slice to the next, x 1000 (lower = less "
+              "flicker), mean +- sd over seeds:")
+        print()
+        print(markdown_table(["change"] + cols, [[d] + [_cell([r[key][d][c] for r in runs]) for c in cols]
+                                                 for d in FLICKER_DOMAINS]))
     if args.json:
         args.json.write_text(json.dumps(runs, indent=1, default=float))
 

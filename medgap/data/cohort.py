@@ -4,8 +4,9 @@ Training brains (real T1 images, skull-stripped, 1 mm, each a different anatomy)
 the ICBM 2009a template (nilearn, the reference look), ICBM 2009c, FSL's MNI152 and
 SRI24 (installed by ``make setup``, see :mod:`medgap.data.install`). Held out of all
 training: Colin 27, a real single subject (the validation subject: the method's choices
-were compared on it). Untouched test set: 2D axial slices of six other real subjects
-(:func:`load_test_slices`), never used for training nor for choosing the method.
+were compared on it). Untouched test set, never used for training nor for choosing the method:
+one real subject's volume (pycortex's S1, skull-stripped at set-up, see
+:mod:`medgap.data.install`) and 2D axial slices of six other real subjects (:func:`load_test_slices`).
 
 The four templates differ in look as well as anatomy (scanner, averaging, intensity
 scale). A target cohort must vary in anatomy only, so every brain is first mapped into
@@ -23,18 +24,20 @@ from functools import lru_cache
 
 import numpy as np
 
-from medgap.data.install import installed_path
+from medgap.data.install import S1, S1_MASK, installed_path
 from medgap.io import Volume, read_volume
 
-__all__ = ["CohortBrain", "TRAINING", "HELDOUT", "TEST_SLICES", "load_brain", "load_cohort",
+__all__ = ["CohortBrain", "TRAINING", "HELDOUT", "TEST_VOLUMES", "TEST_SLICES", "load_brain", "load_cohort",
            "standardize_to_reference", "load_test_slices"]
 
 TRAINING = ["icbm2009a", "icbm2009c", "mni152_fsl", "sri24"]
 HELDOUT = ["colin27"]
+TEST_VOLUMES = ["s1"]
 TEST_SLICES = ["r16", "r27", "r30", "r62", "r64", "r85"]
 TEST_POSITION = 0.55  # the six slices are at the level of the lateral ventricles
 _FILES = {"icbm2009c": "icbm2009c_brain.nii.gz", "mni152_fsl": "mni152_fsl_brain.nii.gz",
-          "sri24": "sri24_brain.nii", "colin27": "colin27_brain.nii.gz"}
+          "sri24": "sri24_brain.nii", "colin27": "colin27_brain.nii.gz", "s1": S1}
+_MASKS = {"s1": S1_MASK}  # brains whose mask is a file of its own (elsewhere: the non-zero voxels)
 _LEVELS = np.linspace(0.5, 99.5, 199)
 
 
@@ -72,9 +75,9 @@ def load_brain(name: str) -> CohortBrain:
         vol = Volume(data, ref.affine.copy(), ref.header, None)
         return CohortBrain(name, vol, ref_mask)
     if name not in _FILES:
-        raise KeyError(f"unknown cohort brain {name!r}; choose from {TRAINING + HELDOUT}")
+        raise KeyError(f"unknown cohort brain {name!r}; choose from {TRAINING + HELDOUT + TEST_VOLUMES}")
     vol = read_volume(installed_path(_FILES[name]))
-    mask = vol.data > 0
+    mask = read_volume(installed_path(_MASKS[name])).data > 0.5 if name in _MASKS else vol.data > 0
     vol = Volume(standardize_to_reference(vol.data, mask, ref_q), vol.affine, vol.header, vol.path)
     return CohortBrain(name, vol, mask)
 

