@@ -17,7 +17,8 @@ checked against its SHA-256 and written into :func:`data_dir`:
   never used for training nor looked at while choosing the method.
 
 - ``s1_brain.nii.gz`` and ``s1_brain_mask.nii.gz``: ONE REAL SUBJECT's T1 (pycortex's example subject
-  "S1", full head, 256^3 at 1 mm, uint8; pycortex 1.4.0 sdist, BSD-2), skull-stripped here: FSL's
+  "S1", full head, 256^3 at 1 mm, uint8; pycortex 1.4.0 sdist, BSD-2), reoriented to RAS voxel
+  order and skull-stripped here: FSL's
   MNI152 head template (nimare 0.22.1 wheel, MIT) is registered to it (SimpleITK, affine, Mattes
   mutual information, seeded) and the template's brain mask is carried over (linear, > 0.5, holes
   filled). The second real held-out *volume* of the harmonisation benchmarks (test: never used for
@@ -270,8 +271,10 @@ def install_s1(dest: Path | None = None, quiet: bool = True) -> Path:
             if _sha256(data) != want:
                 raise RuntimeError(f"{name} for S1 has an unexpected SHA-256")
             (tmp / f"{name}.nii.gz").write_bytes(data)
-        mask = _register_brain_mask(tmp / "head.nii.gz", tmp / "template.nii.gz", tmp / "template_mask.nii.gz")
-        img = nib.load(str(tmp / "head.nii.gz"))
+        # stored in RAS voxel order like the other cohort brains (the file is LIA)
+        img = nib.as_closest_canonical(nib.load(str(tmp / "head.nii.gz")))
+        nib.save(img, str(tmp / "head_ras.nii.gz"))
+        mask = _register_brain_mask(tmp / "head_ras.nii.gz", tmp / "template.nii.gz", tmp / "template_mask.nii.gz")
         head = np.asarray(img.dataobj, dtype=np.float32)
         for name, data in ((S1_MASK, mask.astype(np.uint8)), (S1, np.where(mask, head, 0).astype(np.float32))):
             out = nib.Nifti1Image(data, img.affine)
