@@ -203,11 +203,10 @@ def restore_slices(net: nn.Module, xs: Tensor, threshold: float = 0.05, batch: i
     volume in order when ``context`` > 0); the background (``xs <= threshold``) is unchanged."""
     net.eval()
     out = []
+    rows = context_index([len(xs)], context)  # neighbours from the whole stack: batch borders change nothing
     with torch.inference_mode():
         for start in range(0, len(xs), batch):
-            # neighbours come from the whole stack, so batch borders change nothing
-            rows = context_index([len(xs)], context)[start:start + batch]
-            out.append(_correct(net, xs[rows, 0], context, threshold))
+            out.append(_correct(net, xs[rows[start:start + batch], 0], context, threshold))
     return torch.cat(out) if out else xs.clone()
 
 
