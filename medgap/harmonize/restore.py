@@ -149,9 +149,13 @@ def correction_size(net: nn.Module, xs: Tensor, threshold: float = 0.05, batch: 
                     context: int = 0) -> tuple[Tensor, float]:
     """(the net's estimate for ``xs``, mean absolute change it makes over the foreground)."""
     est = restore_slices(net, xs, threshold, batch, context)
+    return est, _mean_change(est, xs, threshold)
+
+
+def _mean_change(est: Tensor, xs: Tensor, threshold: float) -> float:
+    """Mean absolute difference of ``est`` and ``xs`` over the foreground of ``xs`` (0 if none)."""
     fg = xs > threshold
-    size = float((est - xs).abs()[fg].mean()) if bool(fg.any()) else 0.0
-    return est, size
+    return float((est - xs).abs()[fg].mean()) if bool(fg.any()) else 0.0
 
 
 def gated_restore(net: nn.Module, base: Tensor, r0: float, gate_low: float = 2.0, gate_high: float = 4.0,
@@ -262,8 +266,6 @@ def train_restoration(slices: Tensor, cfg, augment_cfg, seed: int = 0, device: s
     with torch.inference_mode():
         xc = slices[neighbours[probe], 0]
         est = torch.cat([_correct(net, xc[i:i + 64], k, 0.05) for i in range(0, len(xc), 64)])
-    middle = xc[:, k:k + 1]
-    fg = middle > 0.05
-    r0 = float((est - middle).abs()[fg].mean()) if bool(fg.any()) else 0.0
+    r0 = _mean_change(est, xc[:, k:k + 1], 0.05)
     return net, {"steps": cfg.steps, "final_l1": ema, "target_correction": r0,
                  "seconds": round(time.perf_counter() - t0, 1)}
