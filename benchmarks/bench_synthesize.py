@@ -50,7 +50,8 @@ def _worker(spec: dict) -> dict:
         from medgap.synthesize.config import SynthesizeConfig
 
         cfg = SynthesizeConfig(size=size, width=arch.width, latent_dim=arch.latent_dim,
-                               precision=spec.get("precision", "fp32"), recon_weight=0.0)
+                               precision=spec.get("precision", "fp32"),
+                               recon_weight=spec.get("recon_weight", 0.0))
         x = torch.rand(batch, 1, size, size, size) * 2 - 1
         if spec["kind"] == "train":
             from medgap.synthesize.train import HAGANStep

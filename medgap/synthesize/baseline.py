@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -107,21 +108,32 @@ class FullResStep:
 
 
 def train_baseline(data: TrainingSet, cfg: SynthesizeConfig, *, seed: int = 0, max_seconds: float | None = None,
-                   device: str = "cpu", progress: bool = False) -> tuple[FullResGAN, int, float]:
+                   device: str = "cpu", progress: bool = False, checkpoints: Sequence[float] = (),
+                   on_checkpoint: Callable[[FullResGAN, int, float], None] | None = None) -> tuple[FullResGAN, int, float]:
     """Train the baseline (single process) for ``cfg.iterations`` or ``max_seconds``.
 
-    Returns (model, iterations run, seconds).
+    ``on_checkpoint(model, iterations, seconds)`` is called (model in eval mode) when the training
+    time first reaches each of ``checkpoints`` (seconds); its own time is not counted as training.
+    Returns (model, iterations run, training seconds).
     """
     seed_everything(seed)
     dev = torch.device(device)
     model = FullResGAN(cfg.architecture(0)).to(dev)
     step = FullResStep(model, cfg)
     augment = Augment.for_config(cfg, seed=seed)
-    t0, done = time.perf_counter(), 0
+    pending = sorted(checkpoints)
+    trained, done = 0.0, 0
     for _ in track(range(cfg.iterations), description="full-res GAN", disable=not progress):
+        t0 = time.perf_counter()
         idx = torch.randint(len(data), (cfg.batch_size,))
         step(data.batch(idx, augment).to(dev), torch.randn(cfg.batch_size, model.arch.latent_dim, device=dev))
+        trained += time.perf_counter() - t0
         done += 1
-        if max_seconds is not None and time.perf_counter() - t0 >= max_seconds:
+        while pending and trained >= pending[0]:
+            pending.pop(0)
+            if on_checkpoint is not None:
+                on_checkpoint(model.eval(), done, trained)
+                model.train()
+        if max_seconds is not None and trained >= max_seconds:
             break
-    return model.cpu().eval(), done, time.perf_counter() - t0
+    return model.cpu().eval(), done, trained

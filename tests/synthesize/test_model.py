@@ -1,5 +1,8 @@
 """Architecture of HA-GAN: parameter counts, shapes, and the folded up-convolution."""
 
+import time
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -91,3 +94,27 @@ def test_full_resolution_baseline_shapes_and_width():
     # Same generator layers as HA-GAN minus the low-res branch.
     hagan_g = HAGAN(arch).generator
     assert count_parameters(gan.generator) == count_parameters(hagan_g) - count_parameters(hagan_g.low)
+
+
+def test_full_resolution_baseline_scores_at_checkpoints_without_counting_them():
+    from medgap.synthesize.baseline import train_baseline
+    from medgap.synthesize.config import SynthesizeConfig
+    from medgap.synthesize.data import TrainingSet
+
+    cfg = SynthesizeConfig(size=32, width=0.125, latent_dim=8, batch_size=2, iterations=6, augment=False,
+                           precision="fp32")
+    vols = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 32)).astype(np.float32)
+    data = TrainingSet(vols, np.zeros(2, np.int64), ["t1"], 2.0)
+    seen = []
+
+    def score(model, steps, seconds):
+        seen.append((steps, seconds, model.training))
+        time.sleep(0.3)  # scoring time must not count as training time
+
+    start = time.perf_counter()
+    _, steps, seconds = train_baseline(data, cfg, checkpoints=[0.0, 1e-9, 1e9], on_checkpoint=score)
+    wall = time.perf_counter() - start
+    assert steps == 6
+    assert [s for s, _, _ in seen] == [1, 1]  # both reached after the first iteration; 1e9 s never
+    assert not any(training for _, _, training in seen)  # scored in eval mode
+    assert wall - seconds >= 0.55 and seconds >= seen[-1][1]
