@@ -196,6 +196,23 @@ def _assemble(prepared: list[Prepared], labels: list[int], names: list[str]) -> 
                        [p.source for p in prepared])
 
 
+def _read_cache(arr_path: Path, meta_path: Path, n: int, cfg: SynthesizeConfig) -> TrainingSet | None:
+    """The cached training set, or None when it is missing or does not hold what this run needs
+    (truncated, another shape or dtype, unreadable metadata): it is then rebuilt from the inputs."""
+    if not (arr_path.exists() and meta_path.exists()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        data = np.load(arr_path, mmap_mode="r", allow_pickle=False)
+        ts = TrainingSet(data, np.asarray(meta["labels"], dtype=np.int64), list(meta["label_names"]),
+                         float(meta["spacing_mm"]), list(meta["sources"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if data.shape != (n,) + (cfg.size,) * 3 or data.dtype != np.dtype(cfg.cache_dtype) or len(ts.labels) != n:
+        return None
+    return ts
+
+
 def load_training_set(
     inputs: Sequence[str | Path],
     cfg: SynthesizeConfig,
@@ -225,11 +242,9 @@ def load_training_set(
         cache_dir = Path(cache_dir)
         key = _cache_key(files, labels, cfg)
         arr_path, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
-        if arr_path.exists() and meta_path.exists():
-            meta = json.loads(meta_path.read_text())
-            data = np.load(arr_path, mmap_mode="r", allow_pickle=False)
-            return TrainingSet(data, np.asarray(meta["labels"], dtype=np.int64), meta["label_names"],
-                               meta["spacing_mm"], meta["sources"])
+        cached = _read_cache(arr_path, meta_path, len(files), cfg)
+        if cached is not None:
+            return cached
     prepared = [preprocess(read_volume(f), cfg) for f in track(files, description="preprocessing", disable=not progress)]
     ts = _assemble(prepared, labels, names)
     if cache_dir is not None:

@@ -42,6 +42,25 @@ def test_mixed_shapes_are_cached_as_memmap(tmp_path, tiny_cfg, make_vol):
     assert np.allclose(np.asarray(again.volumes, np.float32), ts.volumes, atol=1e-3)
 
 
+
+@pytest.mark.parametrize("damage", ["truncate", "other_shape", "bad_meta"])
+def test_a_damaged_cache_is_rebuilt_not_half_read(tmp_path, tiny_cfg, make_vol, damage):
+    (tmp_path / "d").mkdir()
+    make_vol(tmp_path / "d" / "a.nii.gz", shape=(30, 26, 20))
+    ts = load_training_set([tmp_path / "d"], tiny_cfg, cache_dir=tmp_path / "cache", progress=False)
+    expected = np.asarray(ts.volumes, np.float32).copy()
+    arr = next((tmp_path / "cache").glob("*.npy"))
+    if damage == "truncate":
+        arr.write_bytes(arr.read_bytes()[: arr.stat().st_size // 2])
+    elif damage == "other_shape":
+        np.save(arr, np.zeros((1, 16, 16, 16), np.float16))
+    else:
+        arr.with_suffix(".json").write_text("{not json")
+    again = load_training_set([tmp_path / "d"], tiny_cfg, cache_dir=tmp_path / "cache", progress=False)
+    assert np.allclose(np.asarray(again.volumes, np.float32), expected)
+    assert list(again.labels) == [0]
+    assert sorted(p.suffix for p in (tmp_path / "cache").iterdir()) == [".json", ".npy"]  # rebuilt, no leftovers
+
 @pytest.mark.parametrize("shape,problem", [((20, 20), "2D"), ((10, 10, 10, 3), "4D")])
 def test_wrong_dimensionality_is_refused(tmp_path, tiny_cfg, shape, problem):
     path = tmp_path / "bad.nii.gz"
