@@ -71,3 +71,34 @@ def test_volume_features_are_fixed_and_discriminative(rng):
     smooth = torch.nn.functional.avg_pool3d(vols, 5, 1, 2)
     f3 = VolumeFeatureExtractor(input_size=32).features(smooth)
     assert np.linalg.norm(f1 - f3) > 1e-3 * np.linalg.norm(f1)
+
+
+class _RunsCodeWhenUnpickled:
+    def __reduce__(self):
+        import os
+
+        return (os.makedirs, ("pwned_by_pickle",))
+
+
+def test_feature_weights_load_tensors_and_refuse_code_in_a_pickle(tmp_path, rng, monkeypatch):
+    from safetensors.torch import save_file
+
+    from medgap.errors import InputError
+
+    monkeypatch.chdir(tmp_path)
+    vols = torch.as_tensor(rng.uniform(-1, 1, (2, 1, 24, 24, 24)), dtype=torch.float32)
+    other = VolumeFeatureExtractor(input_size=32, seed=5)
+    state = {k: v.contiguous() for k, v in other.net.state_dict().items()}
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, tmp_path / "resnet_10.pth")
+    save_file(state, str(tmp_path / "resnet_10.safetensors"))
+    expected = other.features(vols)
+    for name in ("resnet_10.pth", "resnet_10.safetensors"):  # MedicalNet's layout and ours
+        loaded = VolumeFeatureExtractor(weights=tmp_path / name, input_size=32)
+        np.testing.assert_allclose(loaded.features(vols), expected, rtol=1e-5, atol=1e-6)
+    torch.save({"state_dict": state, "extra": _RunsCodeWhenUnpickled()}, tmp_path / "evil.pth")
+    with pytest.raises(InputError, match="evil.pth.*cannot read weights safely"):
+        VolumeFeatureExtractor(weights=tmp_path / "evil.pth")
+    assert not (tmp_path / "pwned_by_pickle").exists()
+    torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "wrong.pth")
+    with pytest.raises(InputError, match="wrong.pth.*do not fit"):
+        VolumeFeatureExtractor(weights=tmp_path / "wrong.pth")
