@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -121,8 +122,8 @@ def save_montage(path: str | Path, rows: dict[str, np.ndarray], per_row: int = 4
                 ax.imshow(np.rot90(view), cmap="gray", vmin=low, vmax=high)
                 ax.set_xticks([])
                 ax.set_yticks([])
-                if i == 0 and j == 0:
-                    ax.set_ylabel(name)
+                if i == 0 and j == 0:  # horizontal and wrapped: long row names must not run into the next row
+                    ax.set_ylabel(textwrap.fill(name, 16), rotation=0, ha="right", va="center", fontsize=9)
     fig.suptitle(title or "orthogonal mid-slices (sagittal, coronal, axial) per volume")
     return save_figure(fig, path)
 
