@@ -1,7 +1,7 @@
 """HA-GAN on this CPU: memory vs. resolution and speed vs. the reference layout
 (quality vs. a full-res GAN: bench_synthesize_quality.py).
 
-Every measurement of time/memory runs in a fresh subprocess (peak RSS from getrusage
+Every measurement of time/memory runs in a fresh subprocess (peak RSS, VmHWM,
 covers exactly one configuration). The in-run baseline for speed is the same model with
 the literal ``upsample + conv`` layers of the reference implementation
 (``UpConv3d.folded = False``); GFLOP/s are FLOPs counted by torch's FlopCounterMode
@@ -34,9 +34,9 @@ PAPER_GPU_MB = {32: 2573, 64: 2665, 128: 3167, 256: 5961}
 
 # ----------------------------------------------------------------------------- worker side
 def _worker(spec: dict) -> dict:
-    import resource
-
     import torch
+
+    from machine import peak_rss_mb
     from torch.utils.flop_counter import FlopCounterMode
 
     from medgap.synthesize.model import HAGAN, Architecture, UpConv3d
@@ -98,7 +98,7 @@ def _worker(spec: dict) -> dict:
                 generate_slabwise(g, z, max_memory_bytes=None if budget is None else budget * 2**30)
         result["seconds"] = time.perf_counter() - t0
         result["gflop"] = gflop
-    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_mb"] = peak_rss_mb()
     return result
 
 

@@ -1,7 +1,7 @@
 """HA-GAN bounded-memory generation: peak RSS under --max-memory budgets (256^3, 512^3), and equality;
 and training memory at 256^3: HA-GAN vs. the full-resolution baseline.
 
-Each configuration runs in a fresh subprocess (peak RSS from getrusage covers one
+Each configuration runs in a fresh subprocess (peak RSS, VmHWM, covers one
 generation, paper width, random weights). Equality: max abs difference between
 slab-wise and whole-volume generation of the same z at 256^3.
 
