@@ -35,10 +35,9 @@ PAPER_GPU_MB = {32: 2573, 64: 2665, 128: 3167, 256: 5961}
 # ----------------------------------------------------------------------------- worker side
 def _worker(spec: dict) -> dict:
     import torch
-
-    from machine import peak_rss_mb
     from torch.utils.flop_counter import FlopCounterMode
 
+    from machine import peak_rss_mb
     from medgap.synthesize.model import HAGAN, Architecture, UpConv3d
 
     UpConv3d.folded = spec.get("folded", True)

@@ -119,8 +119,9 @@ def main() -> None:
                          **_scores(fake, held_out, template, volume_features, slice_features)})
         results[name], finals[name] = rows, fake
 
-    full_batches = [equal_memory_batch or 1] + ([cfg.batch_size] if args.same_batch else [])
-    full_batches = list(dict.fromkeys(full_batches))
+    full_batches = [equal_memory_batch or 1]
+    if args.same_batch and cfg.batch_size not in full_batches:
+        full_batches.append(cfg.batch_size)
     for batch in full_batches:
         name = f"full-res GAN, batch {batch}"
         rows = []
