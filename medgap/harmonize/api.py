@@ -85,8 +85,9 @@ class Harmonizer:
     # ------------------------------------------------------------------ slices
     def options(self) -> HarmonizeOptions:
         o = self.cfg.harmonize
-        return HarmonizeOptions(o.iterations, o.alpha, o.b1, o.b2, o.ncc, o.edge_percentile,
-                                o.foreground_threshold, o.init, o.mode, o.lr)
+        return HarmonizeOptions(iterations=o.iterations, alpha=o.alpha, b1=o.b1, b2=o.b2, ncc=o.ncc,
+                                structure=o.structure, edge_percentile=o.edge_percentile,
+                                foreground_threshold=o.foreground_threshold, init=o.init, mode=o.mode, lr=o.lr)
 
     def harmonize_slices(self, xs: torch.Tensor, position: torch.Tensor, method: str = "auto",
                          progress: bool = False) -> torch.Tensor:

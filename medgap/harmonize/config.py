@@ -73,9 +73,10 @@ class OptimizerConfig(MedgapConfig):
     b1: float = Field(1e3, ge=0)
     b2: float = Field(1e-3, ge=0)
     ncc: Literal["pearson", "cosine"] = "pearson"
+    structure: Literal["ncc", "ngf", "local_ncc"] = "ncc"  # the structure term of Eq. 1 (optimize.py)
     edge_percentile: float = Field(30.0, gt=0, lt=100)
     foreground_threshold: float = Field(0.05, ge=0, lt=1)
-    init: Literal["template", "source", "constant"] = "template"
+    init: Literal["template", "source", "constant", "standardized"] = "template"
     mode: Literal["alternating", "autograd"] = "alternating"
     lr: float = Field(0.02, gt=0)
     batch_slices: int = Field(64, ge=1)

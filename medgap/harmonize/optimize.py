@@ -4,6 +4,13 @@ and likely under the target flow f.
     D(x, x_s) = b1 (1 - NCC(x, x_s)) + b2 || M . G x ||_1                   (Eq. 1)
     x_h = argmin_x D(x, x_s) + alpha |f(x)|^2                               (Eq. 2)
 
+``structure`` swaps the global NCC of Eq. 1 for a term that does not carry the source's
+contrast: ``ngf`` (normalised gradient fields, Haber & Modersitzki 2006: 1 - mean squared cosine
+of the angle between the gradients of x and x_s, blind to a contrast's sign and size) or
+``local_ncc`` (1 - mean NCC over 9 x 9 windows, as in ANTs' CC metric: a local, not a global,
+linear relation to the source). ``init="standardized"`` starts from the source after N4 bias
+correction and histogram matching to the target instead of from the target's template.
+
 ``mode="alternating"`` (the reference): per iteration a gradient step on D in
 image space, then ``z = f(x); z <- (1 - alpha) z; x = f^-1(z)``; no autograd
 through f (2 flow passes per iteration). The gradient of D is written out by
@@ -38,9 +45,10 @@ class HarmonizeOptions:
     b1: float = 1e3
     b2: float = 1e-3
     ncc: str = "pearson"  # or "cosine" (the reference's final code)
+    structure: str = "ncc"  # or "ngf", "local_ncc"
     edge_percentile: float = 30.0
     foreground_threshold: float = 0.05
-    init: str = "template"  # or "source", "constant"
+    init: str = "template"  # or "source", "constant", "standardized"
     mode: str = "alternating"  # or "autograd"
     lr: float = 0.05  # step size of the autograd mode (Adam)
 
@@ -50,8 +58,11 @@ def _sobel_kernels(x: Tensor) -> Tensor:
     return torch.stack([k, k.T])[:, None]  # (2, 1, 3, 3): d/dW, d/dH
 
 
-def sobel(x: Tensor) -> Tensor:
-    """Sobel gradients ``(B, 1, H, W) -> (B, 2, H, W)`` (zero padding)."""
+def sobel(x: Tensor, padding: str = "zeros") -> Tensor:
+    """Sobel gradients ``(B, 1, H, W) -> (B, 2, H, W)`` (zero padding, as the reference; or
+    ``"replicate"``: no edge at the slice border)."""
+    if padding == "replicate":
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), _sobel_kernels(x))
     return F.conv2d(x, _sobel_kernels(x), padding=1)
 
 
@@ -81,11 +92,45 @@ def _ncc_parts(x: Tensor, xs: Tensor, form: str) -> tuple[Tensor, Tensor, Tensor
     return a / na, b / nb, ncc, na
 
 
+def _ngf_dissimilarity(x: Tensor, xs: Tensor) -> Tensor:
+    """1 - mean over pixels of cos^2(angle between the Sobel gradients of x and x_s), ``(B,)``.
+
+    Each image's edge parameter (gradients below it count as flat) is a tenth of its own mean
+    gradient magnitude, so the term depends on neither image's intensity scale."""
+    def normalised(g: Tensor) -> tuple[Tensor, Tensor]:
+        eps2 = (0.1 * g.norm(dim=1).flatten(1).mean(dim=1)).clamp_min(1e-6).pow(2)[:, None, None]
+        return g, g.pow(2).sum(dim=1) + eps2
+
+    (gx, nx), (gs, ns) = normalised(sobel(x, "replicate")), normalised(sobel(xs, "replicate"))
+    cos2 = (gx * gs).sum(dim=1).pow(2) / (nx * ns)
+    return 1 - cos2.flatten(1).mean(dim=1)
+
+
+def _local_ncc_dissimilarity(x: Tensor, xs: Tensor, window: int = 9) -> Tensor:
+    """1 - mean over pixels of the NCC of x and x_s in a ``window`` x ``window`` neighbourhood, ``(B,)``."""
+    def mean(t: Tensor) -> Tensor:
+        return F.avg_pool2d(t, window, stride=1, padding=window // 2, count_include_pad=False)
+
+    mx, ms = mean(x), mean(xs)
+    cov = mean(x * xs) - mx * ms
+    var_x = (mean(x * x) - mx * mx).clamp_min(0)
+    var_s = (mean(xs * xs) - ms * ms).clamp_min(0)
+    ncc = cov / (var_x * var_s + 1e-6).sqrt()
+    return 1 - ncc.flatten(1).mean(dim=1)
+
+
 def distance(x: Tensor, xs: Tensor, masks: Tensor, opts: HarmonizeOptions) -> Tensor:
     """D(x, x_s) per slice, ``(B,)``, with the resolution-scaled weights of :func:`step_weights`."""
     w1, w2 = step_weights(x, opts)
-    _, _, ncc, _ = _ncc_parts(x, xs, opts.ncc)
-    return w1 * (1 - ncc[:, 0]) + w2 * (masks * sobel(x)).abs().flatten(1).sum(dim=1)
+    if opts.structure == "ngf":
+        term = _ngf_dissimilarity(x, xs)
+    elif opts.structure == "local_ncc":
+        term = _local_ncc_dissimilarity(x, xs)
+    elif opts.structure == "ncc":
+        term = 1 - _ncc_parts(x, xs, opts.ncc)[2][:, 0]
+    else:
+        raise ValueError(f"structure must be 'ncc', 'ngf' or 'local_ncc', not {opts.structure!r}")
+    return w1 * term + w2 * (masks * sobel(x)).abs().flatten(1).sum(dim=1)
 
 
 def step_weights(x: Tensor, opts: HarmonizeOptions) -> tuple[float, float]:
@@ -101,7 +146,14 @@ def distance_grad(x: Tensor, xs: Tensor, masks: Tensor, opts: HarmonizeOptions) 
 
     d NCC / dx = (b_hat - NCC a_hat) / |a| (already zero-mean for Pearson);
     d |M G x|_1 / dx = G^T (M sign(G x)).
+    The NGF and local-NCC terms are differentiated by autograd (their closed forms are long and
+    gain nothing: they are not on the publication's path), outside inference mode.
     """
+    if opts.structure != "ncc":
+        with torch.inference_mode(False), torch.enable_grad():
+            xg = x.clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(distance(xg, xs.clone(), masks.clone(), opts).sum(), xg)
+        return grad
     w1, w2 = step_weights(x, opts)
     a_hat, b_hat, ncc, na = _ncc_parts(x, xs, opts.ncc)
     g_ncc = ((b_hat - ncc * a_hat) / na).view_as(x)
@@ -110,14 +162,22 @@ def distance_grad(x: Tensor, xs: Tensor, masks: Tensor, opts: HarmonizeOptions) 
 
 
 def initial_image(flow: SliceFlow, xs: Tensor, position: Tensor, opts: HarmonizeOptions) -> Tensor:
-    """x_0: the target template at the slice position, the source itself, or a constant 0.5 inside it."""
+    """x_0: the target template at the slice position, the source itself, the source after N4 bias
+    correction and histogram matching to the target, or a constant 0.5 inside it."""
+    if opts.init == "standardized":
+        from medgap.harmonize.baselines import n4_histogram_match
+
+        t = flow.templates.shape[0]
+        idx = (position.clamp(0, 1) * t).long().clamp_max(t - 1)
+        return n4_histogram_match(xs.cpu(), flow.templates[idx].cpu(), flow.quantiles[idx].cpu(),
+                                  opts.foreground_threshold).to(xs)
     if opts.init == "template":
         return flow.template_for(position).to(xs.dtype).clone()
     if opts.init == "source":
         return xs.clone()
     if opts.init == "constant":
         return torch.where(xs > opts.foreground_threshold, 0.5, 0.0).to(xs.dtype)
-    raise ValueError(f"init must be 'template', 'source' or 'constant', not {opts.init!r}")
+    raise ValueError(f"init must be 'template', 'source', 'constant' or 'standardized', not {opts.init!r}")
 
 
 def harmonize_batch(flow: SliceFlow, xs: Tensor, position: Tensor, opts: HarmonizeOptions) -> Tensor:

@@ -184,3 +184,43 @@ def test_n4_before_histogram_matching_removes_a_bias_field_histogram_matching_ke
     fg = truth > 0.05
     assert (n4 - truth)[fg].abs().mean() < 0.7 * (hm - truth)[fg].abs().mean()
     assert torch.equal(n4[~fg], src[~fg])
+
+
+def test_structure_terms_ignore_the_sources_contrast_and_descend():
+    torch.manual_seed(0)
+    xs = torch.from_numpy(phantom((16, 16, 4))[:, :, 1:3].transpose(2, 0, 1)[:, None].copy()).double()
+    xs = xs / xs.max()
+    x = (xs + 0.1 * torch.rand_like(xs)).clamp(0, 1)
+    m = edge_masks(xs)
+    for structure in ("ngf", "local_ncc"):
+        opts = HarmonizeOptions(structure=structure, b1=1.0, b2=0.0)
+        d = distance(x, xs, m, opts)
+        # a brighter, stretched source (local NCC and NGF) and an inverted one (NGF) cost the same
+        assert torch.allclose(distance(x, 0.2 + 2.0 * xs, m, opts), d, atol=1e-4)
+        if structure == "ngf":
+            assert torch.allclose(distance(x, 1.0 - xs, m, opts), d, atol=1e-6)
+        # global NCC does see the inversion
+        ncc = HarmonizeOptions(structure="ncc", b1=1.0, b2=0.0)
+        assert (distance(x, 1.0 - xs, m, ncc) > 100 * distance(x, xs, m, ncc)).all()
+        # a gradient step (taken under inference mode, as the optimiser does) lowers the term
+        with torch.inference_mode():
+            g = distance_grad(x, xs, m, opts)
+        assert torch.isfinite(g).all()
+        assert (distance(x - 0.05 * g / g.abs().max(), xs, m, opts) < d).all()
+    with pytest.raises(ConfigError, match="harmonize.structure"):
+        HarmonizeConfig.from_preset("cpu-small", overrides=["harmonize.structure=mi"])
+
+
+def test_standardized_start_is_n4_and_histogram_matching():
+    from medgap.harmonize.baselines import n4_histogram_match
+
+    flow = _toy_flow()
+    xs = torch.from_numpy(phantom((16, 16, 4))[:, :, 1:3].transpose(2, 0, 1)[:, None].copy())
+    xs = xs / xs.max()
+    pos = torch.tensor([0.3, 0.6])
+    out = harmonize_batch(flow, xs, pos, HarmonizeOptions(iterations=0, init="standardized"))
+    expected = n4_histogram_match(xs, flow.template_for(pos), flow.quantiles[[1, 2]], 0.05)
+    fg = xs > 0.05
+    assert torch.allclose(out[fg], expected.clamp(0, 1)[fg])
+    moved = harmonize_batch(flow, xs, pos, HarmonizeOptions(iterations=3, init="standardized", structure="ngf"))
+    assert torch.isfinite(moved).all() and not torch.equal(moved, out)
