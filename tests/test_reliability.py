@@ -196,8 +196,8 @@ def test_bad_geometry_and_voxel_types_are_refused(tmp_path):
         "zero.nii": (save("zero.nii", sform_code=0, qform_code=0, pixdim=[1, 0, 0, 0, 1, 1, 1, 1]), "geometry"),
         "zeros.nii": (save("zeros.nii", **{f"srow_{a}": [0.0] * 4 for a in "xyz"}), "singular"),
         "nans.nii": (save("nans.nii", **nan_sform), "NaN"),
-        "nanq.nii": (save("nanq.nii", sform_code=0, qform_code=1, quatern_b=np.nan), ""),
-        "nanpix.nii": (save("nanpix.nii", sform_code=0, qform_code=0, pixdim=[1, np.nan, 1, 1, 1, 1, 1, 1]), ""),
+        "nanq.nii": (save("nanq.nii", sform_code=0, qform_code=1, quatern_b=np.nan), "NaN or Inf"),
+        "nanpix.nii": (save("nanpix.nii", sform_code=0, qform_code=0, pixdim=[1, np.nan, 1, 1, 1, 1, 1, 1]), "geometry"),
         "huge.nii": (save("huge.nii", affine=np.diag([1e30, 1, 1, 1])), "voxel size"),
         "complex.nii": (save("complex.nii", vol.astype(np.complex64)), "complex"),
     }
