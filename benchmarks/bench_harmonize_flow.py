@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from machine import markdown_table
+from machine import markdown_table, mean_sd_cell
 
 from medgap.harmonize.api import Harmonizer
 from medgap.harmonize.config import HarmonizeConfig
@@ -114,11 +114,6 @@ def psnr_mean(x: torch.Tensor, truth: torch.Tensor, brain: torch.Tensor) -> floa
     return float(np.mean([psnr(a, b, mask=m) for a, b, m in zip(x[:, 0], truth[:, 0], brain[:, 0])]))
 
 
-def _cell(values, scale: float = 1.0, digits: int = 2) -> str:
-    v = np.asarray(values, dtype=float) * scale
-    return f"{v.mean():.{digits}f} +- {v.std(ddof=1) if len(v) > 1 else 0:.{digits}f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="one seed, fewer steps and slices, no MAP")
@@ -139,8 +134,8 @@ def main() -> None:
     keys = [("source_ranked", "target flow: source"), ("nyul_ranked", "target flow: after Nyul"),
             ("ratio_source_ranked", "ratio target - background: source"),
             ("ratio_nyul_ranked", "ratio: after Nyul")]
-    rows = [[d] + [_cell([r[d][k] for r in runs], 100, 0) + " %" for k, _ in keys] for d in domains]
-    rows.append(["**mean**"] + [_cell([np.mean([r[d][k] for d in domains]) for r in runs], 100, 0) + " %"
+    rows = [[d] + [mean_sd_cell([r[d][k] for r in runs], 100, 0) + " %" for k, _ in keys] for d in domains]
+    rows.append(["**mean**"] + [mean_sd_cell([np.mean([r[d][k] for d in domains]) for r in runs], 100, 0) + " %"
                                 for k, _ in keys])
     print(markdown_table(["change"] + [t for _, t in keys], rows))
     print()
@@ -153,12 +148,13 @@ def main() -> None:
             ("ratio_pick", "w the ratio prefers")]
     if "map10" in runs[0][domains[0]]:
         keys += [(f"map{a:g}", f"MAP through the flow, a = {a:g}") for a in MAP_WEIGHTS]
-    rows = [[d] + [_cell([r[d][k] for r in runs]) for k, _ in keys] for d in domains]
-    rows.append(["**mean**"] + [_cell([np.mean([r[d][k] for d in domains]) for r in runs]) for k, _ in keys])
+    rows = [[d] + [mean_sd_cell([r[d][k] for r in runs]) for k, _ in keys] for d in domains]
+    rows.append(["**mean**"] + [mean_sd_cell([np.mean([r[d][k] for d in domains]) for r in runs]) for k, _ in keys])
     print(markdown_table(["change"] + [t for _, t in keys], rows))
     print()
     gain = [np.mean([r[d]["oracle"] - r[d]["gate"] for d in domains]) for r in runs]
-    print(f"The most any per-volume choice of w could add over the default's gate: {_cell(gain)} dB on the mean.")
+    print(f"The most any per-volume choice of w could add over the default's gate: {mean_sd_cell(gain)} dB "
+          "on the mean.")
 
 
 if __name__ == "__main__":

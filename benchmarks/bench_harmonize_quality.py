@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import markdown_table
+from machine import markdown_table, mean_sd_cell
 
 from medgap.harmonize.api import Harmonizer
 from medgap.harmonize.config import HarmonizeConfig
@@ -94,24 +94,19 @@ def run_seed(seed: int, tmp: Path, steps: int, every: int, domains: list[str]) -
     return res
 
 
-def _cell(values) -> str:
-    v = np.asarray(values, dtype=float)
-    return f"{v.mean():.2f} +- {v.std(ddof=1) if len(v) > 1 else 0:.2f}"
-
-
 def report(title: str, runs: list[dict], domains: list[str]) -> None:
     cols = list(runs[0][domains[0]])
     groups = {"mean (all)": domains,
               "mean (publication's gamma/exp/log)": [d for d in domains if "+" not in d and d not in HARD_DOMAINS],
               "mean (hard + combined)": [d for d in domains if d in HARD_DOMAINS or "+" in d]}
-    rows = [[d] + [_cell([r[d][c]["psnr_brain"] for r in runs]) for c in cols] for d in domains]
+    rows = [[d] + [mean_sd_cell([r[d][c]["psnr_brain"] for r in runs]) for c in cols] for d in domains]
     for name, ds in groups.items():
-        rows.append([f"**{name}**"] + [_cell([np.mean([r[d][c]["psnr_brain"] for d in ds]) for r in runs])
+        rows.append([f"**{name}**"] + [mean_sd_cell([np.mean([r[d][c]["psnr_brain"] for d in ds]) for r in runs])
                                        for c in cols])
-    rows.append(["SSIM in brain, mean (all)"] + [_cell([np.mean([r[d][c]["ssim_brain"] for d in domains])
+    rows.append(["SSIM in brain, mean (all)"] + [mean_sd_cell([np.mean([r[d][c]["ssim_brain"] for d in domains])
                                                         for r in runs]) for c in cols])
     rows.append(["WM Dice vs the untouched slice, mean (all)"] + [
-        _cell([np.mean([r[d][c]["wm_dice"] for d in domains]) for r in runs]) for c in cols])
+        mean_sd_cell([np.mean([r[d][c]["wm_dice"] for d in domains]) for r in runs]) for c in cols])
     rows.append(["seconds, all domains"] + [f"{np.mean([r['seconds'][c] for r in runs]):.1f}" for c in cols])
     print()
     print(f"{title}. PSNR in the brain (dB), mean +- sd over training seeds:")
@@ -124,11 +119,12 @@ def report(title: str, runs: list[dict], domains: list[str]) -> None:
             for r in runs]
     flow = [np.mean([r[d]["blindharmony (paper)"]["psnr_brain"] - r[d]["blindharmony alpha=0"]["psnr_brain"]
                      for d in domains]) for r in runs]
-    print(f"Default minus the best baseline ({best}) on the mean: {_cell(gain)} dB. Per change class none of the "
+    print(f"Default minus the best baseline ({best}) on the mean: {mean_sd_cell(gain)} dB. "
+          "Per change class none of the "
           f"baselines undoes: " + ", ".join(
-              f"{d} {_cell([r[d]['restore (default)']['psnr_brain'] - max(r[d][c]['psnr_brain'] for c in base) for r in runs])}"
+              f"{d} {mean_sd_cell([r[d]['restore (default)']['psnr_brain'] - max(r[d][c]['psnr_brain'] for c in base) for r in runs])}"
               for d in HARD_DOMAINS) + " dB over the best baseline on that change. "
-          f"BlindHarmony's flow (alpha=1e-3 vs 0): {_cell(flow)} dB.")
+          f"BlindHarmony's flow (alpha=1e-3 vs 0): {mean_sd_cell(flow)} dB.")
 
 
 def main() -> None:
@@ -160,7 +156,7 @@ def main() -> None:
               "change of the per-slice mean error in the brain from one slice to the next, x 1000 (lower = less "
               "flicker), mean +- sd over seeds:")
         print()
-        print(markdown_table(["change"] + cols, [[d] + [_cell([r[key][d][c] for r in runs]) for c in cols]
+        print(markdown_table(["change"] + cols, [[d] + [mean_sd_cell([r[key][d][c] for r in runs]) for c in cols]
                                                  for d in FLICKER_DOMAINS]))
     if args.json:
         args.json.write_text(json.dumps(runs, indent=1, default=float))

@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from machine import markdown_table
+from machine import markdown_table, mean_sd_cell
 
 from medgap.harmonize.api import Harmonizer
 from medgap.harmonize.config import HarmonizeConfig
@@ -68,11 +68,6 @@ def run_seed(seed: int, tmp: Path, steps: int, every: int, domains: list[str]) -
     return res
 
 
-def _cell(values) -> str:
-    v = np.asarray(values, dtype=float)
-    return f"{v.mean():.2f} +- {v.std(ddof=1) if len(v) > 1 else 0:.2f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="one seed, fewer steps and slices")
@@ -92,10 +87,11 @@ def main() -> None:
         for name in BASELINES + list(VARIANTS):
             def mean_psnr(col, ds=domains, r=None):
                 return np.mean([r[split][d][col]["psnr_brain"] for d in ds])
-            row = [name, _cell([mean_psnr(name, r=r) for r in runs]), _cell([mean_psnr(name, hard, r) for r in runs])]
+            row = [name, mean_sd_cell([mean_psnr(name, r=r) for r in runs]),
+                   mean_sd_cell([mean_psnr(name, hard, r) for r in runs])]
             if name in VARIANTS:
-                row += [_cell([mean_psnr(f"{name}, alpha=0", r=r) for r in runs]),
-                        _cell([mean_psnr(name, r=r) - mean_psnr(f"{name}, alpha=0", r=r) for r in runs]),
+                row += [mean_sd_cell([mean_psnr(f"{name}, alpha=0", r=r) for r in runs]),
+                        mean_sd_cell([mean_psnr(name, r=r) - mean_psnr(f"{name}, alpha=0", r=r) for r in runs]),
                         f"{np.mean([r[split]['seconds'][name] for r in runs]):.1f}"]
             else:
                 row += ["-", "-", f"{np.mean([r[split]['seconds'][name] for r in runs]):.1f}"]

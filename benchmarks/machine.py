@@ -123,3 +123,11 @@ if __name__ == "__main__":
     print()
     print(markdown_table(["ceiling", "GFLOP/s"], [["fp32 matmul 2048^3", matmul_gflops()],
                                                   ["fp32 Conv3d 64->64 3^3 on 32^3", conv3d_gflops()]]))
+
+
+def mean_sd_cell(values, scale: float = 1.0, digits: int = 2) -> str:
+    """'mean +- sd' (sample sd over seeds; 0 for one value), fixed decimals."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=float) * scale
+    return f"{v.mean():.{digits}f} +- {v.std(ddof=1) if len(v) > 1 else 0:.{digits}f}"
