@@ -97,12 +97,12 @@ def _ngf_dissimilarity(x: Tensor, xs: Tensor) -> Tensor:
 
     Each image's edge parameter (gradients below it count as flat) is a tenth of its own mean
     gradient magnitude, so the term depends on neither image's intensity scale."""
-    def normalised(g: Tensor) -> tuple[Tensor, Tensor]:
-        eps2 = (0.1 * g.norm(dim=1).flatten(1).mean(dim=1)).clamp_min(1e-6).pow(2)[:, None, None]
-        return g, g.pow(2).sum(dim=1) + eps2
+    def squared_norm(g: Tensor) -> Tensor:  # |g|^2 + edge parameter^2, per pixel
+        eps = (0.1 * g.norm(dim=1).flatten(1).mean(dim=1)).clamp_min(1e-6)
+        return g.pow(2).sum(dim=1) + eps.pow(2)[:, None, None]
 
-    (gx, nx), (gs, ns) = normalised(sobel(x, "replicate")), normalised(sobel(xs, "replicate"))
-    cos2 = (gx * gs).sum(dim=1).pow(2) / (nx * ns)
+    gx, gs = sobel(x, "replicate"), sobel(xs, "replicate")
+    cos2 = (gx * gs).sum(dim=1).pow(2) / (squared_norm(gx) * squared_norm(gs))
     return 1 - cos2.flatten(1).mean(dim=1)
 
 
