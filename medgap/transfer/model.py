@@ -18,12 +18,18 @@ from .config import TransferConfig
 from .discriminators import MultiScaleDiscriminator, SpectralDiscriminator, lsgan_d_loss, lsgan_g_loss
 
 __all__ = ["TransferModel", "GeneratorObjective", "DiscriminatorObjective", "build_model", "CLOSED_FORM",
-           "IdentityTransfer"]
+           "IdentityTransfer", "latent_nll"]
 
 # Methods without a network: the transfer is the normalisation itself (sim statistics in, real out).
 # standardise: per-channel z-scores of the L2-normalised spectra; coral: also the channel covariance
 # (Sun, Feng & Saenko 2016, "Return of frustratingly easy domain adaptation").
 CLOSED_FORM = ("standardise", "coral")
+
+
+def latent_nll(z: torch.Tensor, logdet: torch.Tensor) -> torch.Tensor:
+    """-log p(x) per sample under the flow's standard normal latent, in nats, without the constant
+    (d/2) log(2 pi): 0.5 |z|^2 - log|det J| (the training loss leaves the constant out)."""
+    return 0.5 * z.pow(2).flatten(1).sum(1) - logdet
 
 
 class IdentityTransfer(nn.Module):
@@ -72,7 +78,7 @@ class TransferModel(nn.Module):
         y = None if yb is None else torch.cat([ya, yb])
         z, logdet = g.encode(x, domain, y, stochastic=True)
         dims = xa[0].numel()
-        nll = 0.5 * z.pow(2).flatten(1).sum(1) - logdet
+        nll = latent_nll(z, logdet)
         ml = (nll[: len(xa)].mean() + nll[len(xa):].mean()) / dims
         x_t = g.decode(z, 1 - domain, y, stochastic=True)
         x_ab, x_ba = x_t[: len(xa)], x_t[len(xa):]
@@ -88,7 +94,7 @@ class TransferModel(nn.Module):
         x = torch.cat([xa, xb.repeat(k, 1)])
         domain = torch.cat([torch.full((n_a,), SIM), torch.full((k * n_b,), REAL)]).to(x.device)
         z, logdet = g.encode(x, domain, torch.cat([ya, labels_b]), stochastic=True)
-        nll = 0.5 * z.pow(2).sum(1) - logdet
+        nll = latent_nll(z, logdet)
         nll_b = nll[n_a:].view(k, n_b)
         log_mix = torch.logsumexp(-nll_b, dim=0) - math.log(k)
         ml = (nll[:n_a].mean() - log_mix.mean()) / xa.shape[1]

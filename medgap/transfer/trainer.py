@@ -31,7 +31,7 @@ from medgap.training.runtime import MetricLogger, seed_everything, track
 from .cinn import REAL, count_parameters
 from .config import TransferConfig
 from .data import DomainStats, check_pair, fit_stats
-from .model import CLOSED_FORM, DiscriminatorObjective, GeneratorObjective, TransferModel, build_model
+from .model import CLOSED_FORM, DiscriminatorObjective, GeneratorObjective, TransferModel, build_model, latent_nll
 
 __all__ = ["METHOD", "train", "checkpoint_dir", "BatchSampler", "make_optimizers", "make_objectives",
            "train_step"]
@@ -233,7 +233,7 @@ def heldout_bits_per_dim(model: TransferModel, x: np.ndarray, stats: DomainStats
         xb = stats.normalize(torch.from_numpy(x[i:i + batch]).float()).to(device)
         y = g.random_labels((len(xb),), generator=gen).to(device) if g.n_classes else None
         z, logdet = g.encode(xb, REAL, y)
-        nll = 0.5 * z.pow(2).sum(1) - logdet + 0.5 * z.shape[1] * math.log(2 * math.pi)
+        nll = latent_nll(z, logdet) + 0.5 * z.shape[1] * math.log(2 * math.pi)
         total += float(nll.sum())
     model.train(was_training)
     return total / (len(x) * x.shape[1] * math.log(2.0))
