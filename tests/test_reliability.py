@@ -382,3 +382,30 @@ def test_output_folders_that_are_files_and_inputs_that_are_pipes_are_refused(tmp
 
     with pytest.raises(InputError, match="not a regular file"):  # opening a pipe would wait forever
         load_for_harmonize(fifo)
+
+
+@pytest.mark.parametrize("stage", ["no apt", "download fails", "wrong package"])
+def test_head_ct_install_failures_leave_nothing_behind(tmp_path, monkeypatch, capsys, stage):
+    """No apt, a failed `apt-get download` (offline, no such package) or a package with another
+    checksum: a message or a clear error, and no file in the data folder."""
+    import shutil
+
+    import medgap.data.install as install
+
+    monkeypatch.setattr(shutil, "which", lambda name: None if stage == "no apt" else f"/usr/bin/{name}")
+
+    def fake_run(cmd, cwd=None, **kwargs):
+        if stage == "wrong package":
+            open(f"{cwd}/invesalius-examples_1.0_all.deb", "wb").write(b"not the package")
+            return subprocess.CompletedProcess(cmd, 0, "", "")
+        return subprocess.CompletedProcess(cmd, 100, "", "E: Unable to locate package")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    dest = tmp_path / "data"
+    if stage == "wrong package":
+        with pytest.raises(RuntimeError, match="unexpected SHA-256"):
+            install.install_head_ct(dest)
+    else:
+        assert install.install_head_ct(dest) is None
+        assert "not installed" in capsys.readouterr().err
+    assert list(dest.iterdir()) == []
