@@ -15,13 +15,18 @@ from pathlib import Path
 import numpy as np
 
 
-def arguments() -> tuple[bool, int]:
-    """The benchmarks' command line: (--quick, --seeds; 2 seeds when quick)."""
+def arguments(validation: bool = False):
+    """The benchmarks' command line: (--quick, --seeds; 2 seeds when quick), and --validation when asked
+    for (stand-in seeds no reported table uses, for choosing settings): (quick, seeds[, validation])."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, default=3)
+    if validation:
+        parser.add_argument("--validation", action="store_true",
+                            help="real and test stand-in data of other seeds (201 + s, 301 + s)")
     args = parser.parse_args()
-    return args.quick, 2 if args.quick else args.seeds
+    out = (args.quick, 2 if args.quick else args.seeds)
+    return (*out, args.validation) if validation else out
 
 
 def stand_in(n: int, seed: int):

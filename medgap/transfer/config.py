@@ -92,7 +92,11 @@ class PATConfig(_Section):
     disc_dropout: float = Field(0.2, ge=0, lt=1)
     batch_size: int = Field(2, ge=1)
     chunk: int = Field(0, ge=0, description="images per chunk (accumulated gradients); 0 = whole batch")
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, description="learning rate of CycleGAN and UNIT (and of the cINN where cinn_lr "
+                                             "is unset)")
+    cinn_lr: float | None = Field(1e-4, gt=0, description="the image cINN's learning rate; paper: 1e-3 (None: lr). "
+                                  "At 1e-3 the cpu-small cINN trains away from its CORAL start to below it "
+                                  "(bench_transfer_pat)")
     betas: tuple[float, float] = (0.4, 0.999)
     weight_decay: float = Field(1e-3, ge=0)
     epochs: int = Field(5, ge=1)
@@ -131,7 +135,7 @@ class TransferConfig(MedgapConfig):
                     "chunk": 2500, "lr": 1e-4, "compile": True,
                     "epochs": 300, "noise_std": 0.1, "label_noise": 0.5},
             "pat": {"blocks_per_scale": [4, 2, 1, 1, 2], "width": 256, "affine_init": 0.7, "adaptive_scales": [2, 3],
-                    "disc_dim": 64, "disc_layers": 3, "disc_scales": 3, "batch_size": 2, "lr": 1e-3,
+                    "disc_dim": 64, "disc_layers": 3, "disc_scales": 3, "batch_size": 2, "lr": 1e-3, "cinn_lr": None,
                     "epochs": 300, "noise_std": 0.05, "label_noise": 0.2},
             "train": {"whiten": False, "heldout_fraction": 0.0},
             "baseline": {"hidden": 512, "latent": 64, "conv_width": 64, "n_res": 4},

@@ -83,6 +83,13 @@ def test_optimisers_are_separate_and_sampling_is_class_balanced():
     assert not g_ids & d_ids
     assert g_ids == {id(p) for p in model.generator.parameters() if p.requires_grad}
     assert d_ids == {id(p) for p in model.dis.parameters()}
+    # PAT: the image cINN has its own learning rate (cinn_lr); CycleGAN/UNIT and the paper preset use lr
+    for preset, method, expected in (("cpu-small", "cinn", 1e-4), ("cpu-small", "cyclegan", 1e-3),
+                                     ("paper", "cinn", 1e-3)):
+        pat = TransferConfig.from_preset(preset, overrides=["modality=pat", f"method={method}",
+                                                            "pat.width=8", "pat.blocks_per_scale=[1]"])
+        opt = make_optimizers(build_model(pat, 4, 0, image_shape=(16, 16)), pat)[0]
+        assert opt.param_groups[0]["lr"] == expected, (preset, method)
     labels = np.array([0] * 900 + [1] * 90 + [2] * 10)
     idx = BatchSampler(1000, labels, seed=0, balanced=True)(3000, step=5)
     counts = np.bincount(labels[idx.numpy()], minlength=3)
