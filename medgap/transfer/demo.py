@@ -117,8 +117,8 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
             "(cpu-small default), per-channel standardisation, CORAL, CycleGAN and UNIT. A calibrated random forest "
             "trained on each source is tested on stand-in spectra of other subjects; 'real (upper bound)' trains on "
             "labelled stand-in data. The photoacoustic part does the same for artery/vein pixels of images. On this "
-            "stand-in the cINN is level with CORAL on spectra, not ahead of it, and below the baselines on PAT images "
-            "(docs/transfer.md says why, with the numbers)."),
+            "stand-in the cINN is level with CORAL on spectra and on PAT images, not ahead of it (docs/transfer.md "
+            "says why, with the numbers)."),
         "metrics": metrics,
         "figures": [f"report/{f}" for f in report["figures"]] + ["median_spectra.png", "pat_transfer.png",
                                                                  "pat_report/confusion_matrices.png"],
