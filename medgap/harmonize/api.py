@@ -105,8 +105,7 @@ class Harmonizer:
                                        "or by an older medgap): use --method blindharmony or a baseline")
             return self._restore(xs, position)
         if method != "blindharmony":
-            idx = (position.clamp(0, 1) * self.model.templates.shape[0]).long().clamp_max(
-                self.model.templates.shape[0] - 1)
+            idx = self.model.position_index(position)
             fn = BASELINES[method]
             return fn(xs, self.model.templates[idx].cpu(), self.model.quantiles[idx].cpu(),
                       self.cfg.harmonize.foreground_threshold)

@@ -87,8 +87,11 @@ class SliceFlow(nn.Module):
         """Mean bits/dim of the batch (the training loss)."""
         return self.bits_per_dim(x, noise).mean()
 
+    def position_index(self, position: Tensor) -> Tensor:
+        """Row of the templates and quantiles ``(B,)`` for relative slice positions ``position (B,)`` in [0, 1]."""
+        t = self.templates.shape[0]
+        return (position.clamp(0, 1) * t).long().clamp_max(t - 1)
+
     def template_for(self, position: Tensor) -> Tensor:
         """Templates ``(B, 1, H, W)`` for relative slice positions ``position (B,)`` in [0, 1]."""
-        t = self.templates.shape[0]
-        idx = (position.clamp(0, 1) * t).long().clamp_max(t - 1)
-        return self.templates[idx]
+        return self.templates[self.position_index(position)]

@@ -167,8 +167,7 @@ def initial_image(flow: SliceFlow, xs: Tensor, position: Tensor, opts: Harmonize
     if opts.init == "standardized":
         from medgap.harmonize.baselines import n4_histogram_match
 
-        t = flow.templates.shape[0]
-        idx = (position.clamp(0, 1) * t).long().clamp_max(t - 1)
+        idx = flow.position_index(position)
         return n4_histogram_match(xs.cpu(), flow.templates[idx].cpu(), flow.quantiles[idx].cpu(),
                                   opts.foreground_threshold).to(xs)
     if opts.init == "template":

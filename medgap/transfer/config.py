@@ -143,6 +143,13 @@ class TransferConfig(MedgapConfig):
     }
 
     @property
+    def learning_rate(self) -> float:
+        """The chosen method's learning rate for this modality (PAT's image cINN has its own, ``cinn_lr``)."""
+        if self.modality == "pat" and self.method == "cinn" and self.pat.cinn_lr is not None:
+            return self.pat.cinn_lr
+        return self.net.lr
+
+    @property
     def net(self) -> HSIConfig | PATConfig:
         """The section of the chosen modality."""
         return self.hsi if self.modality == "hsi" else self.pat

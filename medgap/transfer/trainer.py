@@ -99,8 +99,7 @@ def make_optimizers(model: TransferModel, cfg: TransferConfig) -> tuple[torch.op
     net = cfg.net
     gen = [p for p in model.generator.parameters() if p.requires_grad]
     dis = [p for p in model.dis.parameters() if p.requires_grad]
-    lr = getattr(net, "cinn_lr", None) if cfg.method == "cinn" else None  # PAT's cINN has its own
-    kw = dict(lr=lr or net.lr, betas=tuple(net.betas), weight_decay=net.weight_decay)
+    kw = dict(lr=cfg.learning_rate, betas=tuple(net.betas), weight_decay=net.weight_decay)
     return torch.optim.Adam(gen, **kw), torch.optim.Adam(dis, **kw)
 
 

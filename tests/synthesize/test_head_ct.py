@@ -33,4 +33,3 @@ def test_head_ct_trains_as_ct_only(tmp_path):
     done = subprocess.run([sys.executable, "-m", "medgap", "synthesize", "train", "head-ct", "--out",
                            str(tmp_path / "m")], capture_output=True, text=True)
     assert done.returncode == 2 and "--modality ct" in done.stderr and not (tmp_path / "m").exists()
-
