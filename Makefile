@@ -21,7 +21,7 @@ $(STAMP): $(BIN)/python pyproject.toml medgap/data/install.py
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/medgap demo --out demo-output
+	$(BIN)/medgap demo --out demo-output --overwrite
 
 # The report test opens report.html in headless Chromium (Debian's package).
 browser:

@@ -50,11 +50,13 @@ def demo(
     out: Path = typer.Option(Path("demo-output"), "--out", help="Folder for figures, metrics and the report."),
     quick: bool = typer.Option(False, "--quick", help="Smaller data and fewer steps (a few minutes)."),
     only: Optional[list[str]] = typer.Option(None, "--only", help="Run only these sections."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of an earlier run in --out "
+                                   "(only files medgap wrote there)."),
 ) -> None:
     """Run every method end to end on the data that ships offline."""
     from medgap.demo import run_demo
 
-    results = run_demo(out, quick=quick, only=only)
+    results = run_demo(out, quick=quick, only=only, overwrite=overwrite)
     for name, result in results.items():
         console.rule(f"[bold]{result['title']}[/] ({result['seconds']} s)")
         console.print(result["summary"])
@@ -95,6 +97,8 @@ def gap(
                                              help="Spectra: compare class by class (default: when both have labels)."),
     seed: int = typer.Option(0),
     as_json: bool = typer.Option(False, "--json", help="Print only the metrics as JSON."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of an earlier run in --out "
+                                   "(only files medgap wrote there)."),
 ) -> None:
     """How far apart are two datasets, and (with --after) how much of the gap was closed?
 
@@ -107,7 +111,8 @@ def gap(
     if unit not in ("auto", "volume", "slice"):
         raise typer.BadParameter("unit must be auto, volume or slice")
     metrics = measure_gap(a, b, out, after=after, name_a=name_a, name_b=name_b, name_after=name_after, unit=unit,
-                          permutations=permutations, bootstrap=bootstrap, per_class=per_class, seed=seed)
+                          permutations=permutations, bootstrap=bootstrap, per_class=per_class, seed=seed,
+                          overwrite=overwrite)
     if as_json:
         typer.echo(json.dumps(metrics, indent=2))
         return

@@ -21,7 +21,9 @@ import numpy as np
 
 from medgap.data.sample import load_icbm152
 from medgap.gap import measure_gap
+from medgap.errors import InputError
 from medgap.io import atomic_write_text, output_folder
+from medgap.outputs import staged_output_folder
 from medgap.report.figures import plt, save_figure
 from medgap.report.html import write_html_report
 
@@ -71,26 +73,32 @@ def _sections() -> list[tuple[str, Section]]:
 SECTIONS = _sections
 
 
-def run_demo(out_dir: str | Path = "demo-output", quick: bool = False, only: list[str] | None = None) -> dict:
+def run_demo(out_dir: str | Path = "demo-output", quick: bool = False, only: list[str] | None = None,
+             overwrite: bool = False) -> dict:
     """Run the demo sections; return (and write to ``summary.json``) what each produced."""
-    out_dir = Path(out_dir)
-    output_folder(out_dir)
-    results: dict[str, dict] = {}
-    for name, section in _sections():
-        if only and name not in only:
-            continue
-        section_dir = out_dir / name
-        output_folder(section_dir)
-        start = time.perf_counter()
-        result = section(section_dir, quick)
-        result["seconds"] = round(time.perf_counter() - start, 1)
-        result["figures"] = [f"{name}/{f}" for f in result.get("figures", [])]
-        if result.get("gaps"):
-            result["gap"] = _measure_gaps(section_dir, result.pop("gaps"), quick)
-        results[name] = result
-    atomic_write_text(out_dir / "summary.json", json.dumps(results, indent=2, default=float))
-    write_demo_report(out_dir, results)
-    return results
+    known = [name for name, _ in _sections()]
+    unknown = sorted(set(only or ()) - set(known))
+    if unknown:
+        raise InputError(None, f"unknown demo section(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    chosen = [name for name in known if not only or name in only]
+    with staged_output_folder(out_dir, overwrite=overwrite,
+                              names=("summary.json", "report.html", *chosen)) as staging:
+        results: dict[str, dict] = {}
+        for name, section in _sections():
+            if only and name not in only:
+                continue
+            section_dir = staging / name
+            output_folder(section_dir)
+            start = time.perf_counter()
+            result = section(section_dir, quick)
+            result["seconds"] = round(time.perf_counter() - start, 1)
+            result["figures"] = [f"{name}/{f}" for f in result.get("figures", [])]
+            if result.get("gaps"):
+                result["gap"] = _measure_gaps(section_dir, result.pop("gaps"), quick)
+            results[name] = result
+        atomic_write_text(staging / "summary.json", json.dumps(results, indent=2, default=float))
+        write_demo_report(staging, results)
+        return results
 
 
 def _measure_gaps(section_dir: Path, pairs: list[dict], quick: bool) -> dict:

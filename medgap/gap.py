@@ -18,6 +18,7 @@ Output folder: ``metrics.json``, PNG figures and one self-contained ``report.htm
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,11 +34,11 @@ from medgap.io import (
     is_volume_file,
     list_files,
     load_npz_arrays,
-    output_folder,
     read_images,
     read_spectra,
     read_volume,
 )
+from medgap.outputs import staged_output_folder
 from medgap.metrics import frechet_distance, mmd2_unbiased
 from medgap.metrics.tissue import TISSUE_MEASURES, SliceSummaries, concat_summaries, summarise_volume, tissue_labels
 from medgap.report.figures import plt, save_figure
@@ -537,6 +538,7 @@ def measure_gap(
     bootstrap: int = 200,
     per_class: bool | None = None,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> dict:
     """Measure how far dataset ``a`` is from the reference ``b``; with ``after``, also how far
     ``after`` (a harmonised or transferred ``a``) is, and how much of the gap it closed.
@@ -546,30 +548,36 @@ def measure_gap(
     measures (see :mod:`medgap.metrics.tissue` for images) with its value, bootstrap 95% interval
     and null level. With ``after``: ``{"before": ..., "after": ..., "closed": ..., "headline": [...]}``.
     Spectra: ``per_class`` None compares class by class when both sides have labels, True
-    requires labels on both sides, False never compares per class.
+    requires labels on both sides, False never compares per class. ``out_dir`` is refused before
+    any work when it is an input or holds an earlier report (unless ``overwrite``), see
+    :func:`medgap.outputs.staged_output_folder`.
     """
-    da, db = _load(a, name_a, seed), _load(b, name_b, seed)
-    dc = None if after is None else _load(after, name_after, seed)
-    if da.name == db.name:
-        da.name, db.name = f"A: {da.name}", f"B: {db.name}"
-    for other in (da, dc):
-        if other is not None and other.kind != db.kind:
-            raise InputError(other.source, f"holds {other.kind} but {db.source} holds {db.kind}: "
-                                           "compare like with like")
-    if da.kind == "images" and unit == "auto":
-        sides = [da, db] + ([dc] if dc is not None else [])
-        unit = "volume" if min(len(d) for d in sides) >= min_volumes else "slice"
-    sides: dict = {}
-    before, draws_before, figure_data = _compare(da, db, unit, max_slices, permutations, bootstrap, seed, per_class,
-                                                 sides)
-    metrics = before
-    if dc is not None:
-        after_metrics, draws_after, _ = _compare(dc, db, unit, max_slices, permutations, bootstrap, seed, per_class,
-                                                 sides)
-        closed = _closed(before["measures"], after_metrics["measures"], draws_before, draws_after)
-        metrics = {"before": before, "after": after_metrics, "closed": closed, "headline": _headline(closed)}
-    if out_dir is not None:
-        _write_report(Path(out_dir), metrics, da, db, dc, figure_data)
+    inputs = [p for p in (a, b, after) if isinstance(p, (str, Path))]
+    stage = (contextlib.nullcontext(None) if out_dir is None else
+             staged_output_folder(out_dir, inputs=inputs, overwrite=overwrite, names=("metrics.json", "report.html")))
+    with stage as staging:  # checked before the work: a bad --out fails at once
+        da, db = _load(a, name_a, seed), _load(b, name_b, seed)
+        dc = None if after is None else _load(after, name_after, seed)
+        if da.name == db.name:
+            da.name, db.name = f"A: {da.name}", f"B: {db.name}"
+        for other in (da, dc):
+            if other is not None and other.kind != db.kind:
+                raise InputError(other.source, f"holds {other.kind} but {db.source} holds {db.kind}: "
+                                               "compare like with like")
+        if da.kind == "images" and unit == "auto":
+            sides = [da, db] + ([dc] if dc is not None else [])
+            unit = "volume" if min(len(d) for d in sides) >= min_volumes else "slice"
+        sides: dict = {}
+        before, draws_before, figure_data = _compare(da, db, unit, max_slices, permutations, bootstrap, seed, per_class,
+                                                     sides)
+        metrics = before
+        if dc is not None:
+            after_metrics, draws_after, _ = _compare(dc, db, unit, max_slices, permutations, bootstrap, seed, per_class,
+                                                     sides)
+            closed = _closed(before["measures"], after_metrics["measures"], draws_before, draws_after)
+            metrics = {"before": before, "after": after_metrics, "closed": closed, "headline": _headline(closed)}
+        if staging is not None:
+            _write_report(staging, metrics, da, db, dc, figure_data)
     return metrics
 
 
@@ -593,7 +601,6 @@ def _measure_rows(table: dict) -> list[list]:
 
 def _write_report(out: Path, metrics: dict, da: GapData, db: GapData, dc: GapData | None, figure_data) -> None:
     fa, fb, va, vb = figure_data
-    output_folder(out)
     _pca_figure(fa, fb, (da.name, db.name), out / "pca_kde.png")
     hist_name = "intensity_histograms.png" if da.kind == "images" else "spectra.png"
     _histogram_figure(da, db, va, vb, out / hist_name)

@@ -182,10 +182,10 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
 
 
 def atomic_save_npz(path: PathLike, **arrays: np.ndarray) -> Path:
-    """``np.savez_compressed`` written atomically (the name gets ``.npz`` if it lacks it)."""
+    """``np.savez_compressed`` written atomically; the name must end in ``.npz`` (none is added)."""
     path = Path(path)
     if path.suffix != ".npz":
-        path = path.with_name(path.name + ".npz")
+        raise InputError(path, "an .npz output must end in .npz (medgap never adds a suffix to the name you give)")
     for key, value in arrays.items():
         if np.asarray(value).dtype == object:
             raise InputError(path, f"array '{key}' has dtype object, which cannot be saved without pickle")

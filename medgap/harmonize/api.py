@@ -23,6 +23,7 @@ from medgap.harmonize.model import SliceFlow
 from medgap.harmonize.optimize import HarmonizeOptions, harmonize_batch
 from medgap.io import Volume, write_nifti
 from medgap.modelio import load_model, load_weights_into
+from medgap.outputs import check_output_file
 from medgap.training.runtime import resolve_device, track
 
 __all__ = ["Harmonizer", "METHODS"]
@@ -177,9 +178,7 @@ class Harmonizer:
                    series: str | None = None) -> Path:
         """Harmonise a volume (NIfTI, NRRD, MetaImage, DICOM series: ``series`` picks one of a folder's)
         into ``out`` (.nii/.nii.gz, written atomically, input affine/header)."""
-        out = Path(out)
-        if not (out.name.endswith(".nii") or out.name.endswith(".nii.gz")):
-            raise InputError(out, "output name must end in .nii or .nii.gz")
+        out = check_output_file(out, (source, mask), suffixes=(".nii", ".nii.gz"))
         vol, m = load_for_harmonize(source, mask, series)
         result = self.harmonize_volume(vol, m, method, progress, detail)
         return write_nifti(out, result, like=vol)

@@ -90,6 +90,10 @@ def apply(
     from medgap.adapters.bids import harmonize_bids, is_bids_root
     from medgap.harmonize.api import Harmonizer
 
+    from medgap.outputs import check_output_file
+
+    if not is_bids_root(source):  # before anything is read: the output is never an input
+        check_output_file(out, (source, mask, model), suffixes=(".nii", ".nii.gz"))
     overrides = tuple(set_ or ()) + ((f"harmonize.precision={precision}",) if precision else ())
     h = Harmonizer.load(model, device=device, overrides=overrides)
     if is_bids_root(source):
@@ -131,11 +135,16 @@ def evaluate(
     max_slices: Optional[int] = typer.Option(None, "--max-slices", help="Evaluate on at most this many slices."),
     seg_steps: int = typer.Option(300, "--seg-steps", help="Training steps of the WM segmentation UNet."),
     device: str = _DEVICE,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of an earlier run in --out "
+                                   "(only files medgap wrote there)."),
 ) -> None:
     """Simulated source domains from held-out target slices: PSNR/SSIM and WM Dice/IoU per method."""
     from medgap.harmonize.evaluate import evaluate as evaluate_fn
 
-    res = evaluate_fn(model, out, domain, method, device, seg_steps, max_slices)
+    from medgap.outputs import check_not_inside_inputs
+
+    check_not_inside_inputs(out, (model,))
+    res = evaluate_fn(model, out, domain, method, device, seg_steps, max_slices, overwrite=overwrite)
     for name in ("mean_paper", "mean_hard", "mean"):
         if name in res:
             console.print(f"[bold]{name}[/]")

@@ -27,7 +27,8 @@ from medgap.errors import InputError
 from medgap.harmonize.api import METHODS, Harmonizer
 from medgap.harmonize.simulate import DOMAINS, HARD_DOMAINS
 from medgap.harmonize.train import ICBM_NAME, TrainingSet, load_training_set, random_affine_grid
-from medgap.io import atomic_write_text, output_folder
+from medgap.io import atomic_write_text
+from medgap.outputs import staged_output_folder
 from medgap.metrics import dice, iou, psnr, ssim
 from medgap.report.figures import plt, save_figure
 from medgap.training.runtime import track
@@ -149,95 +150,94 @@ def _segment(net, x: torch.Tensor) -> torch.Tensor:
 def evaluate(model_dir: str | Path, out_dir: str | Path, domains: list[str] | None = None,
              methods: list[str] | None = None, device: str = "auto", seg_steps: int = 300,
              max_slices: int | None = None, progress: bool = True, seed: int = 1,
-             overrides: tuple[str, ...] = ()) -> dict:
+             overrides: tuple[str, ...] = (), overwrite: bool = False) -> dict:
     """Run the simulated benchmark for a model trained on the bundled ICBM152 target.
 
     Writes ``metrics.json``, ``examples.png`` (before/after panels), ``histograms.png``
     and ``metrics_table.png`` into ``out_dir``; returns the metrics dict. ``overrides``
     change optimiser settings (``harmonize.alpha=0``) as in :meth:`Harmonizer.load`.
     """
-    out_dir = Path(out_dir)
-    output_folder(out_dir)
-    h = Harmonizer.load(model_dir, device=device, overrides=overrides)
-    trained = h.info.get("trained_on", {}).get("targets")
-    cohort = bool(trained) and all(t.endswith("(real T1 cohort)") for t in trained)
-    if trained not in (None, [ICBM_NAME]) and not cohort:
-        raise InputError(model_dir, "evaluate needs a model trained on the bundled targets (the real T1 cohort or "
-                                    "the ICBM152 template): their held-out slices are the ground truth")
-    cfg = h.cfg
-    note = ""
-    if cohort:
-        # test: the held-out real subject; WM reference: the segmenter's own result on the untouched slice
-        data = load_training_set(cfg.replace(data={"cohort": "icbm152", "holdout_every": 4}))
-        truth, brain, position = heldout_subject_slices(cfg.flow.image_size, every=2, seed=seed)
-        if max_slices:
-            idx = torch.linspace(0, len(truth) - 1, min(max_slices, len(truth))).round().long()
-            truth, brain, position = truth[idx], brain[idx], position[idx]
-        wm = None
-    else:
-        if cfg.data.holdout_every == 0:
-            cfg = cfg.replace(data={"holdout_every": 4})
-            note = "model trained on all slices: test slices were seen in training (only perturbed)"
-        data = load_training_set(cfg.replace(data={"cohort": "icbm152"}))
-        held = data.heldout
-        idx = torch.arange(len(held["slices"]))
-        if max_slices:
-            idx = idx[torch.linspace(0, len(idx) - 1, min(max_slices, len(idx))).round().long()]
-        truth, brain, wm = perturb(held["slices"][idx], held["masks"][idx], held["wm"][idx], seed=seed)
-        position = held["position"][idx]
-    domains = domains or DOMAINS
-    methods = methods or [m for m in METHODS if m != "restore" or h.restorer is not None]
-    t0 = time.perf_counter()
-    seg = train_wm_segmenter(data, seg_steps, progress=progress)
-    seg_seconds = time.perf_counter() - t0
-    wm_truth_pred = _segment(seg, truth)
-    if wm is None:
-        wm = wm_truth_pred
-    results: dict = {"domains": {}, "target": {"dice": dice(wm_truth_pred, wm), "iou": iou(wm_truth_pred, wm)}}
-    examples = {}
-    timing = {m: 0.0 for m in methods}
-    from medgap.harmonize.simulate import simulate
+    with staged_output_folder(out_dir, overwrite=overwrite, names=("metrics.json",)) as staging:
+        h = Harmonizer.load(model_dir, device=device, overrides=overrides)
+        trained = h.info.get("trained_on", {}).get("targets")
+        cohort = bool(trained) and all(t.endswith("(real T1 cohort)") for t in trained)
+        if trained not in (None, [ICBM_NAME]) and not cohort:
+            raise InputError(model_dir, "evaluate needs a model trained on the bundled targets (the real T1 cohort or "
+                                        "the ICBM152 template): their held-out slices are the ground truth")
+        cfg = h.cfg
+        note = ""
+        if cohort:
+            # test: the held-out real subject; WM reference: the segmenter's own result on the untouched slice
+            data = load_training_set(cfg.replace(data={"cohort": "icbm152", "holdout_every": 4}))
+            truth, brain, position = heldout_subject_slices(cfg.flow.image_size, every=2, seed=seed)
+            if max_slices:
+                idx = torch.linspace(0, len(truth) - 1, min(max_slices, len(truth))).round().long()
+                truth, brain, position = truth[idx], brain[idx], position[idx]
+            wm = None
+        else:
+            if cfg.data.holdout_every == 0:
+                cfg = cfg.replace(data={"holdout_every": 4})
+                note = "model trained on all slices: test slices were seen in training (only perturbed)"
+            data = load_training_set(cfg.replace(data={"cohort": "icbm152"}))
+            held = data.heldout
+            idx = torch.arange(len(held["slices"]))
+            if max_slices:
+                idx = idx[torch.linspace(0, len(idx) - 1, min(max_slices, len(idx))).round().long()]
+            truth, brain, wm = perturb(held["slices"][idx], held["masks"][idx], held["wm"][idx], seed=seed)
+            position = held["position"][idx]
+        domains = domains or DOMAINS
+        methods = methods or [m for m in METHODS if m != "restore" or h.restorer is not None]
+        t0 = time.perf_counter()
+        seg = train_wm_segmenter(data, seg_steps, progress=progress)
+        seg_seconds = time.perf_counter() - t0
+        wm_truth_pred = _segment(seg, truth)
+        if wm is None:
+            wm = wm_truth_pred
+        results: dict = {"domains": {}, "target": {"dice": dice(wm_truth_pred, wm), "iou": iou(wm_truth_pred, wm)}}
+        examples = {}
+        timing = {m: 0.0 for m in methods}
+        from medgap.harmonize.simulate import simulate
 
-    for d_i, domain in enumerate(track(domains, description="domains", disable=not progress)):
-        xs = simulate(truth, domain, seed=seed + d_i)
-        per = {}
-        for method in methods:
-            t = time.perf_counter()
-            xh = h.harmonize_slices(xs, position, method)
-            timing[method] += time.perf_counter() - t
-            pred = _segment(seg, xh)
-            per[method] = {
-                "psnr": float(np.mean([psnr(a, b) for a, b in zip(xh[:, 0], truth[:, 0])])),
-                "psnr_brain": float(np.mean([psnr(a, b, mask=m) for a, b, m in zip(xh[:, 0], truth[:, 0],
-                                                                                  brain[:, 0])])),
-                "ssim": ssim(xh[:, 0], truth[:, 0], stack=True),
-                "ssim_brain": ssim(xh[:, 0], truth[:, 0], mask=brain[:, 0], stack=True),
-                "dice": dice(pred, wm), "iou": iou(pred, wm),
-            }
-            examples.setdefault(domain, {})[method] = xh[len(xh) // 2, 0].numpy()
-        examples[domain]["source"] = xs[len(xs) // 2, 0].numpy()
-        results["domains"][domain] = per
+        for d_i, domain in enumerate(track(domains, description="domains", disable=not progress)):
+            xs = simulate(truth, domain, seed=seed + d_i)
+            per = {}
+            for method in methods:
+                t = time.perf_counter()
+                xh = h.harmonize_slices(xs, position, method)
+                timing[method] += time.perf_counter() - t
+                pred = _segment(seg, xh)
+                per[method] = {
+                    "psnr": float(np.mean([psnr(a, b) for a, b in zip(xh[:, 0], truth[:, 0])])),
+                    "psnr_brain": float(np.mean([psnr(a, b, mask=m) for a, b, m in zip(xh[:, 0], truth[:, 0],
+                                                                                      brain[:, 0])])),
+                    "ssim": ssim(xh[:, 0], truth[:, 0], stack=True),
+                    "ssim_brain": ssim(xh[:, 0], truth[:, 0], mask=brain[:, 0], stack=True),
+                    "dice": dice(pred, wm), "iou": iou(pred, wm),
+                }
+                examples.setdefault(domain, {})[method] = xh[len(xh) // 2, 0].numpy()
+            examples[domain]["source"] = xs[len(xs) // 2, 0].numpy()
+            results["domains"][domain] = per
 
-    def mean_of(names):
-        return {m: {k: float(np.mean([results["domains"][d][m][k] for d in names]))
-                    for k in results["domains"][names[0]][m]} for m in methods}
+        def mean_of(names):
+            return {m: {k: float(np.mean([results["domains"][d][m][k] for d in names]))
+                        for k in results["domains"][names[0]][m]} for m in methods}
 
-    results["mean"] = mean_of(domains)
-    hard = [d for d in domains if d in HARD_DOMAINS]
-    paper = [d for d in domains if d not in HARD_DOMAINS]
-    if hard:
-        results["mean_hard"] = mean_of(hard)
-    if paper:
-        results["mean_paper"] = mean_of(paper)
-    results["setup"] = {"test_slices": len(truth),
-                        "test_subject": "Colin 27 (held out of the cohort)" if cohort else "held-out ICBM152 slices", "image_size": list(cfg.flow.image_size),
-                        "holdout_every": cfg.data.holdout_every, "perturbation": "rotate 8 deg, scale 8%, shift 4%",
-                        "segmenter_steps": seg_steps, "segmenter_seconds": round(seg_seconds, 1),
-                        "seconds_per_method": {k: round(v, 1) for k, v in timing.items()},
-                        "options": h.describe()["options"], "note": note}
-    atomic_write_text(out_dir / "metrics.json", json.dumps(results, indent=2))
-    _figures(out_dir, results, examples, truth[len(truth) // 2, 0].numpy(), methods)
-    return results
+        results["mean"] = mean_of(domains)
+        hard = [d for d in domains if d in HARD_DOMAINS]
+        paper = [d for d in domains if d not in HARD_DOMAINS]
+        if hard:
+            results["mean_hard"] = mean_of(hard)
+        if paper:
+            results["mean_paper"] = mean_of(paper)
+        results["setup"] = {"test_slices": len(truth),
+                            "test_subject": "Colin 27 (held out of the cohort)" if cohort else "held-out ICBM152 slices", "image_size": list(cfg.flow.image_size),
+                            "holdout_every": cfg.data.holdout_every, "perturbation": "rotate 8 deg, scale 8%, shift 4%",
+                            "segmenter_steps": seg_steps, "segmenter_seconds": round(seg_seconds, 1),
+                            "seconds_per_method": {k: round(v, 1) for k, v in timing.items()},
+                            "options": h.describe()["options"], "note": note}
+        atomic_write_text(staging / "metrics.json", json.dumps(results, indent=2))
+        _figures(staging, results, examples, truth[len(truth) // 2, 0].numpy(), methods)
+        return results
 
 
 def _figures(out_dir: Path, results: dict, examples: dict, truth: np.ndarray, methods: list[str]) -> None:

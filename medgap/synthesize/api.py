@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from medgap.errors import InputError, ModelFolderError
-from medgap.io import Volume, output_folder, read_volume, write_nifti
+from medgap.io import Volume, read_volume, write_nifti
 from medgap.modelio import load_model, load_weights_into
+from medgap.outputs import staged_output_folder
 from medgap.synthesize.config import SynthesizeConfig
 from medgap.synthesize.data import Prepared, cube_affine, preprocess
 from medgap.synthesize.model import HAGAN, Architecture
@@ -113,12 +114,18 @@ class Synthesizer:
         return cube_affine(self.arch.size, self.spacing_mm, center_mm)
 
     def save_samples(self, out_dir: str | Path, n: int, seed: int = 0, label: int | None = None,
-                     max_memory_gb: float | None = None) -> list[Path]:
-        """Write ``sample_000.nii.gz`` ... (RAS, isotropic ``spacing_mm`` voxels, values in [-1, 1])."""
-        vols = self.sample(n, seed, label, max_memory_gb)  # validates before anything is written
-        out_dir = Path(out_dir)
-        output_folder(out_dir)
-        return [write_nifti(out_dir / f"sample_{i:03d}.nii.gz", v, affine=self.affine()) for i, v in enumerate(vols)]
+                     max_memory_gb: float | None = None, overwrite: bool = False) -> list[Path]:
+        """Write ``sample_000.nii.gz`` ... (RAS, isotropic ``spacing_mm`` voxels, values in [-1, 1]).
+
+        All files appear together at the end; names already in ``out_dir`` are refused unless
+        ``overwrite`` (and then only files an earlier medgap command wrote there are replaced).
+        """
+        names = [f"sample_{i:03d}.nii.gz" for i in range(max(int(n), 0))]
+        with staged_output_folder(out_dir, overwrite=overwrite, names=names) as staging:
+            vols = self.sample(n, seed, label, max_memory_gb)
+            for name, v in zip(names, vols):
+                write_nifti(staging / name, v, affine=self.affine())
+        return [Path(out_dir) / name for name in names]
 
     # ------------------------------------------------------------------ encoding
     def prepare(self, volume: str | Path | Volume) -> Prepared:
@@ -147,9 +154,13 @@ class Synthesizer:
         """Write z as .npy and (optionally) the reconstruction as NIfTI in the input's world position."""
         from medgap.io import atomic_path
 
-        z_out = Path(z_out)
-        if z_out.suffix != ".npy":
-            raise InputError(z_out, "latent output must end in .npy")
+        from medgap.outputs import check_output_file
+
+        z_out = check_output_file(z_out, (volume,), suffixes=(".npy",))
+        if recon_out is not None:
+            recon_out = check_output_file(recon_out, (volume,), suffixes=(".nii", ".nii.gz"))
+            if recon_out.resolve() == z_out.resolve():
+                raise InputError(recon_out, "--reconstruction and --out name the same file")
         prep = self.prepare(read_volume(volume, series=series))
         z, rec = self.encode(prep, label, reconstruct=recon_out is not None)
         with atomic_path(z_out) as tmp:

@@ -91,12 +91,17 @@ def sample(
     label: Optional[int] = typer.Option(None, "--label", help="Class to generate (conditional models)."),
     max_memory: Optional[float] = typer.Option(None, "--max-memory", help="Peak memory budget in GB."),
     device: str = typer.Option("auto", "--device"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of an earlier run in --out "
+                                   "(only files medgap wrote there)."),
 ) -> None:
     """Generate new volumes as NIfTI (RAS, isotropic voxels of the training spacing)."""
     from medgap.synthesize.api import Synthesizer
 
     syn = Synthesizer.load(model_dir, device=device)
-    for path in syn.save_samples(out, n, seed=seed, label=label, max_memory_gb=max_memory):
+    from medgap.outputs import check_not_inside_inputs
+
+    check_not_inside_inputs(out, (model_dir,))
+    for path in syn.save_samples(out, n, seed=seed, label=label, max_memory_gb=max_memory, overwrite=overwrite):
         console.print(str(path))
 
 
@@ -111,8 +116,12 @@ def encode(
     series: Optional[str] = typer.Option(None, "--series", help="DICOM: SeriesInstanceUID or series number."),
 ) -> None:
     """Encode a volume into z = E^G(E^H(x)) (and reconstruct it)."""
+    from medgap.outputs import check_output_file
     from medgap.synthesize.api import Synthesizer
 
+    check_output_file(out, (volume, model_dir), suffixes=(".npy",))  # before anything is read
+    if reconstruction is not None:
+        check_output_file(reconstruction, (volume, model_dir, out), suffixes=(".nii", ".nii.gz"))
     syn = Synthesizer.load(model_dir, device=device)
     z_path, rec = syn.encode_to_files(volume, out, reconstruction, label, series)
     console.print(f"z: {z_path}" + (f"; reconstruction: {rec}" if rec else ""))
@@ -133,11 +142,16 @@ def evaluate(
         None, "--slice-feature-weights", help="Local 2D ResNet-10 weights (.pth/.safetensors) for the 2.5D FID."),
     max_memory: Optional[float] = typer.Option(None, "--max-memory"),
     device: str = typer.Option("auto", "--device"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of an earlier run in --out "
+                                   "(only files medgap wrote there)."),
 ) -> None:
     """FID / MMD^2 on 3D features, per-plane 2.5D FID, MS-SSIM diversity, montage of samples vs. real."""
     from medgap.synthesize.api import Synthesizer
     from medgap.synthesize.evaluate import evaluate_model
 
+    from medgap.outputs import check_not_inside_inputs
+
+    check_not_inside_inputs(out, [model_dir] + [r for r in real if r != _ICBM])
     syn = Synthesizer.load(model_dir, device=device)
     ts = _load_data(real, syn.config.replace(conditional=False), None, None)
     volumes = np.asarray(ts.volumes, dtype=np.float32)
@@ -147,6 +161,6 @@ def evaluate(
         volumes = augmented_copies(volumes[0], n, seed=seed + 1)
     report = evaluate_model(syn, volumes, out, n=n, seed=seed, label=label,
                             feature_weights=feature_weights, max_memory_gb=max_memory,
-                            slice_feature_weights=slice_feature_weights)
+                            slice_feature_weights=slice_feature_weights, overwrite=overwrite)
     console.print_json(json.dumps(report))
 

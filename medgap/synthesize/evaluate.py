@@ -22,7 +22,8 @@ import torch
 from scipy.ndimage import binary_erosion
 
 from medgap.errors import InputError
-from medgap.io import atomic_write_text, output_folder
+from medgap.io import atomic_write_text
+from medgap.outputs import staged_output_folder
 from medgap.metrics import frechet_distance, mmd2_unbiased
 from medgap.metrics.features import SliceFeatureExtractor, VolumeFeatureExtractor
 from medgap.report.figures import plt, save_figure
@@ -130,23 +131,23 @@ def save_montage(path: str | Path, rows: dict[str, np.ndarray], per_row: int = 4
 
 def evaluate_model(synth, real: np.ndarray, out_dir: str | Path, n: int = 8, seed: int = 0,
                    label: int | None = None, feature_weights: str | Path | None = None,
-                   max_memory_gb: float | None = None, slice_feature_weights: str | Path | None = None) -> dict:
+                   max_memory_gb: float | None = None, slice_feature_weights: str | Path | None = None,
+                   overwrite: bool = False) -> dict:
     """Sample ``n`` volumes from a :class:`~medgap.synthesize.Synthesizer`, compare with ``real``
     (N, S, S, S) in [-1, 1] (3D FID/MMD^2, per-plane 2.5D FID, MS-SSIM); write ``metrics.json`` and
     ``montage.png`` to ``out_dir``."""
-    out_dir = Path(out_dir)
     if len(real) < 2:
         raise InputError(None, f"FID/MMD need at least 2 real volumes, got {len(real)}")
-    fake = synth.sample(n, seed=seed, label=label, max_memory_gb=max_memory_gb)
-    extractor = VolumeFeatureExtractor(weights=feature_weights)
-    report = distribution_scores(real, fake, extractor)
-    report.update(plane_fid(real, fake, SliceFeatureExtractor(weights=slice_feature_weights)))
-    report["ms_ssim_generated"] = ms_ssim_diversity(fake) if len(fake) > 1 else None
-    report["ms_ssim_real"] = ms_ssim_diversity(real) if len(real) > 1 else None
-    output_folder(out_dir)
-    save_montage(out_dir / "montage.png", {"generated": fake, "real": np.asarray(real)})
-    atomic_write_text(out_dir / "metrics.json", json.dumps(report, indent=2))
-    return report
+    with staged_output_folder(out_dir, overwrite=overwrite, names=("metrics.json", "montage.png")) as staging:
+        fake = synth.sample(n, seed=seed, label=label, max_memory_gb=max_memory_gb)
+        extractor = VolumeFeatureExtractor(weights=feature_weights)
+        report = distribution_scores(real, fake, extractor)
+        report.update(plane_fid(real, fake, SliceFeatureExtractor(weights=slice_feature_weights)))
+        report["ms_ssim_generated"] = ms_ssim_diversity(fake) if len(fake) > 1 else None
+        report["ms_ssim_real"] = ms_ssim_diversity(real) if len(real) > 1 else None
+        save_montage(staging / "montage.png", {"generated": fake, "real": np.asarray(real)})
+        atomic_write_text(staging / "metrics.json", json.dumps(report, indent=2))
+        return report
 
 
 def feature_scores_over(real: np.ndarray, fakes: Sequence[np.ndarray]) -> list[dict]:

@@ -49,6 +49,9 @@ def simulate(
     from medgap.data.spectra import simulate_hsi, simulate_pat
     from medgap.io import write_images, write_spectra
 
+    from medgap.outputs import check_output_file
+
+    check_output_file(out, (), suffixes=(".npz",))
     wl = _wavelengths(wavelengths)
     if modality == "hsi":
         write_spectra(out, simulate_hsi(n, wavelengths=wl, realism=realism, seed=seed))
@@ -113,9 +116,11 @@ def apply(
     wavelengths: Optional[str] = typer.Option(None, "--wavelengths", help="Grid of a bare .npy cube."),
 ) -> None:
     """Transfer data with a trained model (deterministic; labels carried over)."""
+    from medgap.outputs import check_output_file
     from medgap.transfer.apply import apply_transfer, load_transfer
     from medgap.transfer.data import load_data, write_like
 
+    check_output_file(out, (input, model_dir), suffixes=(".npz",))
     model = load_transfer(model_dir, device)
     data, layout = load_data(input, _wavelengths(wavelengths))
     write_like(out, apply_transfer(model, data, direction, batch_size=batch_size), layout)
@@ -131,11 +136,16 @@ def evaluate(
     seed: int = typer.Option(0, "--seed"),
     test: Optional[Path] = typer.Option(None, "--test", help="Labelled real data of other subjects to test the "
                                                              "classifiers on (default: a grouped split of --real)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of an earlier run in --out "
+                                   "(only files medgap wrote there)."),
 ) -> None:
     """PCA/KDE, spectral difference, MMD and downstream random forest of each source vs. real."""
     from medgap.transfer.data import load_data
     from medgap.transfer.evaluation import evaluate as run
 
+    from medgap.outputs import check_not_inside_inputs
+
+    check_not_inside_inputs(out, [real, sim, test] + [t.split("=", 1)[-1] for t in transferred])
     sources = {}
     for item in transferred:
         if "=" not in item:
@@ -143,6 +153,6 @@ def evaluate(
         name, file = item.split("=", 1)
         sources[name] = load_data(Path(file))[0]
     metrics = run(load_data(real)[0], load_data(sim)[0], sources, out, seed=seed,
-                  test=None if test is None else load_data(test)[0])
+                  test=None if test is None else load_data(test)[0], overwrite=overwrite)
     console.print_json(json.dumps(metrics["sources"], default=float))
     console.print(f"report written to {out}")

@@ -25,7 +25,8 @@ from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score,
 from sklearn.model_selection import GroupShuffleSplit
 
 from medgap.errors import InputError
-from medgap.io import ImageSet, SpectraSet, atomic_write_text, output_folder
+from medgap.io import ImageSet, SpectraSet, atomic_write_text
+from medgap.outputs import staged_output_folder
 from medgap.metrics import median_bandwidth, mmd2_unbiased
 from medgap.report.figures import plt, save_figure
 
@@ -149,7 +150,8 @@ def _downstream(train: SpectraSet, test: SpectraSet, n_classes: int, seed: int, 
 
 
 def evaluate(real, sim, transferred: dict, out_dir: str | Path, *, seed: int = 0, test_fraction: float = 0.5,
-             max_train: int = 5000, max_mmd: int = 1500, test=None) -> dict:
+             max_train: int = 5000, max_mmd: int = 1500, test=None,
+             overwrite: bool = False) -> dict:
     """Compare ``sim`` and each ``transferred[name]`` with ``real``; write metrics.json and PNGs to out_dir.
 
     real/sim/transferred: SpectraSet or ImageSet (same kind). Sources need labels for the per-class
@@ -159,85 +161,84 @@ def evaluate(real, sim, transferred: dict, out_dir: str | Path, *, seed: int = 0
     grouped split of ``real`` (``test_fraction``).
     Returns the metrics dict.
     """
-    out_dir = Path(out_dir)
-    output_folder(out_dir)
-    rng = np.random.default_rng(seed)
-    real_s = _as_spectra(real, seed)
-    sources = {"sim": _as_spectra(sim, seed), **{k: _as_spectra(v, seed) for k, v in transferred.items()}}
-    for name, s in sources.items():
-        if s.wavelengths.shape != real_s.wavelengths.shape or not np.allclose(s.wavelengths, real_s.wavelengths):
-            raise InputError(s.path, f"source '{name}' has another wavelength grid than the real data")
-        if real_s.label_names and s.label_names and s.label_names != real_s.label_names:
-            raise InputError(s.path, f"source '{name}' label names {s.label_names} differ from real {real_s.label_names}")
-    names = real_s.label_names or next((s.label_names for s in sources.values() if s.label_names), None)
-    n_classes = len(names) if names else int(max(int(s.labels.max()) for s in [real_s, *sources.values()]
-                                                 if s.labels is not None)) + 1
-    metrics: dict = {"n_real": len(real_s), "sources": {}}
-    figures = []
+    with staged_output_folder(out_dir, overwrite=overwrite, names=("metrics.json",)) as staging:
+        rng = np.random.default_rng(seed)
+        real_s = _as_spectra(real, seed)
+        sources = {"sim": _as_spectra(sim, seed), **{k: _as_spectra(v, seed) for k, v in transferred.items()}}
+        for name, s in sources.items():
+            if s.wavelengths.shape != real_s.wavelengths.shape or not np.allclose(s.wavelengths, real_s.wavelengths):
+                raise InputError(s.path, f"source '{name}' has another wavelength grid than the real data")
+            if real_s.label_names and s.label_names and s.label_names != real_s.label_names:
+                raise InputError(s.path, f"source '{name}' label names {s.label_names} differ from real {real_s.label_names}")
+        names = real_s.label_names or next((s.label_names for s in sources.values() if s.label_names), None)
+        n_classes = len(names) if names else int(max(int(s.labels.max()) for s in [real_s, *sources.values()]
+                                                     if s.labels is not None)) + 1
+        metrics: dict = {"n_real": len(real_s), "sources": {}}
+        figures = []
 
-    # realism ---------------------------------------------------------------------------------------
-    r_norm = normalise(real_s.spectra)
-    pca = PCA(n_components=2, random_state=seed).fit(r_norm)
-    metrics["pca_explained_variance"] = [float(v) for v in pca.explained_variance_ratio_]
-    _kde_figure(pca, {"real": r_norm, **{k: normalise(v.spectra) for k, v in sources.items()}}, out_dir / "pca_kde.png", rng)
-    figures.append("pca_kde.png")
-    r_mmd = r_norm[_subsample(len(r_norm), max_mmd, rng)]
-    bandwidth = median_bandwidth(r_mmd, r_mmd)
-    diffs = {}
-    for name, s in sources.items():
-        x = normalise(s.spectra)
-        m = {"n": len(s), "mmd2": mmd2_unbiased(x[_subsample(len(x), max_mmd, rng)], r_mmd, bandwidth)}
-        if real_s.labels is not None and s.labels is not None:
-            d = _spectral_difference(real_s, s, n_classes)
-            diffs[name] = d.reshape(-1)
-            m["spectral_difference_mean"] = float(d.mean()) if d.size else float("nan")
-        metrics["sources"][name] = m
-    metrics["mmd_bandwidth"] = bandwidth
-    if diffs:
-        fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(diffs), 4))
-        ax.violinplot(list(diffs.values()), showmeans=True, showmedians=False)
-        ax.set_xticks(np.arange(1, len(diffs) + 1), list(diffs))
-        ax.set_ylabel("|median real - median source| (normalised)")
-        ax.set_title("Spectral difference per class and wavelength")
-        save_figure(fig, out_dir / "spectral_difference.png")
-        figures.append("spectral_difference.png")
+        # realism ---------------------------------------------------------------------------------------
+        r_norm = normalise(real_s.spectra)
+        pca = PCA(n_components=2, random_state=seed).fit(r_norm)
+        metrics["pca_explained_variance"] = [float(v) for v in pca.explained_variance_ratio_]
+        _kde_figure(pca, {"real": r_norm, **{k: normalise(v.spectra) for k, v in sources.items()}}, staging / "pca_kde.png", rng)
+        figures.append("pca_kde.png")
+        r_mmd = r_norm[_subsample(len(r_norm), max_mmd, rng)]
+        bandwidth = median_bandwidth(r_mmd, r_mmd)
+        diffs = {}
+        for name, s in sources.items():
+            x = normalise(s.spectra)
+            m = {"n": len(s), "mmd2": mmd2_unbiased(x[_subsample(len(x), max_mmd, rng)], r_mmd, bandwidth)}
+            if real_s.labels is not None and s.labels is not None:
+                d = _spectral_difference(real_s, s, n_classes)
+                diffs[name] = d.reshape(-1)
+                m["spectral_difference_mean"] = float(d.mean()) if d.size else float("nan")
+            metrics["sources"][name] = m
+        metrics["mmd_bandwidth"] = bandwidth
+        if diffs:
+            fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(diffs), 4))
+            ax.violinplot(list(diffs.values()), showmeans=True, showmedians=False)
+            ax.set_xticks(np.arange(1, len(diffs) + 1), list(diffs))
+            ax.set_ylabel("|median real - median source| (normalised)")
+            ax.set_title("Spectral difference per class and wavelength")
+            save_figure(fig, staging / "spectral_difference.png")
+            figures.append("spectral_difference.png")
 
-    # downstream ------------------------------------------------------------------------------------
-    if test is not None:
-        real_train, real_test = real_s, _as_spectra(test, seed)
-        if real_test.labels is None:
-            raise InputError(real_test.path, "the test data needs labels")
-        groups = real_test.groups if real_test.groups is not None else np.zeros(len(real_test))
-        metrics["downstream_test"] = {"n": len(real_test), "groups": int(len(np.unique(groups))), "held_out": True}
-    elif real_s.labels is not None:
-        groups = real_s.groups if real_s.groups is not None else np.arange(len(real_s))
-        if len(np.unique(groups)) < 2:
-            raise InputError(real_s.path, "the grouped split needs at least two groups (subjects/images) in real data")
-        split = GroupShuffleSplit(n_splits=1, test_size=test_fraction, random_state=seed)
-        train_idx, test_idx = next(split.split(r_norm, real_s.labels, groups))
-        real_train, real_test = real_s.subset(train_idx), real_s.subset(test_idx)
-        metrics["downstream_test"] = {"n": len(real_test), "groups": int(len(np.unique(groups[test_idx])))}
-    if real_s.labels is not None or test is not None:
-        runs = {k: v for k, v in sources.items() if v.labels is not None}
-        if real_s.labels is not None:  # unlabelled real data: no upper bound, the transfers still get tested
-            runs["real (upper bound)"] = real_train
-        cms = {}
-        for name, s in runs.items():
-            res, cm = _downstream(s, real_test, n_classes, seed, max_train)
-            metrics["sources"].setdefault(name, {}).update(res)
-            cms[name] = cm
-        fig, axes = plt.subplots(1, len(cms), figsize=(3.2 * len(cms), 3.4), squeeze=False)
-        for ax, (name, cm) in zip(axes[0], cms.items()):
-            ax.imshow(cm, vmin=0, vmax=1, cmap="Blues")
-            ba = metrics["sources"][name]["balanced_accuracy"]
-            ax.set_title(f"{name}\nbal. acc. {ba:.2f}", fontsize=9)
-            ax.set_xlabel("predicted")
-            ax.set_ylabel("true")
-            if names and len(names) <= 10:
-                ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
-                ax.set_yticks(range(len(names)), names, fontsize=6)
-        save_figure(fig, out_dir / "confusion_matrices.png")
-        figures.append("confusion_matrices.png")
-    metrics["figures"] = figures
-    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, default=float))
-    return metrics
+        # downstream ------------------------------------------------------------------------------------
+        if test is not None:
+            real_train, real_test = real_s, _as_spectra(test, seed)
+            if real_test.labels is None:
+                raise InputError(real_test.path, "the test data needs labels")
+            groups = real_test.groups if real_test.groups is not None else np.zeros(len(real_test))
+            metrics["downstream_test"] = {"n": len(real_test), "groups": int(len(np.unique(groups))), "held_out": True}
+        elif real_s.labels is not None:
+            groups = real_s.groups if real_s.groups is not None else np.arange(len(real_s))
+            if len(np.unique(groups)) < 2:
+                raise InputError(real_s.path, "the grouped split needs at least two groups (subjects/images) in real data")
+            split = GroupShuffleSplit(n_splits=1, test_size=test_fraction, random_state=seed)
+            train_idx, test_idx = next(split.split(r_norm, real_s.labels, groups))
+            real_train, real_test = real_s.subset(train_idx), real_s.subset(test_idx)
+            metrics["downstream_test"] = {"n": len(real_test), "groups": int(len(np.unique(groups[test_idx])))}
+        if real_s.labels is not None or test is not None:
+            runs = {k: v for k, v in sources.items() if v.labels is not None}
+            if real_s.labels is not None:  # unlabelled real data: no upper bound, the transfers still get tested
+                runs["real (upper bound)"] = real_train
+            cms = {}
+            for name, s in runs.items():
+                res, cm = _downstream(s, real_test, n_classes, seed, max_train)
+                metrics["sources"].setdefault(name, {}).update(res)
+                cms[name] = cm
+            fig, axes = plt.subplots(1, len(cms), figsize=(3.2 * len(cms), 3.4), squeeze=False)
+            for ax, (name, cm) in zip(axes[0], cms.items()):
+                ax.imshow(cm, vmin=0, vmax=1, cmap="Blues")
+                ba = metrics["sources"][name]["balanced_accuracy"]
+                ax.set_title(f"{name}\nbal. acc. {ba:.2f}", fontsize=9)
+                ax.set_xlabel("predicted")
+                ax.set_ylabel("true")
+                if names and len(names) <= 10:
+                    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+                    ax.set_yticks(range(len(names)), names, fontsize=6)
+            save_figure(fig, staging / "confusion_matrices.png")
+            figures.append("confusion_matrices.png")
+        metrics["figures"] = figures
+        atomic_write_text(staging / "metrics.json", json.dumps(metrics, indent=2, default=float))
+        return metrics
