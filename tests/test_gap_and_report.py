@@ -30,8 +30,8 @@ def test_gap_separates_shifted_spectra_not_identical_ones(tmp_path, rng):
     assert near["classifier_test"]["balanced_accuracy"] < 0.65
     written = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert written["mmd2"] == pytest.approx(far["mmd2"])
-    assert {p.name for p in (tmp_path / "report").iterdir()} == {"metrics.json", "pca_kde.png", "spectra.png",
-                                                                 "report.html"}
+    assert {p.name for p in (tmp_path / "report").iterdir()} == {
+        ".medgap-outputs.json", "metrics.json", "pca_kde.png", "spectra.png", "report.html"}
 
 
 def test_gap_on_volumes_detects_contrast_change(tmp_path, rng):

