@@ -56,8 +56,9 @@ def apply_transfer(model: LoadedTransfer | str | Path, data: SpectraSet | ImageS
                    batch_size: int = 8192, device: str = "auto") -> SpectraSet | ImageSet:
     """Transfer ``data`` (raw units of the source domain) into the other domain.
 
-    Returns the same kind of set, in the target domain's raw units (spectra: L2 norm equal to the
-    target domain's mean norm), with labels, label names and groups carried over. Deterministic.
+    Returns the same kind of set, in the target domain's raw units (spectra of an ``hsi.brightness=l2``
+    model: L2 norm equal to the target domain's mean norm), with labels, label names and groups
+    carried over. Deterministic.
     """
     if not isinstance(model, LoadedTransfer):
         model = load_transfer(model, device)
@@ -85,15 +86,23 @@ def apply_transfer(model: LoadedTransfer | str | Path, data: SpectraSet | ImageS
                                    f"{'a segmentation' if is_images else 'labels'}")
         if labels.max() >= ex["n_classes"]:
             raise InputError(path, f"label {int(labels.max())} out of range for the model's {ex['n_classes']} classes")
+    src, dst = model.stats[source], model.stats[1 - source]
+    if src.class_aligned:
+        k = len(src.class_mean)
+        if labels is None:
+            raise InputError(path, "this model aligns class by class (train.align=class): the input needs 'labels' "
+                                   f"({', '.join(ex.get('class_names') or [])})")
+        if labels.max() >= k:
+            raise InputError(path, f"label {int(labels.max())} out of range for the model's {k} classes")
     dev = next(model.model.parameters(), torch.empty(0)).device  # closed-form methods have no parameters
     step = max(1, batch_size // (int(np.prod(x_all.shape[2:])) if is_images else 1))
     out = np.empty_like(x_all, dtype=np.float32)
-    src, dst = model.stats[source], model.stats[1 - source]
     with torch.no_grad():
         for i in range(0, len(x_all), step):
-            x = src.normalize(torch.from_numpy(x_all[i:i + step]).float()).to(dev)
+            by_class = torch.from_numpy(labels[i:i + step]) if src.class_aligned else None
+            x = src.normalize(torch.from_numpy(x_all[i:i + step]).float(), by_class).to(dev)
             y = None if labels is None or not ex["n_classes"] else torch.from_numpy(labels[i:i + step]).to(dev)
-            out[i:i + step] = dst.denormalize(model.model.transfer(x, source, y).cpu()).numpy()
+            out[i:i + step] = dst.denormalize(model.model.transfer(x, source, y).cpu(), by_class).numpy()
     if not np.all(np.isfinite(out)):
         raise FloatingPointError("the transfer produced non-finite values: the model is unstable on this input")
     if is_images:

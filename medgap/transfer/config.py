@@ -45,6 +45,11 @@ class TrainConfig(_Section):
     whiten: bool = Field(True, description="decorrelate the channels of each domain (ZCA) besides standardising "
                                            "them, so the untrained network is CORAL; paper: standardise only")
     whiten_ridge: float = Field(1e-3, gt=0, description="added to the channel correlation's eigenvalues")
+    align: Literal["auto", "global", "class"] = Field(
+        "auto", description="spectra: class = standardise each class of the source onto the same class of the "
+                            "target, whose labels are estimated (medgap.transfer.labels: EM, per subject when the "
+                            "target has groups), so the untrained network is class-wise CORAL; global = one map for "
+                            "all classes (publication); auto = class for the cINN with a labelled source, else global")
     precision: Precision = Field(
         "fp32", description="bf16: subnets and discriminators compute in bfloat16 mixed precision (the "
                             "invertible data path, losses and optimiser stay float32); fp32: all float32")
@@ -60,6 +65,10 @@ class HSIConfig(_Section):
     clamp: float = Field(1.0, gt=0)
     affine_init: float = Field(1.0, gt=0, description="initial global scale per block (paper: 0.7)")
     label_noise: float = Field(0.5, ge=0)
+    brightness: Literal["keep", "l2"] = Field(
+        "keep", description="keep: spectra are standardised as measured, so each keeps its own level (on real skin "
+                            "spectra the level tells body sites apart: bench_transfer_skin); l2: divided by their L2 "
+                            "norm first and written with the target's mean norm (publication)")
     noise_std: float = Field(0.1, ge=0, description="N(0, noise_std) augmentation of standardised spectra")
     disc_hidden: int = Field(256, ge=1)
     disc_dropout: float = Field(0.2, ge=0, lt=1)
@@ -132,15 +141,22 @@ class TransferConfig(MedgapConfig):
         "paper": {
             "condition": "domain+label",
             "hsi": {"n_blocks": 40, "n_conditional": 30, "hidden": 512, "affine_init": 0.7, "batch_size": 10000,
+                    "brightness": "l2",
                     "chunk": 2500, "lr": 1e-4, "compile": True,
                     "epochs": 300, "noise_std": 0.1, "label_noise": 0.5},
             "pat": {"blocks_per_scale": [4, 2, 1, 1, 2], "width": 256, "affine_init": 0.7, "adaptive_scales": [2, 3],
                     "disc_dim": 64, "disc_layers": 3, "disc_scales": 3, "batch_size": 2, "lr": 1e-3, "cinn_lr": None,
                     "epochs": 300, "noise_std": 0.05, "label_noise": 0.2},
-            "train": {"whiten": False, "heldout_fraction": 0.0},
+            "train": {"whiten": False, "heldout_fraction": 0.0, "align": "global"},
             "baseline": {"hidden": 512, "latent": 64, "conv_width": 64, "n_res": 4},
         },
     }
+
+    def class_aligned(self, labelled_source: bool) -> bool:
+        """Whether spectra are aligned class by class (``train.align``; auto: the cINN with a labelled source)."""
+        if self.modality != "hsi" or not labelled_source:
+            return False
+        return self.train.align == "class" or (self.train.align == "auto" and self.method == "cinn")
 
     @property
     def learning_rate(self) -> float:

@@ -8,9 +8,11 @@ Accepted inputs (``load_data``):
   wavelength vector given by the caller. Cubes become pixel spectra (groups = image index) and
   ``apply`` writes them back as cubes.
 
-Normalisation: spectra are divided by their L2 norm, then standardised per channel with the mean/std
-of their own domain; images are standardised per channel. Both are undone with the target domain's
-statistics after transfer.
+Normalisation: spectra are standardised per channel with the mean/std of their own domain -- as
+measured (``hsi.brightness=keep``, the default: a spectrum's overall level tells a palm from a
+forehead, so it is modelled, not reset), or first divided by their L2 norm (``l2``, the
+publication's protocol; the output then has the target domain's mean norm); images are standardised
+per channel. Both are undone with the target domain's statistics after transfer.
 """
 
 from __future__ import annotations
@@ -154,40 +156,61 @@ class DomainStats:
     scale: torch.Tensor  # () mean L2 norm of raw spectra (1 for images)
     whiten: torch.Tensor | None = None  # (C, C) symmetric
     unwhiten: torch.Tensor | None = None  # (C, C) its inverse
+    l2: bool = True  # spectra: divided by their L2 norm before standardising (hsi.brightness=l2)
+    class_mean: torch.Tensor | None = None  # (K, C) per-class mean of the whitened samples (train.align=class)
+    class_std: torch.Tensor | None = None  # (K, C) their per-class std
+
+    @property
+    def class_aligned(self) -> bool:
+        return self.class_mean is not None
 
     def _channels_last(self, x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
         if x.ndim == 2:
             return x @ matrix
         return torch.einsum("bchw,cd->bdhw", x, matrix)
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw (B, C) spectra or (B, C, H, W) images -> standardised (and whitened) network input."""
+    def normalize(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw (B, C) spectra or (B, C, H, W) images -> standardised (and whitened) network input;
+        class-aligned statistics also standardise each spectrum within its class (``labels``)."""
         if x.ndim == 2:
-            x = x / x.norm(dim=1, keepdim=True)
+            if self.l2:
+                x = x / x.norm(dim=1, keepdim=True)
             x = (x - self.mean) / self.std
         else:
             x = (x - self.mean[:, None, None]) / self.std[:, None, None]
-        return x if self.whiten is None else self._channels_last(x, self.whiten)
+        x = x if self.whiten is None else self._channels_last(x, self.whiten)
+        if self.class_aligned and x.ndim == 2:
+            x = (x - self.class_mean[labels]) / self.class_std[labels]
+        return x
 
-    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Network output -> raw units of this domain (spectra: L2 norm = the domain's mean norm)."""
+    def denormalize(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Network output -> raw units of this domain (spectra with ``l2``: L2 norm = the domain's mean norm)."""
+        if self.class_aligned and x.ndim == 2:
+            x = x * self.class_std[labels] + self.class_mean[labels]
         if self.unwhiten is not None:
             x = self._channels_last(x, self.unwhiten)
         if x.ndim == 2:
             x = x * self.std + self.mean
+            if not self.l2:
+                return x
             return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12) * self.scale
         return x * self.std[:, None, None] + self.mean[:, None, None]
 
     def to_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
-        out = {f"{prefix}_mean": self.mean, f"{prefix}_std": self.std, f"{prefix}_scale": self.scale}
+        out = {f"{prefix}_mean": self.mean, f"{prefix}_std": self.std, f"{prefix}_scale": self.scale,
+               f"{prefix}_l2": torch.tensor(float(self.l2))}
         if self.whiten is not None:
             out.update({f"{prefix}_whiten": self.whiten, f"{prefix}_unwhiten": self.unwhiten})
+        if self.class_aligned:
+            out.update({f"{prefix}_class_mean": self.class_mean, f"{prefix}_class_std": self.class_std})
         return out
 
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor], prefix: str) -> "DomainStats":
+        l2 = t.get(f"{prefix}_l2")  # absent in folders written before hsi.brightness existed: l2
         return cls(t[f"{prefix}_mean"], t[f"{prefix}_std"], t[f"{prefix}_scale"], t.get(f"{prefix}_whiten"),
-                   t.get(f"{prefix}_unwhiten"))
+                   t.get(f"{prefix}_unwhiten"), True if l2 is None else bool(l2.item() > 0.5),
+                   t.get(f"{prefix}_class_mean"), t.get(f"{prefix}_class_std"))
 
 
 def _zca(z: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
@@ -201,12 +224,13 @@ def _zca(z: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_stats(data: SpectraSet | ImageSet, whiten: bool = False, ridge: float = 1e-3,
-              max_samples: int = 200_000) -> DomainStats:
-    """Statistics of one domain (float64 accumulation, stored as float32); ``whiten`` adds the ZCA matrices."""
+              max_samples: int = 200_000, l2: bool = True) -> DomainStats:
+    """Statistics of one domain (float64 accumulation, stored as float32); ``whiten`` adds the ZCA matrices;
+    ``l2``: spectra are divided by their L2 norm first (the publication's protocol)."""
     if isinstance(data, SpectraSet):
         x = data.spectra.astype(np.float64)
         norms = np.linalg.norm(x, axis=1, keepdims=True)
-        samples = x / norms  # (N, C)
+        samples = x / norms if l2 else x  # (N, C)
         mean, std, scale = samples.mean(0), samples.std(0), norms.mean()
         samples = samples[::max(1, len(samples) // max_samples)]
     else:
@@ -221,4 +245,4 @@ def fit_stats(data: SpectraSet | ImageSet, whiten: bool = False, ridge: float = 
     if whiten:
         w, w_inv = _zca((samples - mean) / std, ridge)
     f = lambda a: None if a is None else torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
-    return DomainStats(f(mean), f(std), f(scale), f(w), f(w_inv))
+    return DomainStats(f(mean), f(std), f(scale), f(w), f(w_inv), l2)

@@ -31,6 +31,7 @@ from medgap.training.runtime import MetricLogger, seed_everything, track
 from .cinn import REAL, count_parameters
 from .config import TransferConfig
 from .data import DomainStats, check_pair, fit_stats
+from .labels import class_moments, estimate_labels
 from .model import CLOSED_FORM, DiscriminatorObjective, GeneratorObjective, TransferModel, build_model, latent_nll
 
 __all__ = ["METHOD", "train", "checkpoint_dir", "BatchSampler", "make_optimizers", "make_objectives",
@@ -73,9 +74,12 @@ def _arrays(data):
     return data.images, data.segmentation
 
 
-def _batch(x: np.ndarray, y: np.ndarray | None, idx: torch.Tensor, stats: DomainStats, device, noise_std: float):
+def _batch(x: np.ndarray, y: np.ndarray | None, idx: torch.Tensor, stats: DomainStats, device, noise_std: float,
+           classes: np.ndarray | None = None):
+    """A normalised batch (+ noise) and its condition labels; ``classes``: labels for class-aligned statistics."""
     i = idx.numpy()
-    xb = stats.normalize(torch.from_numpy(x[i]).float()).to(device)
+    by_class = None if classes is None else torch.from_numpy(classes[i])
+    xb = stats.normalize(torch.from_numpy(x[i]).float(), by_class).to(device)
     if noise_std > 0:
         xb = xb + noise_std * torch.randn_like(xb)
     yb = None if y is None else torch.from_numpy(y[i]).to(device)
@@ -182,9 +186,12 @@ def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Pa
     ctx = setup_distributed(device)
     seed_everything(cfg.seed)  # FrEIA draws its fixed permutations from numpy's global RNG
 
-    real, x_heldout = _hold_out(real, cfg)
+    class_aligned = cfg.class_aligned(isinstance(sim, SpectraSet) and sim.labels is not None)
+    # class-aligned statistics need every real spectrum's estimated class: none is held out
+    real, x_heldout = (real, None) if class_aligned else _hold_out(real, cfg)
     x_sim, y_sim = _arrays(sim)
     x_real, _ = _arrays(real)
+    y_sim_classes = y_sim if class_aligned else None
     if not need_labels:
         y_sim = None
     k = n_classes_of(sim, need_labels)
@@ -193,8 +200,9 @@ def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Pa
     set_precision(model, cfg.train.precision, ctx.device)
     if cfg.method == "cinn" and getattr(net, "compile", False):
         model.generator.compile_blocks()
-    stats_sim = fit_stats(sim, cfg.train.whiten, cfg.train.whiten_ridge)
-    stats_real = fit_stats(real, cfg.train.whiten, cfg.train.whiten_ridge)
+    stats_sim = fit_stats(sim, cfg.train.whiten, cfg.train.whiten_ridge, l2=cfg.hsi.brightness == "l2")
+    stats_real = fit_stats(real, cfg.train.whiten, cfg.train.whiten_ridge, l2=cfg.hsi.brightness == "l2")
+    y_real_classes = align_classes(stats_sim, stats_real, sim, real) if class_aligned else None
 
     opt_g, opt_d = make_optimizers(model, cfg)
     objectives = make_objectives(model, ctx)
@@ -204,7 +212,7 @@ def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Pa
                     clear=("step-*", "best", "metrics.csv", "tensorboard")).open()
     try:
         return _fit(cfg, sim, real, out, model, ctx, run, stats_sim, stats_real, opt_g, opt_d, objectives,
-                    x_sim, y_sim, x_real, x_heldout, k, progress, overwrite)
+                    x_sim, y_sim, x_real, x_heldout, k, progress, overwrite, (y_sim_classes, y_real_classes))
     finally:
         run.close()
         ctx.close()
@@ -239,8 +247,23 @@ def heldout_bits_per_dim(model: TransferModel, x: np.ndarray, stats: DomainStats
     return total / (len(x) * x.shape[1] * math.log(2.0))
 
 
+def align_classes(stats_sim: DomainStats, stats_real: DomainStats, sim: SpectraSet, real: SpectraSet) -> np.ndarray:
+    """Estimate the real spectra's classes and add per-class statistics to both domains (in place).
+
+    Returns the estimated real labels. With the class statistics the untrained network maps each
+    simulated class onto the real spectra estimated to be of that class (class-wise CORAL)."""
+    k = sim.n_classes
+    z_sim = stats_sim.normalize(torch.from_numpy(sim.spectra).float()).numpy()
+    z_real = stats_real.normalize(torch.from_numpy(real.spectra).float()).numpy()
+    estimate = estimate_labels(z_sim, sim.labels, z_real, k, groups=real.groups)
+    for stats, z, labels in ((stats_sim, z_sim, sim.labels), (stats_real, z_real, estimate.labels)):
+        mean, std = class_moments(z, labels, k)
+        stats.class_mean, stats.class_std = torch.from_numpy(mean).float(), torch.from_numpy(std).float()
+    return estimate.labels
+
+
 def _fit(cfg, sim, real, out, model, ctx, run, stats_sim, stats_real, opt_g, opt_d, objectives,
-         x_sim, y_sim, x_real, x_heldout, k, progress, overwrite) -> Path:
+         x_sim, y_sim, x_real, x_heldout, k, progress, overwrite, classes=(None, None)) -> Path:
     net, t = cfg.net, cfg.train
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt_g, factor=t.plateau_factor, patience=t.plateau_patience,
                                                        threshold=t.plateau_threshold, cooldown=t.plateau_cooldown)
@@ -268,8 +291,8 @@ def _fit(cfg, sim, real, out, model, ctx, run, stats_sim, stats_real, opt_g, opt
             # the global batch is processed in chunks with accumulated gradients: every loss is a mean
             # over samples, so the result equals one pass over the whole batch at a fraction of the memory
             size = net.chunk or len(ia)
-            pieces = [(*_batch(x_sim, y_sim, ia[k:k + size], stats_sim, ctx.device, net.noise_std),
-                       _batch(x_real, None, ib[k:k + size], stats_real, ctx.device, net.noise_std)[0])
+            pieces = [(*_batch(x_sim, y_sim, ia[k:k + size], stats_sim, ctx.device, net.noise_std, classes[0]),
+                       _batch(x_real, None, ib[k:k + size], stats_real, ctx.device, net.noise_std, classes[1])[0])
                       for k in range(0, len(ia), size)]
             loss_g, loss_d, logs = train_step(model, opt_g, opt_d, pieces, t.clip_value, objectives)
             del pieces
@@ -303,8 +326,10 @@ def _fit(cfg, sim, real, out, model, ctx, run, stats_sim, stats_real, opt_g, opt
 def _fit_closed_form(cfg: TransferConfig, sim, real, out: Path, overwrite: bool) -> Path:
     """``standardise`` / ``coral``: only the two domains' statistics are fitted; nothing is trained."""
     whiten = cfg.method == "coral"
-    stats_sim = fit_stats(sim, whiten, cfg.train.whiten_ridge)
-    stats_real = fit_stats(real, whiten, cfg.train.whiten_ridge)
+    stats_sim = fit_stats(sim, whiten, cfg.train.whiten_ridge, l2=cfg.hsi.brightness == "l2")
+    stats_real = fit_stats(real, whiten, cfg.train.whiten_ridge, l2=cfg.hsi.brightness == "l2")
+    if cfg.class_aligned(isinstance(sim, SpectraSet) and sim.labels is not None):
+        align_classes(stats_sim, stats_real, sim, real)
     image_shape = None if isinstance(sim, SpectraSet) else tuple(sim.images.shape[2:])
     model = build_model(cfg, len(sim.wavelengths), 0, image_shape)
     _save(out, cfg, model, stats_sim, stats_real, sim, real, 0, [], overwrite)
@@ -315,7 +340,8 @@ def _save(out, cfg, model: TransferModel, stats_sim, stats_real, sim, real, k, h
     label_names = sim.label_names if k else None
     extras = {
         "modality": cfg.modality, "transfer_method": cfg.method, "condition": cfg.condition,
-        "n_classes": k, "label_names": label_names,
+        "n_classes": k, "label_names": label_names, "class_aligned": stats_sim.class_aligned,
+        "class_names": sim.label_names if stats_sim.class_aligned else None,
         "wavelengths_nm": [float(w) for w in sim.wavelengths],
         "n_channels": int(sim.wavelengths.shape[0]),
         "image_shape": None if isinstance(sim, SpectraSet) else list(sim.images.shape[2:]),

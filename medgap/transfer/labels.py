@@ -1,0 +1,112 @@
+"""Class labels for the unlabelled real domain, estimated so that transfer can align class by class.
+
+A global alignment (standardise, CORAL, or a cINN conditioned on the domain only) moves every class
+of the source by the same map; on real skin spectra of two labs that leaves most of the gap to a
+target-trained classifier (bench_transfer_skin). Aligning class by class needs the target's labels,
+which a user does not have. They are estimated here by expectation-maximisation of a Gaussian
+class-conditional model of the real data, started from the source's classes in the shared whitened
+space (where the untrained transfer is CORAL):
+
+- E step: posterior class probabilities of each real spectrum (class priors re-estimated, so a
+  target lab with other proportions -- or without some classes -- is followed);
+- with ``groups`` (subject ids), each subject's spectra are assigned jointly: a subject measured at
+  n sites holds each class at most ceil(n / K) times (a linear assignment on the log-posteriors).
+  This is the design of multi-site studies (one recording per body site and subject) and takes the
+  estimated labels from ~48 % to ~80 % correct on the development labs (bench_transfer_skin);
+- M step: class means and covariances (shrunk towards the pooled covariance) from the real data.
+
+The model lives in the leading principal components of the real data (``components``), where
+class structure is strongest and the covariances are well conditioned.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+__all__ = ["LabelEstimate", "estimate_labels", "class_moments"]
+
+
+@dataclass
+class LabelEstimate:
+    labels: np.ndarray  # (N,) estimated class of each real sample
+    prevalence: np.ndarray  # (K,) estimated class proportions of the real domain
+    iterations: int
+
+
+def _log_gaussian(z: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """log N(z; mean, cov) for every row of z (N, D)."""
+    vals, vecs = np.linalg.eigh(cov)
+    vals = np.clip(vals, 1e-9, None)
+    d = (z - mean) @ vecs / np.sqrt(vals)
+    return -0.5 * (np.sum(d * d, axis=1) + np.sum(np.log(vals)) + z.shape[1] * math.log(2 * math.pi))
+
+
+def _moments(z: np.ndarray, labels: np.ndarray, k: int, pooled: np.ndarray, shrink: float,
+             fallback: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    means, covs = np.empty((k, z.shape[1])), np.empty((k, z.shape[1], z.shape[1]))
+    for c in range(k):
+        zc = z[labels == c]
+        if len(zc) > z.shape[1]:
+            means[c], covs[c] = zc.mean(0), (1 - shrink) * np.cov(zc, rowvar=False) + shrink * pooled
+        elif fallback is not None:  # a class (almost) absent from the real data keeps its source shape
+            means[c], covs[c] = fallback[0][c], fallback[1][c]
+        else:
+            means[c], covs[c] = z.mean(0), pooled
+    return means, covs
+
+
+def _assign(log_post: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    labels = log_post.argmax(1)
+    if groups is None:
+        return labels
+    k = log_post.shape[1]
+    order = np.argsort(groups, kind="stable")
+    bounds = np.flatnonzero(np.diff(groups[order])) + 1
+    for members in np.split(order, bounds):
+        if len(members) < 2:
+            continue
+        capacity = math.ceil(len(members) / k)
+        cost = -np.repeat(log_post[members], capacity, axis=1)  # column j -> class j // capacity
+        rows, cols = linear_sum_assignment(cost)
+        labels[members[rows]] = cols // capacity
+    return labels
+
+
+def estimate_labels(z_source: np.ndarray, y_source: np.ndarray, z_target: np.ndarray, n_classes: int,
+                    groups: np.ndarray | None = None, iterations: int = 5, components: int = 8,
+                    shrink: float = 0.3) -> LabelEstimate:
+    """Estimate target labels (see the module text). z_*: (N, C) samples in the shared whitened space."""
+    z_source, z_target = np.asarray(z_source, np.float64), np.asarray(z_target, np.float64)
+    centre = z_target.mean(0)
+    _, _, vt = np.linalg.svd(z_target - centre, full_matrices=False)
+    basis = vt[:min(components, vt.shape[0])].T
+    zs, zt = (z_source - centre) @ basis, (z_target - centre) @ basis
+    pooled = np.atleast_2d(np.cov(zt, rowvar=False))
+    source = _moments(zs, y_source, n_classes, pooled, shrink, None)
+    means, covs = source
+    prevalence = np.full(n_classes, 1.0 / n_classes)
+    labels = np.zeros(len(zt), dtype=np.int64)
+    for _ in range(max(1, iterations)):
+        log_post = np.stack([_log_gaussian(zt, means[c], covs[c]) for c in range(n_classes)], 1) + np.log(prevalence)
+        labels = _assign(log_post, groups)
+        counts = np.bincount(labels, minlength=n_classes)
+        prevalence = (counts + 1.0) / (counts.sum() + n_classes)
+        means, covs = _moments(zt, labels, n_classes, pooled, shrink, source)
+    return LabelEstimate(labels, prevalence, max(1, iterations))
+
+
+def class_moments(z: np.ndarray, labels: np.ndarray, n_classes: int, min_count: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class mean and standard deviation (K, C) of z; classes with fewer than ``min_count``
+    samples get mean 0 and std 1 (the domain's global statistics, as z is standardised)."""
+    z = np.asarray(z, np.float64)
+    means, stds = np.zeros((n_classes, z.shape[1])), np.ones((n_classes, z.shape[1]))
+    for c in range(n_classes):
+        zc = z[labels == c]
+        if len(zc) >= min_count:
+            means[c] = zc.mean(0)
+            stds[c] = np.where(zc.std(0) > 1e-6, zc.std(0), 1.0)
+    return means, stds
