@@ -186,7 +186,7 @@ def load_archive(path: str | Path | None = None) -> SkinArchive:
         return read_issa(path)[0]
     keys = ("spectra", "wavelengths", "location", "origin", "subject", "ethnicity", "gender", "age_group", "record")
     a = load_npz_arrays(path, keys)
-    return SkinArchive(*(a[k] for k in keys), source=str(a.get("source", path)))
+    return SkinArchive(*(a[k] for k in keys), source=str(path))
 
 
 def skin_lab(origin: int | list[int], locations: list[str] | None = None, archive: SkinArchive | None = None,
@@ -207,7 +207,7 @@ def skin_lab(origin: int | list[int], locations: list[str] | None = None, archiv
     codes = []
     for name in names:
         if name not in BODY_LOCATIONS:
-            raise InputError(None, f"unknown body location {name!r}; choose from {', '.join(BODY_LOCATIONS)}")
+            raise InputError(archive.source, f"no body location {name!r}; choose from {', '.join(BODY_LOCATIONS)}")
         codes.append(BODY_LOCATIONS.index(name) + 1)
     keep = np.isin(archive.origin, origins) & np.isin(archive.location, codes)
     if not keep.any():

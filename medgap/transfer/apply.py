@@ -87,20 +87,19 @@ def apply_transfer(model: LoadedTransfer | str | Path, data: SpectraSet | ImageS
         if labels.max() >= ex["n_classes"]:
             raise InputError(path, f"label {int(labels.max())} out of range for the model's {ex['n_classes']} classes")
     src, dst = model.stats[source], model.stats[1 - source]
-    if src.class_aligned:
-        k = len(src.class_mean)
-        if labels is None:
-            raise InputError(path, "this model aligns class by class (train.align=class): the input needs 'labels' "
-                                   f"({', '.join(ex.get('class_names') or [])})")
-        if labels.max() >= k:
-            raise InputError(path, f"label {int(labels.max())} out of range for the model's {k} classes")
+    if src.class_aligned and labels is not None and labels.max() >= len(src.class_mean):
+        raise InputError(path, f"label {int(labels.max())} out of range for the model's {len(src.class_mean)} classes")
     dev = next(model.model.parameters(), torch.empty(0)).device  # closed-form methods have no parameters
     step = max(1, batch_size // (int(np.prod(x_all.shape[2:])) if is_images else 1))
     out = np.empty_like(x_all, dtype=np.float32)
     with torch.no_grad():
         for i in range(0, len(x_all), step):
-            by_class = torch.from_numpy(labels[i:i + step]) if src.class_aligned else None
-            x = src.normalize(torch.from_numpy(x_all[i:i + step]).float(), by_class).to(dev)
+            raw = torch.from_numpy(x_all[i:i + step]).float()
+            by_class = None
+            if src.class_aligned:  # each class onto the same class; data without labels: its most likely class
+                by_class = (torch.from_numpy(labels[i:i + step]) if labels is not None
+                            else src.nearest_class(src.whitened(raw)))
+            x = src.normalize(raw, by_class).to(dev)
             y = None if labels is None or not ex["n_classes"] else torch.from_numpy(labels[i:i + step]).to(dev)
             out[i:i + step] = dst.denormalize(model.model.transfer(x, source, y).cpu(), by_class).numpy()
     if not np.all(np.isfinite(out)):

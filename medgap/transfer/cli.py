@@ -64,8 +64,10 @@ def simulate(
 
 @app.command()
 def train(
-    sim: Path = typer.Option(..., "--sim", help="Labelled simulations (.npz spectra/images/cube)."),
-    real: Path = typer.Option(..., "--real", help="Real data (.npz/.npy); its labels are never used."),
+    sim: Path = typer.Option(..., "--source", "--sim", help="Labelled source domain: simulations or another lab "
+                                                             "(.npz spectra/images/cube)."),
+    real: Path = typer.Option(..., "--target", "--real", help="Target domain (.npz/.npy): real recordings; their "
+                                                              "labels are never used (subject 'groups' are)."),
     out: Path = typer.Option(..., "--out", help="Model folder to write."),
     modality: Optional[str] = typer.Option(None, "--modality", help="hsi or pat (default: from the data)."),
     condition: Optional[str] = typer.Option(None, "--condition", help="domain or domain+label (cINN)."),
@@ -105,12 +107,35 @@ def train(
     console.print(f"model written to {out}")
 
 
+@app.command("skin-lab")
+def skin_lab(
+    origin: list[int] = typer.Argument(..., help="Lab(s) of the International Skin Spectra Archive: 1-11 "
+                                                 "(development labs 1, 2, 3, 4, 9; 5-8, 10, 11 are medgap's test labs)."),
+    out: Path = typer.Option(..., "--out", help="Output spectra .npz (labels = body location, groups = subject)."),
+    location: Optional[list[str]] = typer.Option(None, "--location", help="Body locations to keep (repeatable; "
+                                                 "default: the six every development lab measured)."),
+    archive: Optional[Path] = typer.Option(None, "--archive", help="An ISSA .xlsx of the same layout, or its .npz "
+                                                                   "(default: the copy `make setup` installed)."),
+) -> None:
+    """Write the real skin spectra of one lab (400-700 nm, % reflectance) as a labelled spectra file."""
+    from medgap.data.skin import load_archive, skin_lab as take
+    from medgap.io import write_spectra
+    from medgap.outputs import check_output_file
+
+    check_output_file(out, (archive,), suffixes=(".npz",))
+    data = take(origin, location, load_archive(archive))
+    write_spectra(out, data)
+    counts = np.bincount(data.labels, minlength=len(data.label_names))
+    console.print(f"wrote {out}: {len(data)} spectra of {len(np.unique(data.groups))} subjects; "
+                  + ", ".join(f"{n} {c}" for n, c in zip(data.label_names, counts)))
+
+
 @app.command()
 def apply(
     model_dir: Path = typer.Argument(..., help="Model folder written by 'medgap transfer train'."),
     input: Path = typer.Argument(..., help="Data to transfer (.npz spectra/images/cube or .npy cube)."),
     out: Path = typer.Option(..., "--out", help="Output file, same format as the input."),
-    direction: str = typer.Option("sim2real", "--direction", help="sim2real or real2sim."),
+    direction: str = typer.Option("sim2real", "--direction", help="sim2real (source -> target) or real2sim."),
     device: str = typer.Option("auto", "--device"),
     batch_size: int = typer.Option(8192, "--batch-size", help="Spectra (or pixels) per batch."),
     wavelengths: Optional[str] = typer.Option(None, "--wavelengths", help="Grid of a bare .npy cube."),

@@ -48,8 +48,9 @@ class TrainConfig(_Section):
     align: Literal["auto", "global", "class"] = Field(
         "auto", description="spectra: class = standardise each class of the source onto the same class of the "
                             "target, whose labels are estimated (medgap.transfer.labels: EM, per subject when the "
-                            "target has groups), so the untrained network is class-wise CORAL; global = one map for "
-                            "all classes (publication); auto = class for the cINN with a labelled source, else global")
+                            "target has groups), so the untrained network is class-wise CORAL (every real spectrum "
+                            "is used: none is held out); global = one map for all classes (publication); auto = "
+                            "class for the cINN with a labelled source, else global")
     precision: Precision = Field(
         "fp32", description="bf16: subnets and discriminators compute in bfloat16 mixed precision (the "
                             "invertible data path, losses and optimiser stay float32); fp32: all float32")

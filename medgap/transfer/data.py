@@ -171,21 +171,35 @@ class DomainStats:
 
     def normalize(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Raw (B, C) spectra or (B, C, H, W) images -> standardised (and whitened) network input;
-        class-aligned statistics also standardise each spectrum within its class (``labels``)."""
+        class-aligned statistics also standardise each spectrum within its class (``labels``; without
+        them, its most likely class)."""
+        z = self.whitened(x)
+        if self.class_aligned and z.ndim == 2:
+            labels = self.nearest_class(z) if labels is None else labels
+            z = (z - self.class_mean[labels]) / self.class_std[labels]
+        return z
+
+    def whitened(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw data -> standardised (and whitened) samples, before any per-class step."""
         if x.ndim == 2:
             if self.l2:
                 x = x / x.norm(dim=1, keepdim=True)
             x = (x - self.mean) / self.std
         else:
             x = (x - self.mean[:, None, None]) / self.std[:, None, None]
-        x = x if self.whiten is None else self._channels_last(x, self.whiten)
-        if self.class_aligned and x.ndim == 2:
-            x = (x - self.class_mean[labels]) / self.class_std[labels]
-        return x
+        return x if self.whiten is None else self._channels_last(x, self.whiten)
+
+    def nearest_class(self, z: torch.Tensor) -> torch.Tensor:
+        """The most likely class of whitened samples z (B, C) under the per-class diagonal Gaussians:
+        how class-aligned statistics treat data that come without labels."""
+        d = (z[:, None, :] - self.class_mean) / self.class_std
+        return (-0.5 * d.pow(2).sum(-1) - self.class_std.log().sum(-1)).argmax(1)
 
     def denormalize(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Network output -> raw units of this domain (spectra with ``l2``: L2 norm = the domain's mean norm)."""
         if self.class_aligned and x.ndim == 2:
+            if labels is None:
+                raise ValueError("class-aligned statistics need the class of every sample to denormalise")
             x = x * self.class_std[labels] + self.class_mean[labels]
         if self.unwhiten is not None:
             x = self._channels_last(x, self.unwhiten)

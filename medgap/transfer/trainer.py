@@ -253,8 +253,8 @@ def align_classes(stats_sim: DomainStats, stats_real: DomainStats, sim: SpectraS
     Returns the estimated real labels. With the class statistics the untrained network maps each
     simulated class onto the real spectra estimated to be of that class (class-wise CORAL)."""
     k = sim.n_classes
-    z_sim = stats_sim.normalize(torch.from_numpy(sim.spectra).float()).numpy()
-    z_real = stats_real.normalize(torch.from_numpy(real.spectra).float()).numpy()
+    z_sim = stats_sim.whitened(torch.from_numpy(sim.spectra).float()).numpy()
+    z_real = stats_real.whitened(torch.from_numpy(real.spectra).float()).numpy()
     estimate = estimate_labels(z_sim, sim.labels, z_real, k, groups=real.groups)
     for stats, z, labels in ((stats_sim, z_sim, sim.labels), (stats_real, z_real, estimate.labels)):
         mean, std = class_moments(z, labels, k)

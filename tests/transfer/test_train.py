@@ -196,17 +196,23 @@ def test_closed_form_baselines_are_model_folders(hsi_pair, tmp_path, method):
         "README.md", "config.json", "manifest.json", "stats.safetensors"]
     assert not checkpoint_dir(tmp_path / "m").exists()  # nothing trained, nothing checkpointed
     out = apply_transfer(tmp_path / "m", sim).spectra
-    # the transferred spectra have the real domain's per-channel mean and spread (L2-normalised) ...
-    a, b = normalise(out), normalise(real.spectra)
-    np.testing.assert_allclose(a.mean(0), b.mean(0), rtol=0.02, atol=1e-4)
-    # up to the renormalisation to unit L2 norm (and, for CORAL, the ridge on weak channel combinations)
-    np.testing.assert_allclose(a.std(0), b.std(0), rtol=0.25)
+    # spectra as measured (hsi.brightness=keep): the real domain's per-channel mean and spread ...
+    np.testing.assert_allclose(out.mean(0), real.spectra.mean(0), rtol=1e-3)
+    np.testing.assert_allclose(out.std(0), real.spectra.std(0), rtol=0.02 if method == "standardise" else 0.1)
     # ... and CORAL also its channel covariance, which standardisation leaves at the simulation's
-    gap = np.abs(np.cov(a.T) - np.cov(b.T)).mean() / np.abs(np.cov(b.T)).mean()
-    assert (gap < 0.1) if method == "coral" else (gap > 0.3)
+    corr_gap = lambda x: np.abs(np.corrcoef(x.T) - np.corrcoef(real.spectra.T)).mean()  # noqa: E731
+    if method == "coral":
+        assert corr_gap(out) < 0.2 * corr_gap(sim.spectra)
+    else:
+        assert corr_gap(out) == pytest.approx(corr_gap(sim.spectra), rel=1e-3)
     back = apply_transfer(tmp_path / "m", SpectraSet(out, sim.wavelengths, sim.labels), "real2sim")
-    err = np.abs(normalise(back.spectra) - normalise(sim.spectra)).max(1)  # the norm is lost: see above
-    assert np.median(err) < 5e-3 and err.max() < 0.05
+    err = np.abs(back.spectra - sim.spectra).max(1) / np.abs(sim.spectra).max()  # nothing is lost
+    assert np.median(err) < 1e-4 and err.max() < 1e-3
+    # the publication's protocol divides by the L2 norm and writes the target's mean norm
+    cfg = TransferConfig.from_preset("cpu-small", overrides=[f"method={method}", "hsi.brightness=l2"])
+    train(sim, unlabelled(real), tmp_path / "l2", cfg, progress=False)
+    norms = np.linalg.norm(apply_transfer(tmp_path / "l2", sim).spectra, axis=1)
+    np.testing.assert_allclose(norms, np.linalg.norm(real.spectra, axis=1).mean(), rtol=1e-4)
 
 
 def test_whitened_input_makes_the_untrained_cinn_coral(hsi_pair, tmp_path):
@@ -215,7 +221,7 @@ def test_whitened_input_makes_the_untrained_cinn_coral(hsi_pair, tmp_path):
           progress=False)
     coral = apply_transfer(tmp_path / "coral", sim)
     cfg = TransferConfig.from_preset("cpu-small", overrides=["condition=domain"])
-    stats = fit_stats(sim, True, cfg.train.whiten_ridge), fit_stats(real, True, cfg.train.whiten_ridge)
+    stats = (fit_stats(sim, True, cfg.train.whiten_ridge, l2=False), fit_stats(real, True, cfg.train.whiten_ridge, l2=False))
     model = build_model(cfg, sim.spectra.shape[1], 0)
     with torch.no_grad():
         x = stats[0].normalize(torch.from_numpy(sim.spectra))
@@ -226,7 +232,7 @@ def test_whitened_input_makes_the_untrained_cinn_coral(hsi_pair, tmp_path):
 
 def test_heldout_real_likelihood_is_logged_and_kept_out(hsi_pair, tmp_path):
     sim, real = hsi_pair
-    cfg = TransferConfig.from_preset("cpu-small", overrides=tiny_overrides(2))
+    cfg = TransferConfig.from_preset("cpu-small", overrides=[*tiny_overrides(2), "train.align=global"])
     train(sim, unlabelled(real), tmp_path / "m", cfg, progress=False)
     info = json.loads((tmp_path / "m" / "config.json").read_text())
     bpd = [h["heldout_real_bits_per_dim"] for h in info["extras"]["history"]]

@@ -1,0 +1,150 @@
+"""Real skin spectra of 11 labs (ISSA): the reader, bad spreadsheets, labs as labelled sets, and the
+class-aware transfer that works on them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from medgap.cli import app
+from medgap.data.skin import BODY_LOCATIONS, SHARED_LOCATIONS, load_archive, read_issa, skin_lab
+from medgap.errors import InputError
+from medgap.io import SpectraSet, read_spectra
+from medgap.transfer.data import fit_stats
+from medgap.transfer.labels import estimate_labels
+
+runner = CliRunner()
+WL = list(range(360, 750, 10))
+
+
+def _sheet(path, records, wavelengths=WL, sheet="ISSA"):
+    """A spreadsheet in the ISSA layout: wavelengths in row 12 from column N, records from row 13."""
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    ws = book.active
+    ws.title = sheet
+    for _ in range(11):
+        ws.append([None])
+    ws.append(list("ABCDEFGHIJKL") + [None] + wavelengths)
+    for rec in records:
+        ws.append(rec)
+    book.save(path)
+    return path
+
+
+def _record(number, origin=1, subject=1, location=1, level=30.0, start=400, end=700):
+    values = [level + 0.05 * (w - 400) if start <= w <= end else None for w in WL]
+    return [number, origin, subject, "CA", "F", 2, location, "SP", "SCI", start, end, 10, None] + values
+
+
+def test_installed_archive_is_the_published_one():
+    archive = load_archive()
+    assert len(archive) == 15256 and archive.spectra.shape[1] == 31
+    assert sorted(set(archive.origin.tolist())) == list(range(1, 12))
+    assert len({(o, s) for o, s in zip(archive.origin, archive.subject)}) == 2107
+    assert np.all(archive.spectra > 0) and np.all(archive.spectra < 100)  # % reflectance
+    lab = skin_lab(3, archive=archive)
+    assert lab.label_names == SHARED_LOCATIONS and len(lab) == 887
+    assert len(np.unique(lab.groups)) == 149 and set(np.unique(lab.labels)) == set(range(6))
+
+
+def test_reader_cuts_to_400_700_drops_exact_duplicates_and_names_bad_rows(tmp_path):
+    good = _sheet(tmp_path / "good.xlsx", [_record(1, start=360, end=740), _record(2, location=2),
+                                           _record(2, location=2)])
+    archive, warnings = read_issa(good)
+    assert len(archive) == 2 and archive.wavelengths[0] == 400 and archive.wavelengths[-1] == 700
+    assert any("400-700 nm" in w for w in warnings) and any("duplicate" in w for w in warnings)
+    assert archive.spectra[0, 0] == pytest.approx(30.0)
+
+    gap = _record(3)
+    gap[13 + WL.index(550)] = None
+    cases = {
+        "no reflectance value at 550 nm": _sheet(tmp_path / "nan.xlsx", [_record(1), gap]),
+        "row 14: record number 1 is used twice": _sheet(tmp_path / "dup.xlsx", [_record(1), _record(1, level=40)]),
+        "no sheet 'ISSA'": _sheet(tmp_path / "sheet.xlsx", [_record(1)], sheet="Data"),
+        "no column for 660 nm": _sheet(tmp_path / "short.xlsx", [_record(1)], wavelengths=WL[:30]),
+        "body location 13 is not 1-12": _sheet(tmp_path / "loc.xlsx", [_record(1, location=13)]),
+        "negative reflectance": _sheet(tmp_path / "neg.xlsx", [_record(1, level=-50)]),
+    }
+    for message, path in cases.items():
+        with pytest.raises(InputError, match=message) as err:
+            read_issa(path)
+        assert str(path) in str(err.value)
+    (tmp_path / "not.xlsx").write_bytes(b"plain text")
+    with pytest.raises(InputError, match="cannot read as an .xlsx"):
+        read_issa(tmp_path / "not.xlsx")
+
+
+def test_skin_lab_command_writes_a_labelled_set_and_refuses_bad_requests(tmp_path):
+    sheet = _sheet(tmp_path / "a.xlsx", [_record(i, origin=1 + i % 2, subject=i // 2, location=1 + i % 3)
+                                         for i in range(1, 13)])
+    out = tmp_path / "lab1.npz"
+    result = runner.invoke(app, ["transfer", "skin-lab", "1", "--out", str(out), "--archive", str(sheet),
+                                 "--location", "back of hand", "--location", "cheek bone"])
+    assert result.exit_code == 0, result.output
+    data = read_spectra(out)
+    assert data.label_names == ["back of hand", "cheek bone"] and set(data.labels) == {0, 1}
+    for args, message in [(["7"], "no records of origin 7"), (["1", "--location", "elbow"], "no body location")]:
+        result = runner.invoke(app, ["transfer", "skin-lab", *args, "--out", str(tmp_path / "x.npz"),
+                                     "--archive", str(sheet)])
+        assert isinstance(result.exception, InputError) and message in str(result.exception)
+    assert not (tmp_path / "x.npz").exists()
+    assert BODY_LOCATIONS.index("cheek bone") == 2
+
+
+def _two_labs(rng, n_subjects=60, k=4, shift=1.5):
+    """Two 'labs' whose classes move differently (class-dependent shift), each subject measured once
+    at every site; the target also differs by a global gain."""
+    centres = rng.normal(0, 2.0, (k, 5))
+    def lab(offset, gain, first_subject):
+        labels = np.tile(np.arange(k), n_subjects)
+        groups = np.repeat(np.arange(n_subjects) + first_subject, k)
+        skin = rng.normal(0, 1.0, (n_subjects, 5))[groups - first_subject]  # a subject's own tone
+        x = centres[labels] + offset[labels] + 0.6 * skin + rng.normal(0, 0.5, (len(labels), 5))
+        return SpectraSet(np.exp(0.2 * x).astype(np.float32) * gain, np.arange(5.0) * 10 + 400, labels,
+                          [f"c{i}" for i in range(k)], groups)
+    source = lab(np.zeros((k, 5)), 1.0, 0)
+    target = lab(rng.normal(0, shift, (k, 5)), 1.7, 1000)
+    return source, target
+
+
+def test_estimated_labels_beat_single_spectrum_em_with_subjects(rng):
+    source, target = _two_labs(rng)
+    s, t = fit_stats(source, True), fit_stats(target, True)
+    z_s = s.normalize(torch.from_numpy(source.spectra)).numpy()
+    z_t = t.normalize(torch.from_numpy(target.spectra)).numpy()
+    free = estimate_labels(z_s, source.labels, z_t, 4, components=5)
+    joint = estimate_labels(z_s, source.labels, z_t, 4, groups=target.groups, components=5)
+    accuracy = lambda est: float(np.mean(est.labels == target.labels))  # noqa: E731
+    assert accuracy(joint) > accuracy(free) and accuracy(joint) > 0.8
+    for g in np.unique(target.groups):  # each subject's sites go to distinct classes
+        assert len(set(joint.labels[target.groups == g])) == 4
+    assert joint.prevalence.sum() == pytest.approx(1.0)
+
+
+def test_class_aligned_transfer_keeps_brightness_and_moves_each_class_onto_its_own(tmp_path, rng):
+    from medgap.transfer.apply import apply_transfer
+    from medgap.transfer.config import TransferConfig
+    from medgap.transfer.trainer import train
+
+    source, target = _two_labs(rng)
+    unlabelled = SpectraSet(target.spectra, target.wavelengths, None, None, target.groups)
+    out = {}
+    for align in ("global", "class"):
+        cfg = TransferConfig.from_preset("cpu-small", overrides=[f"train.align={align}", "method=coral"])
+        train(source, unlabelled, tmp_path / align, cfg, progress=False)
+        out[align] = apply_transfer(tmp_path / align, source)
+    norms = np.linalg.norm(out["class"].spectra, axis=1)
+    assert norms.std() / norms.mean() > 0.05  # brightness kept, not reset to one norm
+
+    def class_error(data):  # distance of each class mean from the target's same class
+        return np.mean([np.linalg.norm(data.spectra[data.labels == c].mean(0) - target.spectra[target.labels == c].mean(0))
+                        for c in range(4)])
+    assert class_error(out["class"]) < 0.5 * class_error(out["global"])
+    # spectra without labels are moved as their most likely class: mostly the same result
+    blind = apply_transfer(tmp_path / "class", SpectraSet(source.spectra, source.wavelengths))
+    same = np.isclose(blind.spectra, out["class"].spectra, rtol=1e-4).all(1)
+    assert blind.labels is None and same.mean() > 0.6
