@@ -1,4 +1,4 @@
-"""Demo section: the HSI path end to end on simulated data (cpu-small)."""
+"""Demo section: transfer between two real labs of skin spectra, then the simulated HSI/PAT stand-in (cpu-small)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,48 @@ from medgap.io import SpectraSet, write_spectra
 from medgap.report.figures import plt, save_figure
 
 __all__ = ["demo_section"]
+
+SKIN_PAIR = (3, 9)  # development labs (Iraq -> Japan): the test labs are never used here
+
+
+def _skin_part(out_dir: Path) -> tuple[dict, dict, list[dict]]:
+    """Real skin spectra of lab 3 transferred towards lab 9 (whose labels training never sees), scored on
+    lab 9 subjects the transfer did not see; returns (metrics, accuracy per method, gap pairs)."""
+    from medgap.data.skin import ORIGINS, skin_lab
+
+    from .interlab import downstream_accuracy, realism, split_target, transfer_source
+
+    a, b = SKIN_PAIR
+    source, target = skin_lab(a), skin_lab(b)
+    unlabelled, test = split_target(target, seed=0)
+    outputs = {"no transfer": source}
+    seconds = {}
+    for name, overrides in (("standardise", ["method=standardise"]), ("CORAL", ["method=coral"]), ("cINN", [])):
+        outputs[name], seconds[name] = transfer_source(source, unlabelled, overrides, seed=0)
+    oracle = target.subset(np.flatnonzero(np.isin(target.groups, unlabelled.groups)))
+    accuracy = {name: downstream_accuracy(data, test, seed=0) for name, data in outputs.items()}
+    accuracy["oracle (lab 9 labels)"] = downstream_accuracy(oracle, test, seed=0)
+    data_dir = out_dir / "data"
+    write_spectra(data_dir / f"skin_lab{a}.npz", source)
+    write_spectra(data_dir / f"skin_lab{b}_test.npz", test)
+    write_spectra(data_dir / f"skin_lab{a}_cinn.npz", outputs["cINN"])
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3), sharey=True)
+    for ax, k in zip(axes, (source.label_names.index(n) for n in ("forehead", "inner arm", "back of hand"))):
+        for name, data, style in ((f"lab {a} ({ORIGINS[a]})", source, "--"), (f"lab {a} -> {b}, cINN", outputs["cINN"], "-"),
+                                  (f"lab {b} ({ORIGINS[b]}), held-out subjects", test, ":")):
+            ax.plot(data.wavelengths, np.median(data.spectra[data.labels == k], 0), style, label=name)
+        ax.set_title(source.label_names[k], fontsize=9)
+        ax.set_xlabel("wavelength (nm)")
+    axes[0].set_ylabel("median reflectance (%)")
+    axes[0].legend(fontsize=7)
+    save_figure(fig, out_dir / "skin_spectra.png")
+    metrics = {f"skin_{name.split(' (')[0].replace(' ', '_')}_balanced_accuracy": round(v, 4) for name, v in accuracy.items()}
+    for name in ("CORAL", "cINN"):
+        metrics[f"skin_{name}_mmd2"] = round(realism(outputs[name], test, seed=0)["mmd2"], 6)
+        metrics[f"skin_{name}_seconds"] = round(seconds[name], 1)
+    gaps = [{"name": f"skin lab {a} vs lab {b}, cINN", "a": f"data/skin_lab{a}.npz", "b": f"data/skin_lab{b}_test.npz",
+             "after": f"data/skin_lab{a}_cinn.npz", "name_a": f"lab {a}", "name_b": f"lab {b}", "name_after": "cINN"}]
+    return metrics, accuracy, gaps
 
 
 def _pat_part(out_dir: Path, quick: bool) -> dict:
@@ -67,8 +109,8 @@ def _spectra_figure(real: SpectraSet, sources: dict[str, SpectraSet], path: Path
 
 
 def demo_section(out_dir: Path, quick: bool = False) -> dict:
-    """Simulate labelled spectra and a rich 'real-like' stand-in, train cINN/UNIT/CycleGAN (cpu-small),
-    transfer the simulations and evaluate them against the stand-in (whose labels training never sees)."""
+    """Real skin spectra between two labs; then simulated spectra and a rich 'real-like' stand-in (cINN,
+    UNIT, CycleGAN, cpu-small), evaluated against the stand-in (whose labels training never sees)."""
     from medgap.data.spectra import simulate_hsi
 
     from .apply import apply_transfer
@@ -77,6 +119,7 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
     from .trainer import train
 
     out_dir = Path(out_dir)
+    skin_metrics, skin_accuracy, skin_gaps = _skin_part(out_dir)
     n = 2000 if quick else 8000
     sim = simulate_hsi(n, seed=0)
     real = simulate_hsi(n, realism="rich", seed=1)
@@ -106,10 +149,21 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
                if key in src[name]}
     metrics.update({f"train_seconds_{k}": v for k, v in seconds.items()})
     metrics.update(pat_metrics)
+    metrics = {**skin_metrics, **metrics}
+    a, b = SKIN_PAIR
+    skin_line = ", ".join(f"{name} {100 * v:.1f} %" for name, v in skin_accuracy.items())
     return {
-        "title": "Sim-to-real transfer of spectral data (cINN against the baselines users try first)",
+        "title": "Transfer of spectral data between real labs, and sim-to-real (cINN against the baselines users "
+                 "try first)",
         "summary": (
-            f"{n} labelled reflectance spectra of 10 abdominal organs from the diffusion-theory simulator "
+            f"REAL DATA: in-vivo skin reflectance spectra of the International Skin Spectra Archive (Xiao et al. "
+            f"2016; Lu et al. 2025). The body-site labels of lab {a} were carried to lab {b} (another country, "
+            f"instrument and population; its labels never used in training): a random forest trained on lab {a}'s "
+            f"transferred spectra classifies six body sites of lab {b} subjects the transfer never saw -- balanced "
+            f"accuracy {skin_line} (chance 16.7 %). The cINN aligns each body site onto the lab-{b} spectra it "
+            "estimates to be that site (per subject: each was measured once at every site); bench_transfer_skin has "
+            "all 20 pairs of the development labs with 3 seeds. "
+            f"STAND-IN: {n} labelled reflectance spectra of 10 abdominal organs from the diffusion-theory simulator "
             f"(measured HbO2/Hb/water/fat spectra) were transferred into the domain of {n} spectra from the richer "
             "simulator (shifted physiology, a pigmented superficial layer, room light, specular reflection, a "
             "snapshot-mosaic camera with channel mixing, Poisson-Gaussian noise and saturation). That richer set is a "
@@ -120,9 +174,11 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
             "stand-in the cINN is level with CORAL on spectra and on PAT images, not ahead of it (docs/transfer.md "
             "says why, with the numbers)."),
         "metrics": metrics,
-        "figures": [f"report/{f}" for f in report["figures"]] + ["median_spectra.png", "pat_transfer.png",
+        "figures": ["skin_spectra.png"] + [f"report/{f}" for f in report["figures"]] + ["median_spectra.png", "pat_transfer.png",
                                                                  "pat_report/confusion_matrices.png"],
         "captions": {
+            "skin_spectra.png": f"Real skin: median spectrum of three body sites in lab {a}, after the cINN's transfer "
+                                f"towards lab {b}, and in lab {b}'s held-out subjects.",
             "pca_kde.png": "PCA of the spectra: transferred simulations should sit on the real stand-in's cloud, "
                            "not on the simulation's.",
             "spectral_difference.png": "Per class, transferred minus real median spectrum: flatter and closer to "
@@ -133,7 +189,7 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
             "pat_transfer.png": "Photoacoustic images (850 nm): a simple simulation, its cINN transfer and a rich "
                                 "stand-in image; artery/vein classifiers are trained on each source's vessel pixels.",
         },
-        "gaps": [{"name": f"simulation vs real stand-in, {m} sim->real", "a": "data/sim.npz",
+        "gaps": skin_gaps + [{"name": f"simulation vs real stand-in, {m} sim->real", "a": "data/sim.npz",
                   "b": "data/real_stand_in.npz", "after": f"data/{m}_sim2real.npz", "name_a": "sim",
                   "name_b": "real stand-in", "name_after": m} for m in transferred],
     }
