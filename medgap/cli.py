@@ -141,6 +141,13 @@ def _print_gap(metrics: dict) -> None:
         console.print(line)
 
 
+def _error(message: str) -> None:
+    from rich.text import Text
+
+    Console(stderr=True).print(Text("error: ", style="red") + Text(message), highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
 class Terminated(SystemExit):
     """SIGTERM/SIGHUP as an exception, so every ``finally`` (temporary files, locks) runs.
 
@@ -167,8 +174,12 @@ def main() -> None:
     try:
         app()
     except MedgapError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _error(str(exc))
+    except OSError as exc:  # the machine, not the input: disk full, read-only, permissions, long names
+        where = exc.filename if exc.filename is not None else "medgap"
+        _error(f"{where}: {exc.strerror or exc} (nothing partial was kept)")
+    except MemoryError:
+        _error("out of memory: use smaller inputs or settings (batch size, image size); nothing partial was kept")
     except Terminated as exc:
         Console(stderr=True).print(f"[red]stopped by {exc.signal_name}[/]: no partial output was kept",
                                    highlight=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["MedgapError", "InputError", "ModelFolderError", "ConfigError"]
+__all__ = ["MedgapError", "InputError", "ModelFolderError", "ConfigError", "TrainingDivergedError"]
 
 
 class MedgapError(Exception):
@@ -32,3 +32,7 @@ class ConfigError(MedgapError, ValueError):
         self.field = field
         self.problem = problem
         super().__init__(f"config field '{field}': {problem}")
+
+
+class TrainingDivergedError(MedgapError, FloatingPointError):
+    """Training produced a non-finite loss or weight: nothing is saved. ``str(err)`` says which setting to lower."""

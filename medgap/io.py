@@ -128,19 +128,22 @@ def atomic_path(path: PathLike, *, is_dir: bool = False) -> Iterator[Path]:
     KeyboardInterrupt and SIGTERM (see :func:`medgap.cli.main`) the temporary is removed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    suffix = "".join(path.suffixes) if not is_dir else ""
-    prefix = f"{_tmp_prefix(path)}{os.getpid()}."
-    umask = _umask()
-    if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
-        mode = 0o777 & ~umask
-    else:
-        fd, name = tempfile.mkstemp(prefix=prefix, suffix=f".tmp{suffix}", dir=path.parent)
-        os.close(fd)
-        tmp = Path(name)
-        mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o666 & ~umask
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path)
+        suffix = "".join(path.suffixes) if not is_dir else ""
+        prefix = f"{_tmp_prefix(path)}{os.getpid()}."
+        umask = _umask()
+        if is_dir:
+            tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
+            mode = 0o777 & ~umask
+        else:
+            fd, name = tempfile.mkstemp(prefix=prefix, suffix=f".tmp{suffix}", dir=path.parent)
+            os.close(fd)
+            tmp = Path(name)
+            mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o666 & ~umask
+    except OSError as exc:  # errors name the user's output, not our temporary
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         yield tmp
         if is_dir:  # some writers (safetensors) create 0600 files whatever the umask
@@ -157,6 +160,11 @@ def atomic_path(path: PathLike, *, is_dir: bool = False) -> Iterator[Path]:
             _remove(old)
         else:
             os.replace(tmp, path)
+    except OSError as exc:
+        _remove(tmp)
+        if exc.filename is None or str(tmp) in str(exc.filename):  # our temporary: name the user's output
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
     except BaseException:
         _remove(tmp)
         raise

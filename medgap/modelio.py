@@ -28,11 +28,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 import medgap
-from medgap.errors import InputError, ModelFolderError
+from medgap.errors import InputError, ModelFolderError, TrainingDivergedError
 from medgap.io import atomic_path
 
-__all__ = ["save_model", "load_model", "SavedModel", "sha256_file", "state_to_tensors", "check_output_folder",
-           "load_weights_into", "verify_folder"]
+__all__ = ["save_model", "load_model", "SavedModel", "sha256_file", "state_to_tensors", "write_safetensors",
+           "check_output_folder", "load_weights_into", "verify_folder"]
 
 _MAX_JSON_BYTES = 16 << 20
 CONFIG = "config.json"
@@ -58,6 +58,19 @@ def state_to_tensors(weights: torch.nn.Module | Mapping[str, torch.Tensor]) -> d
         # clone() breaks shared storage, which safetensors refuses.
         out[key] = value.detach().to("cpu").contiguous().clone()
     return out
+
+
+def write_safetensors(state: Mapping[str, torch.Tensor], path: Path, shown: Path, metadata: dict | None = None) -> None:
+    """``save_file`` whose failures (disk full, read-only) are an OSError naming ``shown``, not the temporary."""
+    try:
+        save_file(dict(state), str(path), metadata=metadata)
+    except SafetensorError as exc:
+        raise OSError(None, f"cannot write weights ({exc})", str(shown)) from None
+
+
+def _non_finite(state: Mapping[str, torch.Tensor]) -> int:
+    """How many NaN/Inf values the floating-point tensors of ``state`` hold."""
+    return sum(int((~torch.isfinite(t)).sum()) for t in state.values() if t.is_floating_point())
 
 
 @dataclass
@@ -121,11 +134,17 @@ def save_model(
         "extras": dict(extras or {}),
         "weights": sorted(weights),
     }
+    tensors = {name: state_to_tensors(module) for name, module in weights.items()}
+    for name, state in tensors.items():
+        if "/" in name or name.startswith("."):
+            raise ValueError(f"bad weights name {name!r}")
+        bad = _non_finite(state)
+        if bad:  # a diverged training never becomes a model folder
+            raise TrainingDivergedError(f"{folder}: not saved: {bad} non-finite value(s) in '{name}' weights; the "
+                                        "training diverged -- lower the learning rate (--set ...lr=) and train again")
     with atomic_path(folder, is_dir=True) as tmp:
-        for name, module in weights.items():
-            if "/" in name or name.startswith("."):
-                raise ValueError(f"bad weights name {name!r}")
-            save_file(state_to_tensors(module), str(tmp / f"{name}.safetensors"), metadata={"method": method})
+        for name, state in tensors.items():
+            write_safetensors(state, tmp / f"{name}.safetensors", folder, metadata={"method": method})
         (tmp / CONFIG).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         (tmp / CARD).write_text(card or _default_card(method, config_dict, trained_on), encoding="utf-8")
         files = sorted(p.name for p in tmp.iterdir() if p.is_file())
@@ -277,5 +296,8 @@ def load_model(folder: str | Path, *, method: str | None) -> SavedModel:
             weights[name] = load_file(str(path))
         except (SafetensorError, OSError, ValueError, MemoryError) as exc:
             raise ModelFolderError(path, f"cannot read weights ({type(exc).__name__}: {exc})") from None
+        bad = _non_finite(weights[name])
+        if bad:
+            raise ModelFolderError(path, f"{bad} weight value(s) are NaN or infinite: the model cannot be used")
     info = {k: v for k, v in meta.items() if k not in ("config",)}
     return SavedModel(config=meta.get("config", {}), weights=weights, info=info, path=folder)

@@ -226,7 +226,7 @@ def train_restoration(slices: Tensor, cfg, augment_cfg, seed: int = 0, device: s
     target's foreground. Returns (net in eval mode, summary).
     """
     from medgap.harmonize.train import augment
-    from medgap.training.runtime import track
+    from medgap.training.runtime import check_finite_loss, track
 
     torch.manual_seed(seed)
     k = cfg.context
@@ -257,6 +257,7 @@ def train_restoration(slices: Tensor, cfg, augment_cfg, seed: int = 0, device: s
         optim.step()
         sched.step()
         value = float(loss.detach())
+        check_finite_loss(value, step + 1, "restore.lr")
         ema = value if ema is None else 0.95 * ema + 0.05 * value
         if log is not None and ((step + 1) % 50 == 0 or step + 1 == cfg.steps):
             log(step + 1, restore_l1=ema)

@@ -26,7 +26,7 @@ from medgap.training.checkpoint import CheckpointManager
 from medgap.training.rundir import RunFolder, fingerprint_arrays, without
 from medgap.training.distributed import setup_distributed
 from medgap.training.precision import set_precision
-from medgap.training.runtime import MetricLogger, seed_everything, track
+from medgap.training.runtime import MetricLogger, check_finite_loss, seed_everything, track
 
 __all__ = ["TrainingSet", "load_training_set", "augment", "train", "fit_statistics"]
 
@@ -231,6 +231,7 @@ def _train(cfg: HarmonizeConfig, out_dir: Path, data: TrainingSet, ctx, run: Run
         idx = ctx.shard(list(range(len(x))))
         x, noise = x[idx].to(ctx.device), noise[idx].to(ctx.device)
         loss = net(x, noise)
+        check_finite_loss(float(loss.detach()), step + 1, "train.lr")
         optim.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)

@@ -49,7 +49,7 @@ from medgap.training.checkpoint import CheckpointManager
 from medgap.training.distributed import setup_distributed
 from medgap.training.precision import autocast
 from medgap.training.rundir import RunFolder, fingerprint_arrays, without
-from medgap.training.runtime import MetricLogger, seed_everything, track
+from medgap.training.runtime import MetricLogger, check_finite_loss, seed_everything, track
 
 __all__ = ["TrainResult", "train", "default_work_dir", "save_hagan", "HAGANStep", "encoded_prior"]
 
@@ -312,6 +312,7 @@ def _fit(data: TrainingSet, cfg: SynthesizeConfig, model_dir, work_dir: Path, ct
         y_real = torch.as_tensor(data.labels[idx[local].numpy()], device=ctx.device) if a.num_classes else None
         y_f = y_fake[local].to(ctx.device) if a.num_classes else None
         last = step_fn(x, z[local].to(ctx.device), k, y_real, y_f)
+        check_finite_loss(last, step + 1, "lr_g")
         window.append(last["loss_eg"])
         if (step + 1) % cfg.log_every == 0 or step == start:
             logger.log(step + 1, **last)

@@ -21,11 +21,11 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from medgap.errors import ModelFolderError
 from medgap.io import atomic_path
-from medgap.modelio import load_weights_into, state_to_tensors
+from medgap.modelio import load_weights_into, state_to_tensors, write_safetensors
 
 __all__ = ["CheckpointManager"]
 
@@ -149,7 +149,7 @@ class CheckpointManager:
         }
         target = self.directory / f"step-{int(step):08d}"
         with atomic_path(target, is_dir=True) as tmp:
-            save_file(tensors, str(tmp / "tensors.safetensors"))
+            write_safetensors(tensors, tmp / "tensors.safetensors", target)
             (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
         if metric is not None:
             best = self.best_metric()

@@ -134,3 +134,17 @@ class MetricLogger:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+def check_finite_loss(losses: dict[str, float] | float, step: int, setting: str) -> None:
+    """Stop training at the first non-finite loss, naming the step and the setting to lower."""
+    import math
+
+    from medgap.errors import TrainingDivergedError
+
+    values = losses if isinstance(losses, dict) else {"loss": losses}
+    bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+    if bad:
+        name, value = next(iter(bad.items()))
+        raise TrainingDivergedError(f"{name} became {value} at step {step}: the training diverged and nothing was "
+                                    f"saved; lower {setting} (--set {setting}=...) and train again")

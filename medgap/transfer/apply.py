@@ -103,7 +103,8 @@ def apply_transfer(model: LoadedTransfer | str | Path, data: SpectraSet | ImageS
             y = None if labels is None or not ex["n_classes"] else torch.from_numpy(labels[i:i + step]).to(dev)
             out[i:i + step] = dst.denormalize(model.model.transfer(x, source, y).cpu(), by_class).numpy()
     if not np.all(np.isfinite(out)):
-        raise FloatingPointError("the transfer produced non-finite values: the model is unstable on this input")
+        raise InputError(path, "the transfer produced non-finite values: the model is unstable on this input; "
+                               "nothing was written")
     if is_images:
         return ImageSet(out, data.wavelengths, data.segmentation, data.label_names)
     return SpectraSet(out, data.wavelengths, data.labels, data.label_names, data.groups)

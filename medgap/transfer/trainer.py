@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medgap.errors import InputError
+from medgap.errors import InputError, TrainingDivergedError
 from medgap.io import ImageSet, SpectraSet
 from medgap.modelio import check_output_folder, save_model
 from medgap.training.checkpoint import CheckpointManager
@@ -298,7 +298,7 @@ def _fit(cfg, sim, real, out, model, ctx, run, stats_sim, stats_real, opt_g, opt
             del pieces
 
             if not math.isfinite(loss_g):
-                raise FloatingPointError(f"generator loss became {loss_g} at epoch {epoch + 1}, "
+                raise TrainingDivergedError(f"generator loss became {loss_g} at epoch {epoch + 1}, "
                                          f"iteration {it + 1}; lower the learning rate")
             for key, v in {"loss_g": loss_g, "loss_d": loss_d, **logs}.items():
                 sums[key] = sums.get(key, 0.0) + v
