@@ -15,7 +15,7 @@ def test_unknown_precision_is_refused():
     assert compute_dtype("fp32", "cpu") is None
 
 
-def test_autocast_sequential_switches_and_keeps_weights():
+def test_autocast_sequential_switches_and_keeps_weights(native_bf16):
     torch.manual_seed(0)
     net = AutocastSequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 64))
     keys = list(net.state_dict())
@@ -32,7 +32,7 @@ def test_autocast_sequential_switches_and_keeps_weights():
     assert torch.equal(net(x), exact)
 
 
-def test_bf16_subnets_keep_the_cinn_data_path_float32():
+def test_bf16_subnets_keep_the_cinn_data_path_float32(native_bf16):
     # Only the conditioners compute in bfloat16: the coupling itself stays float32, so almost every
     # round trip is as exact as in float32 even with non-trivial (random) subnets. A float32 rounding
     # difference can flip a bfloat16 rounding of a subnet input, so the worst sample is off by more:
@@ -58,7 +58,7 @@ def test_bf16_subnets_keep_the_cinn_data_path_float32():
     assert net.transfer(x[:10], SIM, y[:10]).dtype == torch.float32 and REAL == 1
 
 
-def test_autocast_context_is_a_no_op_for_fp32():
+def test_autocast_context_is_a_no_op_for_fp32(native_bf16):
     a, b = torch.randn(8, 8), torch.randn(8, 8)
     with autocast("fp32", "cpu"):
         assert (a @ b).dtype == torch.float32
@@ -66,12 +66,20 @@ def test_autocast_context_is_a_no_op_for_fp32():
         assert (a @ b).dtype == torch.bfloat16
 
 
-def test_bf16_without_native_support_warns(monkeypatch):
+def test_bf16_without_native_support_falls_back_to_fp32(monkeypatch):
     import medgap.training.precision as precision
 
     monkeypatch.setattr(precision, "bf16_supported", lambda device: False)
-    with pytest.warns(UserWarning, match="slower than fp32"):
-        assert compute_dtype("bf16", "cpu") == torch.bfloat16
+    with pytest.warns(UserWarning, match="hundreds of times slower, so this run uses fp32"):
+        assert compute_dtype("bf16", "cpu") is None  # never emulated
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch):
+    import medgap.training.precision as precision
+
+    for flags, native in (({"avx2", "fma"}, False), ({"avx512f", "avx512_bf16"}, True), ({"amx_bf16"}, True)):
+        monkeypatch.setattr(precision, "_cpu_flags", lambda flags=flags: flags)
+        assert precision.bf16_supported("cpu") is native
 
 
 def test_auto_precision_is_bf16_only_where_native():

@@ -133,7 +133,7 @@ def test_cli_sample_encode_and_errors(model_dir, tmp_path):
     assert not (tmp_path / "m").exists()
 
 
-def test_bf16_training_matches_fp32_and_keeps_float32_weights():
+def test_bf16_training_matches_fp32_and_keeps_float32_weights(native_bf16):
     # bfloat16 mixed precision changes the arithmetic of the products, not the method: from the same
     # weights and batch the first iteration's losses agree to ~2 digits; weights stay float32.
     x = -torch.ones(2, 1, 32, 32, 32)

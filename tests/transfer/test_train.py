@@ -173,7 +173,7 @@ def test_chunked_batches_give_the_same_model(hsi_pair, tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
 
 
-def test_bf16_training_learns_and_resumes_across_precisions(hsi_pair, tmp_path):
+def test_bf16_training_learns_and_resumes_across_precisions(hsi_pair, tmp_path, native_bf16):
     sim, real = hsi_pair
     cfg = TransferConfig.from_preset("cpu-small", overrides=["hsi.epochs=3", "hsi.batch_size=500",
                                                              "train.precision=bf16"])
