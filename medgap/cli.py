@@ -91,11 +91,12 @@ def gap(
     name_after: Optional[str] = typer.Option(None, help="Display name of --after."),
     unit: str = typer.Option("auto", help="Images: compare whole 'volume's or axial 'slice's (auto: volumes "
                                           "when each side has >= 10)."),
-    permutations: int = typer.Option(100, min=10, help="Permutations for the classifier test's p-value."),
-    bootstrap: int = typer.Option(200, min=20, help="Bootstrap resamples for intervals and null levels."),
+    permutations: int = typer.Option(100, min=10, max=100_000, help="Permutations for the classifier test's p-value "
+                                                                    "(each refits the classifier: 100 take ~a minute)."),
+    bootstrap: int = typer.Option(200, min=20, max=100_000, help="Bootstrap resamples for intervals and null levels."),
     per_class: Optional[bool] = typer.Option(None, "--per-class/--no-per-class",
                                              help="Spectra: compare class by class (default: when both have labels)."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, min=0, max=2**32 - 1),
     as_json: bool = typer.Option(False, "--json", help="Print only the metrics as JSON."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of an earlier run in --out "
                                    "(only files medgap wrote there)."),

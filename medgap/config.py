@@ -65,7 +65,7 @@ def _raise_config_error(exc: ValidationError) -> None:
 class MedgapConfig(BaseModel):
     """Base of every method's configuration."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
 

@@ -54,3 +54,33 @@ def test_machine_faults_are_one_line_and_leave_nothing(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr
         assert "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["transfer", "simulate", "--n", "10", "--out", "s.npz", "--seed", "99999999999999999999999"], "--seed"),
+    (["gap", "a.npz", "b.npz", "--seed", "-5"], "--seed"),
+    (["gap", "a.npz", "b.npz", "--permutations", "100000000"], "--permutations"),
+    (["synthesize", "train", "--out", "q", "--max-minutes", "nan"], "--max-minutes"),
+    (["synthesize", "train", "--out", "q", "--max-minutes", "-1"], "--max-minutes"),
+    (["transfer", "apply", "m", "s.npz", "--out", "t.npz", "--batch-size", "0"], "--batch-size"),
+    (["synthesize", "evaluate", "m", "--real", "icbm152", "--out", "r", "--n", "1"], "--n"),
+])
+def test_numbers_out_of_range_are_refused_before_any_work(tmp_path, args, fragment):
+    from typer.testing import CliRunner
+
+    from medgap.cli import app
+
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 2 and f"Invalid value for '{fragment}'" in done.output, done.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_infinite_or_nan_settings_are_refused():
+    from medgap.errors import ConfigError
+    from medgap.harmonize.config import HarmonizeConfig
+    from medgap.transfer.config import TransferConfig
+
+    for config, key in ((TransferConfig, "hsi.lr"), (HarmonizeConfig, "train.lr")):
+        for value in ("inf", "nan"):
+            with pytest.raises(ConfigError, match="finite"):
+                config.from_preset("cpu-small", overrides=[f"{key}={value}"])

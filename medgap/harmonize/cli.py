@@ -34,7 +34,7 @@ def train(
     config: Optional[Path] = _CONFIG,
     set_: Optional[list[str]] = _SET,
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (overrides train.steps)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Training seed."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, max=2**32 - 1, help="Training seed."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (default) or bf16: the flow's "
                                                                       "conditioners in bfloat16."),
     device: str = _DEVICE,

@@ -24,7 +24,7 @@ class FlowConfig(MedgapConfig):
     min_slope: float = Field(1e-3, gt=0, lt=1)
     num_bits: int = Field(12, ge=1, le=16)
     batch_norm: bool = True
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)
 
     @field_validator("image_size")
     @classmethod
@@ -62,7 +62,7 @@ class TrainConfig(MedgapConfig):
     grad_clip: float = Field(10.0, gt=0)
     checkpoint_every: int = Field(100, ge=1)
     log_every: int = Field(10, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)
 
 
 class OptimizerConfig(MedgapConfig):
@@ -102,7 +102,7 @@ class RestoreConfig(MedgapConfig):
     output: Literal["gated", "network", "standardized"] = "gated"
     gate_low: float = Field(2.0, ge=0)
     gate_high: float = Field(4.0, ge=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)
 
 
 class HarmonizeConfig(MedgapConfig):

@@ -53,8 +53,9 @@ def train(
     labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated class per input file (conditional)."),
     device: str = typer.Option("auto", "--device"),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32, bf16 mixed precision, or auto (bf16 where native)."),
-    seed: int = typer.Option(0, "--seed"),
-    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop (with a checkpoint) after this long."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0.01, max=1e6,
+                                                help="Stop (with a checkpoint) after this long."),
     no_resume: bool = typer.Option(False, "--no-resume", help="Discard checkpoints of an earlier run and start over."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing synthesize model folder at --out."),
 ) -> None:
@@ -85,9 +86,9 @@ def train(
 @app.command()
 def sample(
     model_dir: Path = typer.Argument(..., help="Model folder written by 'train'."),
-    n: int = typer.Option(4, "--n", help="Number of volumes."),
+    n: int = typer.Option(4, "--n", min=1, max=10_000, help="Number of volumes."),
     out: Path = typer.Option(..., "--out", help="Folder for sample_000.nii.gz ..."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1),
     label: Optional[int] = typer.Option(None, "--label", help="Class to generate (conditional models)."),
     max_memory: Optional[float] = typer.Option(None, "--max-memory", help="Peak memory budget in GB."),
     device: str = typer.Option("auto", "--device"),
@@ -133,8 +134,9 @@ def evaluate(
     real: list[str] = typer.Option(..., "--real", help="Real volumes (files/folders), or 'icbm152' "
                                    "(augmented copies of the bundled template)."),
     out: Path = typer.Option(..., "--out", help="Report folder (metrics.json, montage.png)."),
-    n: int = typer.Option(8, "--n", help="Number of generated volumes."),
-    seed: int = typer.Option(0, "--seed"),
+    n: int = typer.Option(8, "--n", min=2, max=10_000, help="Number of generated volumes (>= 2: FID and "
+                                                           "diversity compare volumes with one another)."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1),
     label: Optional[int] = typer.Option(None, "--label"),
     feature_weights: Optional[Path] = typer.Option(None, "--feature-weights",
                                                    help="Local MedicalNet ResNet-10 weights (.pth/.safetensors)."),

@@ -37,10 +37,10 @@ def _wavelengths(spec: Optional[str]) -> Optional[np.ndarray]:
 @app.command()
 def simulate(
     modality: str = typer.Option("hsi", "--modality", help="hsi (pixel spectra) or pat (images)."),
-    n: int = typer.Option(..., "--n", help="Number of spectra (hsi) or images (pat)."),
+    n: int = typer.Option(..., "--n", min=2, max=10_000_000, help="Number of spectra (hsi) or images (pat)."),
     out: Path = typer.Option(..., "--out", help="Output .npz (spectra or images format)."),
     realism: str = typer.Option("simple", "--realism", help="simple, or rich: the 'real-like' stand-in."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1),
     wavelengths: Optional[str] = typer.Option(None, "--wavelengths", help="Grid in nm, e.g. 500:1000:5."),
     height: int = typer.Option(128, "--height", help="PAT image height (pixels, depth)."),
     width: int = typer.Option(256, "--width", help="PAT image width (pixels)."),
@@ -78,7 +78,7 @@ def train(
     set_: list[str] = typer.Option([], "--set", help="Override, e.g. --set hsi.epochs=5 (repeatable)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (default) or bf16 mixed precision."),
-    seed: Optional[int] = typer.Option(None, "--seed"),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, max=2**32 - 1),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from <out>.checkpoints/."),
     wavelengths: Optional[str] = typer.Option(None, "--wavelengths", help="Grid of bare .npy cubes."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing transfer model folder at --out."),
@@ -137,7 +137,7 @@ def apply(
     out: Path = typer.Option(..., "--out", help="Output file, same format as the input."),
     direction: str = typer.Option("sim2real", "--direction", help="sim2real (source -> target) or real2sim."),
     device: str = typer.Option("auto", "--device"),
-    batch_size: int = typer.Option(8192, "--batch-size", help="Spectra (or pixels) per batch."),
+    batch_size: int = typer.Option(8192, "--batch-size", min=1, max=10_000_000, help="Spectra (or pixels) per batch."),
     wavelengths: Optional[str] = typer.Option(None, "--wavelengths", help="Grid of a bare .npy cube."),
 ) -> None:
     """Transfer data with a trained model (deterministic; labels carried over)."""
@@ -158,7 +158,7 @@ def evaluate(
     sim: Path = typer.Option(..., "--sim", help="The simulations."),
     transferred: list[str] = typer.Option([], "--transferred", help="NAME=FILE.npz (repeatable)."),
     out: Path = typer.Option(..., "--out", help="Report folder (metrics.json + PNGs)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1),
     test: Optional[Path] = typer.Option(None, "--test", help="Labelled real data of other subjects to test the "
                                                              "classifiers on (default: a grouped split of --real)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of an earlier run in --out "

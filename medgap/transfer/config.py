@@ -18,7 +18,7 @@ __all__ = ["TransferConfig", "HSIConfig", "PATConfig", "TrainConfig", "BaselineC
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class TrainConfig(_Section):
@@ -131,7 +131,7 @@ class TransferConfig(MedgapConfig):
     modality: Literal["hsi", "pat"] = "hsi"
     method: Literal["cinn", "unit", "cyclegan", "standardise", "coral"] = "cinn"
     condition: Literal["domain", "domain+label"] = "domain"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     hsi: HSIConfig = Field(default_factory=HSIConfig)
     pat: PATConfig = Field(default_factory=PATConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
