@@ -1,0 +1,21 @@
+"""Label shift between real labs: bench_transfer_skin with targets that hold three of the six sites.
+
+    python benchmarks/bench_transfer_skin_shift.py [--quick]
+
+The same protocol and development labs as bench_transfer_skin (its own section in docs/benchmarks.md);
+the user's baselines, CycleGAN and the cINN with and without class alignment, 3 seeds.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_transfer_skin  # noqa: E402
+
+if __name__ == "__main__":
+    sys.argv += ["--label-shift", "--methods",
+                 "standardise;CORAL;CycleGAN;cINN (default);ablation: cINN, global alignment"]
+    bench_transfer_skin.main()
