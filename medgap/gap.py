@@ -8,8 +8,8 @@ spectra with the same wavelengths). Reported:
   between features: for images, a fixed ResNet (``medgap.metrics.features``; 3D on
   whole volumes when each side has at least ``min_volumes`` volumes, else 2D on axial
   slices); for spectra, the L2-normalised spectra themselves.
-* **Classifier two-sample test**: cross-validated balanced accuracy of a logistic
-  regression telling A from B (0.5 = indistinguishable), with a permutation p-value.
+* **Classifier two-sample test**: cross-validated balanced accuracy of a ridge-regularised
+  linear discriminant telling A from B (0.5 = indistinguishable), with a permutation p-value.
 * **PCA** of the pooled features with kernel-density contours per dataset, and
   intensity histograms (images) or mean +- sd spectra (spectra).
 

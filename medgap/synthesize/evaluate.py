@@ -150,12 +150,6 @@ def evaluate_model(synth, real: np.ndarray, out_dir: str | Path, n: int = 8, see
         return report
 
 
-def feature_scores_over(real: np.ndarray, fakes: Sequence[np.ndarray]) -> list[dict]:
-    """distribution_scores for several generated sets with one extractor (same features for all)."""
-    ex = VolumeFeatureExtractor()
-    return [distribution_scores(real, f, ex) for f in fakes]
-
-
 def _foreground_box(volume: np.ndarray, side: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """Crop a volume in [-1, 1] to its foreground box and resize it to ``side``^3.
 
