@@ -9,10 +9,14 @@ space (where the untrained transfer is CORAL):
 
 - E step: posterior class probabilities of each real spectrum (class priors re-estimated, so a
   target lab with other proportions -- or without some classes -- is followed);
-- with ``groups`` (subject ids), each subject's spectra are assigned jointly: a subject measured at
-  n sites holds each class at most ceil(n / K) times (a linear assignment on the log-posteriors).
-  This is the design of multi-site studies (one recording per body site and subject) and takes the
-  estimated labels from ~48 % to ~80 % correct on the development labs (bench_transfer_skin);
+- with ``groups`` (subject ids), each subject's spectra are assigned jointly, following the study
+  design that the *labelled source* shows (:func:`subject_design`): where its subjects were
+  recorded once per class (body sites), a subject with n target spectra holds each class at most
+  ceil(n / K) times (a linear assignment on the log-posteriors) -- this takes the estimated labels
+  from ~48 % to ~80 % correct on the development labs (bench_transfer_skin); where every subject of
+  the source has one class (a skin type, a diagnosis), all of a subject's spectra get the class
+  of highest summed log-posterior; otherwise, or without groups on either side, spectra are
+  assigned one by one;
 - M step: class means and covariances (shrunk towards the pooled covariance) from the real data.
 
 The model lives in the leading principal components of the real data (``components``), where
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["LabelEstimate", "estimate_labels", "class_moments"]
+__all__ = ["LabelEstimate", "estimate_labels", "class_moments", "subject_design"]
 
 
 @dataclass
@@ -35,6 +39,7 @@ class LabelEstimate:
     labels: np.ndarray  # (N,) estimated class of each real sample
     prevalence: np.ndarray  # (K,) estimated class proportions of the real domain
     iterations: int
+    design: str | None = None  # how subjects were assumed to hold classes (None: spectra one by one)
 
 
 def _log_gaussian(z: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
@@ -59,15 +64,40 @@ def _moments(z: np.ndarray, labels: np.ndarray, k: int, pooled: np.ndarray, shri
     return means, covs
 
 
-def _assign(log_post: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
-    labels = log_post.argmax(1)
+def _subjects(groups: np.ndarray) -> list[np.ndarray]:
+    order = np.argsort(groups, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(groups[order])) + 1)
+
+
+def subject_design(labels: np.ndarray, groups: np.ndarray | None, n_classes: int,
+                   agreement: float = 0.75) -> str | None:
+    """How the labelled data's subjects hold their classes: ``"distinct"`` (each recorded once per
+    class, as body sites), ``"shared"`` (one class per subject, as a skin type), or None (neither for
+    at least ``agreement`` of the subjects with two or more spectra, or no groups)."""
     if groups is None:
+        return None
+    labels = np.asarray(labels)
+    subjects = [labels[m] for m in _subjects(np.asarray(groups)) if len(m) > 1]
+    if not subjects:
+        return None
+    # distinct: no class more often than an even spread allows (ceil(n / K)); shared: one class only
+    if np.mean([np.bincount(y).max() <= math.ceil(len(y) / n_classes) for y in subjects]) >= agreement:
+        return "distinct"
+    if np.mean([len(np.unique(y)) == 1 for y in subjects]) >= agreement:
+        return "shared"
+    return None
+
+
+def _assign(log_post: np.ndarray, groups: np.ndarray | None, design: str | None) -> np.ndarray:
+    labels = log_post.argmax(1)
+    if groups is None or design is None:
         return labels
     k = log_post.shape[1]
-    order = np.argsort(groups, kind="stable")
-    bounds = np.flatnonzero(np.diff(groups[order])) + 1
-    for members in np.split(order, bounds):
+    for members in _subjects(groups):
         if len(members) < 2:
+            continue
+        if design == "shared":
+            labels[members] = log_post[members].sum(0).argmax()
             continue
         capacity = math.ceil(len(members) / k)
         cost = -np.repeat(log_post[members], capacity, axis=1)  # column j -> class j // capacity
@@ -78,8 +108,10 @@ def _assign(log_post: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
 
 def estimate_labels(z_source: np.ndarray, y_source: np.ndarray, z_target: np.ndarray, n_classes: int,
                     groups: np.ndarray | None = None, iterations: int = 5, components: int = 8,
-                    shrink: float = 0.3) -> LabelEstimate:
-    """Estimate target labels (see the module text). z_*: (N, C) samples in the shared whitened space."""
+                    shrink: float = 0.3, design: str | None = "distinct") -> LabelEstimate:
+    """Estimate target labels (see the module text). z_*: (N, C) samples in the shared whitened space;
+    ``groups``: the target's subject ids; ``design``: how subjects hold classes (:func:`subject_design`
+    of the source), used only with ``groups``."""
     z_source, z_target = np.asarray(z_source, np.float64), np.asarray(z_target, np.float64)
     centre = z_target.mean(0)
     _, _, vt = np.linalg.svd(z_target - centre, full_matrices=False)
@@ -92,11 +124,11 @@ def estimate_labels(z_source: np.ndarray, y_source: np.ndarray, z_target: np.nda
     labels = np.zeros(len(zt), dtype=np.int64)
     for _ in range(max(1, iterations)):
         log_post = np.stack([_log_gaussian(zt, means[c], covs[c]) for c in range(n_classes)], 1) + np.log(prevalence)
-        labels = _assign(log_post, groups)
+        labels = _assign(log_post, None if groups is None else np.asarray(groups), design)
         counts = np.bincount(labels, minlength=n_classes)
         prevalence = (counts + 1.0) / (counts.sum() + n_classes)
         means, covs = _moments(zt, labels, n_classes, pooled, shrink, source)
-    return LabelEstimate(labels, prevalence, max(1, iterations))
+    return LabelEstimate(labels, prevalence, max(1, iterations), design if groups is not None else None)
 
 
 def class_moments(z: np.ndarray, labels: np.ndarray, n_classes: int, min_count: int = 5) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,7 @@ from medgap.training.runtime import MetricLogger, seed_everything, track
 from .cinn import REAL, count_parameters
 from .config import TransferConfig
 from .data import DomainStats, check_pair, fit_stats
-from .labels import class_moments, estimate_labels
+from .labels import class_moments, estimate_labels, subject_design
 from .model import CLOSED_FORM, DiscriminatorObjective, GeneratorObjective, TransferModel, build_model, latent_nll
 
 __all__ = ["METHOD", "train", "checkpoint_dir", "BatchSampler", "make_optimizers", "make_objectives",
@@ -255,7 +255,8 @@ def align_classes(stats_sim: DomainStats, stats_real: DomainStats, sim: SpectraS
     k = sim.n_classes
     z_sim = stats_sim.whitened(torch.from_numpy(sim.spectra).float()).numpy()
     z_real = stats_real.whitened(torch.from_numpy(real.spectra).float()).numpy()
-    estimate = estimate_labels(z_sim, sim.labels, z_real, k, groups=real.groups)
+    design = subject_design(sim.labels, sim.groups, k)  # the study design the labelled source shows
+    estimate = estimate_labels(z_sim, sim.labels, z_real, k, groups=real.groups, design=design)
     for stats, z, labels in ((stats_sim, z_sim, sim.labels), (stats_real, z_real, estimate.labels)):
         mean, std = class_moments(z, labels, k)
         stats.class_mean, stats.class_std = torch.from_numpy(mean).float(), torch.from_numpy(std).float()

@@ -148,3 +148,30 @@ def test_class_aligned_transfer_keeps_brightness_and_moves_each_class_onto_its_o
     blind = apply_transfer(tmp_path / "class", SpectraSet(source.spectra, source.wavelengths))
     same = np.isclose(blind.spectra, out["class"].spectra, rtol=1e-4).all(1)
     assert blind.labels is None and same.mean() > 0.6
+
+
+def test_the_subject_design_is_read_from_the_labelled_source():
+    from medgap.transfer.labels import subject_design
+
+    sites = np.tile(np.arange(6), 50)
+    subjects = np.repeat(np.arange(50), 6)
+    assert subject_design(sites, subjects, 6) == "distinct"  # every subject measured once per site
+    assert subject_design(np.repeat(np.arange(50) % 3, 6), subjects, 3) == "shared"  # a class per subject
+    batches = np.arange(3000) // 1000  # simulation batches hold every class many times
+    assert subject_design(np.random.default_rng(0).integers(0, 10, 3000), batches, 10) is None
+    assert subject_design(sites, None, 6) is None
+    real = skin_lab(1)  # a real lab, with a few repeated sites
+    assert subject_design(real.labels, real.groups, 6) == "distinct"
+
+
+def test_subjects_of_one_class_keep_one_class(rng):
+    k, n_subjects = 3, 40
+    centres = rng.normal(0, 3.0, (k, 4))
+    labels = np.repeat(np.arange(n_subjects) % k, 5)
+    groups = np.repeat(np.arange(n_subjects), 5)
+    z = centres[labels] + rng.normal(0, 2.0, (len(labels), 4))
+    joint = estimate_labels(z, labels, z + 0.1, k, groups=groups, design="shared", components=4)
+    for g in np.unique(groups):
+        assert len(set(joint.labels[groups == g])) == 1
+    free = estimate_labels(z, labels, z + 0.1, k, components=4)
+    assert np.mean(joint.labels == labels) > np.mean(free.labels == labels)
