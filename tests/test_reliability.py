@@ -292,7 +292,10 @@ def test_resume_only_the_same_run_and_never_two_at_once(tmp_path):
         args = {"sim": sim, "real": real, "cfg": cfg, **kwargs}
         with pytest.raises(InputError, match=f"another run.*{fragment}.*--no-resume"):
             train(args["sim"], args["real"], out, args["cfg"], progress=False, overwrite=True)
+    leftover = checkpoint_dir(out) / ".step-00000009.host-999999999.abc.tmp"  # a SIGKILLed checkpoint write
+    leftover.mkdir()
     train(sim, real, out, cfg.replace(seed=7), progress=False, overwrite=True, resume=False)  # starts fresh
+    assert not leftover.exists()  # --no-resume clears the run's hidden temporaries too
     record = json.loads((checkpoint_dir(out) / "run.json").read_text())
     assert record["settings"]["seed"] == 7
     holder = RunFolder(checkpoint_dir(out), "transfer", record["settings"], record["data_sha256"]).open()

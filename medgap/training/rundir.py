@@ -141,7 +141,10 @@ class RunFolder:
             self.path.mkdir(parents=True, exist_ok=True)
             self._lock()
             if previous is not None and not self.resume:
-                for pattern in self.clear:
+                # the run's entries, and the hidden temporaries a killed process left of them (we hold
+                # the lock: no other process is writing here)
+                patterns = [*self.clear, *(f".{p}.*.tmp*" for p in self.clear), *(f".{p}.*.old" for p in self.clear)]
+                for pattern in patterns:
                     for target in self.path.glob(pattern):
                         if target.is_dir() and not target.is_symlink():
                             shutil.rmtree(target)

@@ -175,3 +175,19 @@ def test_subjects_of_one_class_keep_one_class(rng):
         assert len(set(joint.labels[groups == g])) == 1
     free = estimate_labels(z, labels, z + 0.1, k, components=4)
     assert np.mean(joint.labels == labels) > np.mean(free.labels == labels)
+
+
+def test_two_layer_skin_simulation_darkens_with_melanin_and_keeps_one_type_per_subject():
+    from medgap.data.spectra.skin import SKIN_TYPES, simulate_skin
+    from medgap.transfer.labels import subject_design
+
+    sim = simulate_skin(120, seed=3)
+    assert sim.spectra.shape == (720, 26) and sim.label_names == SKIN_TYPES
+    assert np.all(sim.spectra > 4.0) and np.all(sim.spectra < 100.0)  # above the 4 % specular floor
+    blue = [np.median(sim.spectra[sim.labels == k, 0]) for k in range(3)]
+    assert blue[0] > blue[1] > blue[2]  # melanin absorbs most at short wavelengths
+    red_over_blue = sim.spectra[:, -1] / sim.spectra[:, 0]
+    assert np.median(red_over_blue[sim.labels == 2]) > np.median(red_over_blue[sim.labels == 0])
+    assert subject_design(sim.labels, sim.groups, 3) == "shared"
+    with pytest.raises(InputError, match="450, 1000"):
+        simulate_skin(2, wavelengths=np.arange(400.0, 701.0, 10.0))
