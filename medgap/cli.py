@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from medgap.errors import MedgapError
 from medgap.harmonize.cli import app as harmonize_app
 from medgap.synthesize.cli import app as synthesize_app
 from medgap.transfer.cli import app as transfer_app
+from medgap.outputs import json_text
 
 app = typer.Typer(
     name="medgap",
@@ -60,7 +60,7 @@ def demo(
     for name, result in results.items():
         console.rule(f"[bold]{result['title']}[/] ({result['seconds']} s)")
         console.print(result["summary"])
-        console.print_json(json.dumps(result["metrics"], default=float))
+        console.print_json(json_text(result["metrics"], default=float))
         for fig in result["figures"]:
             console.print(f"figure: {out / fig}")
     console.print(f"[green]demo written to {out}/ -- open {out / 'report.html'}[/]")
@@ -75,7 +75,7 @@ def inspect(
     from medgap.io import describe_file
 
     for path in paths:
-        console.print_json(json.dumps(describe_file(path, series=series)))
+        console.print_json(json_text(describe_file(path, series=series)))
 
 
 @app.command()
@@ -115,7 +115,7 @@ def gap(
                           permutations=permutations, bootstrap=bootstrap, per_class=per_class, seed=seed,
                           overwrite=overwrite)
     if as_json:
-        typer.echo(json.dumps(metrics, indent=2))
+        typer.echo(json_text(metrics, indent=2))
         return
     _print_gap(metrics)
     if out is not None:

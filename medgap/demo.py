@@ -12,7 +12,6 @@ fails loudly if one breaks, and writes ``summary.json`` and one self-contained
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -23,7 +22,7 @@ from medgap.data.sample import load_icbm152
 from medgap.gap import measure_gap
 from medgap.errors import InputError
 from medgap.io import atomic_write_text, output_folder
-from medgap.outputs import staged_output_folder
+from medgap.outputs import json_text, staged_output_folder
 from medgap.report.figures import plt, save_figure
 from medgap.report.html import write_html_report
 
@@ -96,7 +95,7 @@ def run_demo(out_dir: str | Path = "demo-output", quick: bool = False, only: lis
             if result.get("gaps"):
                 result["gap"] = _measure_gaps(section_dir, result.pop("gaps"), quick)
             results[name] = result
-        atomic_write_text(staging / "summary.json", json.dumps(results, indent=2, default=float))
+        atomic_write_text(staging / "summary.json", json_text(results, indent=2, default=float))
         write_demo_report(staging, results)
         return results
 

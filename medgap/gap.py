@@ -19,7 +19,6 @@ Output folder: ``metrics.json``, PNG figures and one self-contained ``report.htm
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -38,7 +37,7 @@ from medgap.io import (
     read_spectra,
     read_volume,
 )
-from medgap.outputs import staged_output_folder
+from medgap.outputs import json_text, staged_output_folder
 from medgap.metrics import frechet_distance, mmd2_unbiased
 from medgap.metrics.tissue import TISSUE_MEASURES, SliceSummaries, concat_summaries, summarise_volume, tissue_labels
 from medgap.report.figures import plt, save_figure
@@ -604,7 +603,7 @@ def _write_report(out: Path, metrics: dict, da: GapData, db: GapData, dc: GapDat
     _pca_figure(fa, fb, (da.name, db.name), out / "pca_kde.png")
     hist_name = "intensity_histograms.png" if da.kind == "images" else "spectra.png"
     _histogram_figure(da, db, va, vb, out / hist_name)
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    atomic_write_text(out / "metrics.json", json_text(metrics, indent=2))
     before = metrics.get("before", metrics)
     columns = ["measure", "sees", "value", "bootstrap 95% CI", "null level (95%)", "gap detected"]
     tables = {f"{da.name} vs {db.name}": {"columns": columns, "rows": _measure_rows(before["measures"])}}

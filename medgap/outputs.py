@@ -191,3 +191,29 @@ def _write_manifest(out: Path, entries: list[str]) -> None:
     from medgap.io import atomic_write_text
 
     atomic_write_text(out / MANIFEST, json.dumps({"written_by": "medgap", "entries": entries}, indent=2))
+
+
+def _finite(obj):
+    """``obj`` with every NaN/Inf float replaced by None (JSON has no NaN), numpy scalars as Python ones."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _finite(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def json_text(obj, indent: int | None = None, default=None) -> str:
+    """Valid JSON always: NaN and infinities become null (``json.dumps`` would write bare ``NaN``)."""
+    return json.dumps(_finite(obj), indent=indent, default=default, allow_nan=False)

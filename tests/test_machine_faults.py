@@ -84,3 +84,14 @@ def test_infinite_or_nan_settings_are_refused():
         for value in ("inf", "nan"):
             with pytest.raises(ConfigError, match="finite"):
                 config.from_preset("cpu-small", overrides=[f"{key}={value}"])
+
+
+def test_json_written_or_printed_is_always_valid():
+    import json
+
+    import numpy as np
+
+    from medgap.outputs import json_text
+
+    text = json_text({"a": float("nan"), "b": np.float32(np.inf), "c": [1.5, np.nan], "d": np.arange(2)})
+    assert json.loads(text) == {"a": None, "b": None, "c": [1.5, None], "d": [0, 1]}

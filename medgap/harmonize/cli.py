@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from medgap.outputs import json_text
 
 app = typer.Typer(help="Blind MR harmonisation with a flow trained on your own scanner's images only.",
                   no_args_is_help=True)
@@ -59,7 +59,7 @@ def train(
     targets = [f for t in targets or [] for f in (find_anat(t) if is_bids_root(t) else [t])]
     summary = train_fn(cfg, out, [str(t) for t in targets] or None, [str(m) for m in mask or []] or None,
                        device=device, resume=not fresh, overwrite=overwrite)
-    console.print_json(json.dumps(summary))
+    console.print_json(json_text(summary))
 
 
 @app.command()
@@ -119,7 +119,7 @@ def score(
     h = Harmonizer.load(model, device=device)
     results = [h.score_file(p, mask) for p in images]
     if as_json:
-        console.print_json(json.dumps(results))
+        console.print_json(json_text(results))
         return
     for r in results:
         extra = f"  z={r['z_score']:+.1f} vs target" if "z_score" in r else ""

@@ -15,7 +15,6 @@ white-matter segmentation network (MONAI UNet) trained on target slices only.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from medgap.harmonize.api import METHODS, Harmonizer
 from medgap.harmonize.simulate import DOMAINS, HARD_DOMAINS
 from medgap.harmonize.train import ICBM_NAME, TrainingSet, load_training_set, random_affine_grid
 from medgap.io import atomic_write_text
-from medgap.outputs import staged_output_folder
+from medgap.outputs import json_text, staged_output_folder
 from medgap.metrics import dice, iou, psnr, ssim
 from medgap.report.figures import plt, save_figure
 from medgap.training.runtime import track
@@ -235,7 +234,7 @@ def evaluate(model_dir: str | Path, out_dir: str | Path, domains: list[str] | No
                             "segmenter_steps": seg_steps, "segmenter_seconds": round(seg_seconds, 1),
                             "seconds_per_method": {k: round(v, 1) for k, v in timing.items()},
                             "options": h.describe()["options"], "note": note}
-        atomic_write_text(staging / "metrics.json", json.dumps(results, indent=2))
+        atomic_write_text(staging / "metrics.json", json_text(results, indent=2))
         _figures(staging, results, examples, truth[len(truth) // 2, 0].numpy(), methods)
         return results
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +10,7 @@ import typer
 from rich.console import Console
 
 from medgap.errors import InputError
+from medgap.outputs import json_text
 
 app = typer.Typer(help="HA-GAN: generate and encode high-resolution 3D CT/MR volumes.", no_args_is_help=True)
 console = Console()
@@ -164,5 +164,5 @@ def evaluate(
     report = evaluate_model(syn, volumes, out, n=n, seed=seed, label=label,
                             feature_weights=feature_weights, max_memory_gb=max_memory,
                             slice_feature_weights=slice_feature_weights, overwrite=overwrite)
-    console.print_json(json.dumps(report))
+    console.print_json(json_text(report))
 

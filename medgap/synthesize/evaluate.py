@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import textwrap
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from scipy.ndimage import binary_erosion
 
 from medgap.errors import InputError
 from medgap.io import atomic_write_text
-from medgap.outputs import staged_output_folder
+from medgap.outputs import json_text, staged_output_folder
 from medgap.metrics import frechet_distance, mmd2_unbiased
 from medgap.metrics.features import SliceFeatureExtractor, VolumeFeatureExtractor
 from medgap.report.figures import plt, save_figure
@@ -145,7 +144,7 @@ def evaluate_model(synth, real: np.ndarray, out_dir: str | Path, n: int = 8, see
         report["ms_ssim_generated"] = ms_ssim_diversity(fake) if len(fake) > 1 else None
         report["ms_ssim_real"] = ms_ssim_diversity(real) if len(real) > 1 else None
         save_montage(staging / "montage.png", {"generated": fake, "real": np.asarray(real)})
-        atomic_write_text(staging / "metrics.json", json.dumps(report, indent=2))
+        atomic_write_text(staging / "metrics.json", json_text(report, indent=2))
         return report
 
 

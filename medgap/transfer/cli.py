@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +10,7 @@ import typer
 from rich.console import Console
 
 from medgap.errors import InputError
+from medgap.outputs import json_text
 
 app = typer.Typer(help="Unsupervised sim-to-real transfer of spectral data (cINN; baselines: per-channel "
                             "standardisation, CORAL, UNIT, CycleGAN).",
@@ -179,5 +179,5 @@ def evaluate(
         sources[name] = load_data(Path(file))[0]
     metrics = run(load_data(real)[0], load_data(sim)[0], sources, out, seed=seed,
                   test=None if test is None else load_data(test)[0], overwrite=overwrite)
-    console.print_json(json.dumps(metrics["sources"], default=float))
+    console.print_json(json_text(metrics["sources"], default=float))
     console.print(f"report written to {out}")

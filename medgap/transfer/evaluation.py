@@ -13,7 +13,6 @@ labelled pixels (the vessel classes when the label names include artery and vein
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from sklearn.model_selection import GroupShuffleSplit
 
 from medgap.errors import InputError
 from medgap.io import ImageSet, SpectraSet, atomic_write_text
-from medgap.outputs import staged_output_folder
+from medgap.outputs import json_text, staged_output_folder
 from medgap.metrics import median_bandwidth, mmd2_unbiased
 from medgap.report.figures import plt, save_figure
 
@@ -240,5 +239,5 @@ def evaluate(real, sim, transferred: dict, out_dir: str | Path, *, seed: int = 0
             save_figure(fig, staging / "confusion_matrices.png")
             figures.append("confusion_matrices.png")
         metrics["figures"] = figures
-        atomic_write_text(staging / "metrics.json", json.dumps(metrics, indent=2, default=float))
+        atomic_write_text(staging / "metrics.json", json_text(metrics, indent=2, default=float))
         return metrics
