@@ -41,8 +41,14 @@ def root(
     version: Optional[bool] = typer.Option(
         None, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, max=4096, help="CPU threads for this run (default: OMP_NUM_THREADS, else the "
+                                                 "CPUs this process may use, shared among torchrun's processes)."),
 ) -> None:
     """medgap: sim-to-real spectral transfer, blind MR harmonization, high-resolution 3D synthesis."""
+    from medgap.training.threads import configure_threads
+
+    configure_threads(threads)
 
 
 @app.command()

@@ -1,7 +1,9 @@
-"""Blind MR harmonisation with a flow trained on target-domain images only (BlindHarmony).
+"""Blind MR harmonisation, trained on target-domain images only.
 
-Train once on your own scanner's volumes, then map volumes from any other
-scanner to your scanner's look while keeping their anatomy.
+Train once on your own scanner's volumes, then map volumes from any other scanner to your
+scanner's look while keeping their anatomy. Default: Nyul standardisation followed by a
+restoration net trained on the target under random scanner-like changes (``method="restore"``);
+the publication's flow method is ``method="blindharmony"``.
 """
 
 from medgap.harmonize.api import METHODS, Harmonizer

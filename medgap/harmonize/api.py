@@ -2,7 +2,8 @@
 
     from medgap.harmonize import Harmonizer
     h = Harmonizer.load("my-scanner-model")
-    h.apply_file("other_site.nii.gz", "harmonized.nii.gz")          # BlindHarmony
+    h.apply_file("other_site.nii.gz", "harmonized.nii.gz")          # default: Nyul + restoration net
+    h.apply_file("other_site.nii.gz", "bh.nii.gz", method="blindharmony")  # the publication's method
     h.apply_file("other_site.nii.gz", "hm.nii.gz", method="histogram")
     h.score_file("scan.nii.gz")   # bits/dim under the target flow: is it from our scanner?
 """
