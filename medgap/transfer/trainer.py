@@ -31,7 +31,7 @@ from medgap.training.runtime import MetricLogger, seed_everything, track
 from .cinn import REAL, count_parameters
 from .config import TransferConfig
 from .data import DomainStats, check_pair, fit_stats
-from .labels import class_moments, estimate_labels, subject_design
+from .labels import LabelEstimate, class_moments, estimate_labels, subject_design
 from .model import CLOSED_FORM, DiscriminatorObjective, GeneratorObjective, TransferModel, build_model, latent_nll
 
 __all__ = ["METHOD", "train", "checkpoint_dir", "BatchSampler", "make_optimizers", "make_objectives",
@@ -202,7 +202,7 @@ def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Pa
         model.generator.compile_blocks()
     stats_sim = fit_stats(sim, cfg.train.whiten, cfg.train.whiten_ridge, l2=cfg.hsi.brightness == "l2")
     stats_real = fit_stats(real, cfg.train.whiten, cfg.train.whiten_ridge, l2=cfg.hsi.brightness == "l2")
-    y_real_classes = align_classes(stats_sim, stats_real, sim, real) if class_aligned else None
+    estimate = align_classes(stats_sim, stats_real, sim, real) if class_aligned else None
 
     opt_g, opt_d = make_optimizers(model, cfg)
     objectives = make_objectives(model, ctx)
@@ -212,7 +212,7 @@ def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Pa
                     clear=("step-*", "best", "metrics.csv", "tensorboard")).open()
     try:
         return _fit(cfg, sim, real, out, model, ctx, run, stats_sim, stats_real, opt_g, opt_d, objectives,
-                    x_sim, y_sim, x_real, x_heldout, k, progress, overwrite, (y_sim_classes, y_real_classes))
+                    x_sim, y_sim, x_real, x_heldout, k, progress, overwrite, y_sim_classes, estimate)
     finally:
         run.close()
         ctx.close()
@@ -247,11 +247,12 @@ def heldout_bits_per_dim(model: TransferModel, x: np.ndarray, stats: DomainStats
     return total / (len(x) * x.shape[1] * math.log(2.0))
 
 
-def align_classes(stats_sim: DomainStats, stats_real: DomainStats, sim: SpectraSet, real: SpectraSet) -> np.ndarray:
+def align_classes(stats_sim: DomainStats, stats_real: DomainStats, sim: SpectraSet, real: SpectraSet) -> LabelEstimate:
     """Estimate the real spectra's classes and add per-class statistics to both domains (in place).
 
-    Returns the estimated real labels. With the class statistics the untrained network maps each
-    simulated class onto the real spectra estimated to be of that class (class-wise CORAL)."""
+    Returns the estimate (labels, class proportions, the subject design used). With the class
+    statistics the untrained network maps each simulated class onto the real spectra estimated to
+    be of that class (class-wise CORAL)."""
     k = sim.n_classes
     z_sim = stats_sim.whitened(torch.from_numpy(sim.spectra).float()).numpy()
     z_real = stats_real.whitened(torch.from_numpy(real.spectra).float()).numpy()
@@ -260,11 +261,11 @@ def align_classes(stats_sim: DomainStats, stats_real: DomainStats, sim: SpectraS
     for stats, z, labels in ((stats_sim, z_sim, sim.labels), (stats_real, z_real, estimate.labels)):
         mean, std = class_moments(z, labels, k)
         stats.class_mean, stats.class_std = torch.from_numpy(mean).float(), torch.from_numpy(std).float()
-    return estimate.labels
+    return estimate
 
 
 def _fit(cfg, sim, real, out, model, ctx, run, stats_sim, stats_real, opt_g, opt_d, objectives,
-         x_sim, y_sim, x_real, x_heldout, k, progress, overwrite, classes=(None, None)) -> Path:
+         x_sim, y_sim, x_real, x_heldout, k, progress, overwrite, y_sim_classes=None, estimate=None) -> Path:
     net, t = cfg.net, cfg.train
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt_g, factor=t.plateau_factor, patience=t.plateau_patience,
                                                        threshold=t.plateau_threshold, cooldown=t.plateau_cooldown)
@@ -292,8 +293,9 @@ def _fit(cfg, sim, real, out, model, ctx, run, stats_sim, stats_real, opt_g, opt
             # the global batch is processed in chunks with accumulated gradients: every loss is a mean
             # over samples, so the result equals one pass over the whole batch at a fraction of the memory
             size = net.chunk or len(ia)
-            pieces = [(*_batch(x_sim, y_sim, ia[k:k + size], stats_sim, ctx.device, net.noise_std, classes[0]),
-                       _batch(x_real, None, ib[k:k + size], stats_real, ctx.device, net.noise_std, classes[1])[0])
+            pieces = [(*_batch(x_sim, y_sim, ia[k:k + size], stats_sim, ctx.device, net.noise_std, y_sim_classes),
+                       _batch(x_real, None, ib[k:k + size], stats_real, ctx.device, net.noise_std,
+                              None if estimate is None else estimate.labels)[0])
                       for k in range(0, len(ia), size)]
             loss_g, loss_d, logs = train_step(model, opt_g, opt_d, pieces, t.clip_value, objectives)
             del pieces
@@ -319,7 +321,7 @@ def _fit(cfg, sim, real, out, model, ctx, run, stats_sim, stats_real, opt_g, opt
     logger.close()
 
     if ctx.is_main:
-        _save(out, cfg, model, stats_sim, stats_real, sim, real, k, history, overwrite)
+        _save(out, cfg, model, stats_sim, stats_real, sim, real, k, history, overwrite, estimate)
     ctx.barrier()
     return out
 
@@ -329,20 +331,27 @@ def _fit_closed_form(cfg: TransferConfig, sim, real, out: Path, overwrite: bool)
     whiten = cfg.method == "coral"
     stats_sim = fit_stats(sim, whiten, cfg.train.whiten_ridge, l2=cfg.hsi.brightness == "l2")
     stats_real = fit_stats(real, whiten, cfg.train.whiten_ridge, l2=cfg.hsi.brightness == "l2")
+    estimate = None
     if cfg.class_aligned(isinstance(sim, SpectraSet) and sim.labels is not None):
-        align_classes(stats_sim, stats_real, sim, real)
+        estimate = align_classes(stats_sim, stats_real, sim, real)
     image_shape = None if isinstance(sim, SpectraSet) else tuple(sim.images.shape[2:])
     model = build_model(cfg, len(sim.wavelengths), 0, image_shape)
-    _save(out, cfg, model, stats_sim, stats_real, sim, real, 0, [], overwrite)
+    _save(out, cfg, model, stats_sim, stats_real, sim, real, 0, [], overwrite, estimate)
     return out
 
 
-def _save(out, cfg, model: TransferModel, stats_sim, stats_real, sim, real, k, history, overwrite) -> None:
+def _save(out, cfg, model: TransferModel, stats_sim, stats_real, sim, real, k, history, overwrite,
+          estimate: LabelEstimate | None = None) -> None:
     label_names = sim.label_names if k else None
     extras = {
         "modality": cfg.modality, "transfer_method": cfg.method, "condition": cfg.condition,
         "n_classes": k, "label_names": label_names, "class_aligned": stats_sim.class_aligned,
         "class_names": sim.label_names if stats_sim.class_aligned else None,
+        # what the class alignment estimated about the unlabelled target (None: aligned globally)
+        "target_class_shares": None if estimate is None else {
+            name: round(float(p), 4) for name, p in zip(sim.label_names or range(len(estimate.prevalence)),
+                                                         estimate.prevalence)},
+        "subject_design": None if estimate is None else estimate.design,
         "wavelengths_nm": [float(w) for w in sim.wavelengths],
         "n_channels": int(sim.wavelengths.shape[0]),
         "image_shape": None if isinstance(sim, SpectraSet) else list(sim.images.shape[2:]),
