@@ -816,6 +816,8 @@ def load_npz_arrays(path: PathLike, required: tuple[str, ...] = ()) -> dict[str,
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
                 key = info.filename.removesuffix(".npy")
+                if key in arrays:  # numpy would silently take the last of two entries of one name
+                    raise InputError(path, f"entry '{key}' appears twice in the archive")
                 most = _MAX_DEFLATE_RATIO * max(info.compress_size, 1) + 4096
                 if info.compress_type != zipfile.ZIP_STORED and info.file_size > most:
                     raise InputError(path, f"entry '{key}' claims {info.file_size} bytes from {info.compress_size}: "
@@ -853,6 +855,9 @@ def _optional_names(arrays: dict, key: str) -> list[str] | None:
     return [str(s) for s in np.asarray(arrays[key]).reshape(-1)]
 
 
+_MAX_CLASSES = 100_000
+
+
 def _check_labels(labels: np.ndarray, n: int, names: list[str] | None, path, key: str) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iu":
@@ -861,6 +866,11 @@ def _check_labels(labels: np.ndarray, n: int, names: list[str] | None, path, key
         else:
             raise InputError(path, f"'{key}' must be integers, got dtype {labels.dtype}")
     labels = labels.astype(np.int64)
+    if key == "labels" and labels.ndim != 1:
+        raise InputError(path, f"'{key}' must be one class index per sample (shape ({n},)), got shape {labels.shape}")
+    if names is None and labels.size and labels.max() >= _MAX_CLASSES:
+        raise InputError(path, f"'{key}' holds value {int(labels.max())}: class indices must run 0..K-1 "
+                               f"(at most {_MAX_CLASSES:,} classes)")
     if labels.shape[0] != n:
         raise InputError(path, f"'{key}' has {labels.shape[0]} entries but there are {n} samples")
     if labels.size and labels.min() < 0:
@@ -879,6 +889,8 @@ def _check_wavelengths(wavelengths: np.ndarray, channels: int, path) -> np.ndarr
             path, f"'wavelengths' has {wavelengths.shape[0]} values but the data has {channels} channels"
         )
     check_finite(wavelengths, path, "'wavelengths'")
+    if wavelengths.size and wavelengths.min() < 0:
+        raise InputError(path, f"'wavelengths' must not be negative (nm, or channel numbers), found {wavelengths.min():g}")
     if channels > 1 and not np.all(np.diff(wavelengths) > 0):
         raise InputError(path, "'wavelengths' must be strictly increasing (nm)")
     return wavelengths

@@ -95,3 +95,35 @@ def test_json_written_or_printed_is_always_valid():
 
     text = json_text({"a": float("nan"), "b": np.float32(np.inf), "c": [1.5, np.nan], "d": np.arange(2)})
     assert json.loads(text) == {"a": None, "b": None, "c": [1.5, None], "d": [0, 1]}
+
+
+def test_spectra_that_cannot_be_learned_from_are_refused(tmp_path):
+    import zipfile
+
+    import numpy as np
+
+    from medgap.errors import InputError
+    from medgap.io import SpectraSet, read_spectra, write_spectra
+    from medgap.transfer.data import check_pair
+
+    wl = np.linspace(500, 600, 4)
+    good = SpectraSet(np.random.default_rng(0).random((10, 4)).astype(np.float32), wl)
+    cases = {
+        "at least 2 wavelengths": SpectraSet(np.ones((10, 1), np.float32), wl[:1]),
+        "training needs at least 2": SpectraSet(np.ones((1, 4), np.float32), wl),
+        "all 10 spectra are identical": SpectraSet(np.ones((10, 4), np.float32), wl),
+    }
+    for message, bad in cases.items():
+        with pytest.raises(InputError, match=message):
+            check_pair(good if bad.spectra.shape[1] == 4 else bad, bad, need_labels=False)
+    with pytest.raises(InputError, match="shape \\(10,\\)"):
+        SpectraSet(good.spectra, wl, np.zeros((10, 2), int))
+    with pytest.raises(InputError, match="at most 100,000 classes"):
+        SpectraSet(good.spectra, wl, np.full(10, 10**12))
+    with pytest.raises(InputError, match="must not be negative"):
+        SpectraSet(good.spectra, np.array([-5.0, 1.0, 2.0, 3.0]))
+    path = write_spectra(tmp_path / "s.npz", good)
+    with zipfile.ZipFile(path, "a") as z, pytest.warns(UserWarning, match="Duplicate name"):
+        z.writestr("spectra.npy", b"x")  # a second entry of the same name
+    with pytest.raises(InputError, match="'spectra' appears twice"):
+        read_spectra(path)

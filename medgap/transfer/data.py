@@ -113,6 +113,17 @@ def check_spectra(data: SpectraSet, path) -> None:
         raise InputError(path, f"{zero} spectra are all zero (L2 norm 0), first at row {first}: remove them")
 
 
+def _check_learnable(data: SpectraSet, path) -> None:
+    """Training needs >= 2 channels and >= 2 spectra that are not all the same."""
+    n, channels = data.spectra.shape
+    if channels < 2:
+        raise InputError(path, "has 1 channel: transfer maps spectra and needs at least 2 wavelengths")
+    if n < 2:
+        raise InputError(path, f"holds {n} spectrum: training needs at least 2")
+    if not np.ptp(data.spectra, axis=0).any():
+        raise InputError(path, f"all {n} spectra are identical: there is no distribution to learn")
+
+
 def check_pair(sim, real, sim_path=None, real_path=None, *, need_labels: bool) -> str:
     """Check that sim and real data can be used together; return the modality ('hsi' or 'pat')."""
     sim_path = sim_path or getattr(sim, "path", None)
@@ -126,8 +137,9 @@ def check_pair(sim, real, sim_path=None, real_path=None, *, need_labels: bool) -
                                     f"({len(sim.wavelengths)} channels, {sim.wavelengths[0]:g}-{sim.wavelengths[-1]:g} nm);"
                                     " resample one of them to the other's grid first")
     if isinstance(sim, SpectraSet):
-        check_spectra(sim, sim_path)
-        check_spectra(real, real_path)
+        for data, path in ((sim, sim_path), (real, real_path)):
+            check_spectra(data, path)
+            _check_learnable(data, path)
         if need_labels and sim.labels is None:
             raise InputError(sim_path, "condition 'domain+label' needs labels in the simulated data; "
                                        "add 'labels' or use --condition domain")
