@@ -60,7 +60,7 @@ def main() -> None:
     import torch
 
     from medgap.data.skin import DEVELOPMENT_LABS, TEST_LABS, load_archive, skin_lab
-    from medgap.transfer.interlab import downstream_accuracy, realism, split_target, transfer_source
+    from medgap.transfer.interlab import downstream_accuracy, realism, split_target, transfer_source, without_labels
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="one seed, four methods, four pairs")
@@ -92,17 +92,13 @@ def main() -> None:
     for seed in seeds:
         for a, b in pairs:
             source, target = labs[a], targets[b]
-            unlabelled, test = split_target(target, seed)
+            known, test = split_target(target, seed)
             outputs = {"no transfer": source}
             for m in methods:
                 overrides, no_groups = METHODS[m]
-                real = unlabelled
-                if no_groups:
-                    real = unlabelled.subset(np.arange(len(unlabelled)))
-                    real.groups = None
-                outputs[m], sec = transfer_source(source, real, overrides, seed)
+                outputs[m], sec = transfer_source(source, without_labels(known, groups=not no_groups), overrides, seed)
                 seconds[m].append(sec)
-            outputs["oracle (target labels)"] = target.subset(np.flatnonzero(np.isin(target.groups, unlabelled.groups)))
+            outputs["oracle (target labels)"] = known
             for m, data in outputs.items():
                 scores = {"mmd2": np.nan, "two_sample_accuracy": np.nan} if args.no_realism else realism(data, test, seed)
                 rows[m].setdefault((a, b), []).append({"accuracy": downstream_accuracy(data, test, seed), **scores})

@@ -40,7 +40,7 @@ def main() -> None:
     from medgap.data.skin import DEVELOPMENT_LABS, skin_lab
     from medgap.data.spectra.skin import simulate_skin
     from medgap.io import SpectraSet
-    from medgap.transfer.interlab import realism, split_target, transfer_source
+    from medgap.transfer.interlab import realism, split_target, transfer_source, without_labels
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -56,7 +56,8 @@ def main() -> None:
     started = time.perf_counter()
     for seed in seeds:
         sim = simulate_skin(150 if args.quick else 600, seed=seed)
-        unlabelled, test = split_target(real, seed)
+        known, test = split_target(real, seed)
+        unlabelled = without_labels(known)
         rows["simulation (no transfer)"].append(realism(sim, test, seed))
         for m, overrides in METHODS.items():
             out, sec = transfer_source(sim, unlabelled, overrides, seed)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from medgap.errors import InputError
+from medgap.io import _pid_alive, _remove, _umask, atomic_write_text
 
 __all__ = ["check_output_file", "check_not_inside_inputs", "staged_output_folder", "MANIFEST"]
 
@@ -96,13 +97,6 @@ def _read_manifest(folder: Path) -> set[str]:
     return {n for n in names if isinstance(n, str) and n and "/" not in n and n not in (".", "..")}
 
 
-def _remove_entry(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        path.unlink()
-
-
 def _check_folder(out: Path, inputs: Iterable[PathLike | None], overwrite: bool, names: Iterable[str]) -> set[str]:
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder: choose another output folder")
@@ -122,8 +116,6 @@ def _check_folder(out: Path, inputs: Iterable[PathLike | None], overwrite: bool,
 
 def _remove_stale_staging(out: Path) -> None:
     """Staging folders of medgap processes that no longer exist (killed with SIGKILL)."""
-    from medgap.io import _pid_alive
-
     for entry in out.glob(".medgap-staging-*"):
         pid = entry.name.split("-")[2].split(".")[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
@@ -168,7 +160,7 @@ def staged_output_folder(out: PathLike, *, inputs: Iterable[PathLike | None] = (
                                                "choose another output folder")
         for name in written:
             if os.path.lexists(out / name):
-                _remove_entry(out / name)  # an earlier run's output, replaced with --overwrite
+                _remove(out / name)  # an earlier run's output, replaced with --overwrite
             os.replace(staging / name, out / name)
         manifest = sorted((earlier & {n for n in earlier if os.path.lexists(out / n)}) | set(written))
         _write_manifest(out, manifest)
@@ -181,15 +173,7 @@ def staged_output_folder(out: PathLike, *, inputs: Iterable[PathLike | None] = (
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _write_manifest(out: Path, entries: list[str]) -> None:
-    from medgap.io import atomic_write_text
-
     atomic_write_text(out / MANIFEST, json.dumps({"written_by": "medgap", "entries": entries}, indent=2))
 
 

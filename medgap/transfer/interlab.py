@@ -22,26 +22,20 @@ from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 from medgap.io import SpectraSet
 from medgap.metrics import mmd2_unbiased
 
-__all__ = ["split_target", "downstream_accuracy", "realism", "transfer_source", "BASELINES"]
-
-# method -> config overrides of the cpu-small preset
-BASELINES = {
-    "standardise": ["method=standardise"],
-    "coral": ["method=coral"],
-    "cyclegan": ["method=cyclegan"],
-    "unit": ["method=unit"],
-    "cinn": [],
-}
-
+__all__ = ["split_target", "without_labels", "downstream_accuracy", "realism", "transfer_source"]
 
 def split_target(target: SpectraSet, seed: int, test_fraction: float = 0.5) -> tuple[SpectraSet, SpectraSet]:
-    """(unlabelled half for training the transfer, labelled held-out subjects for testing)."""
+    """(the half of the subjects a transfer may see, the held-out subjects), both with their labels:
+    train the transfer on :func:`without_labels` of the first, the oracle on the first itself."""
     groups = target.groups if target.groups is not None else np.arange(len(target))
     train, test = next(GroupShuffleSplit(1, test_size=test_fraction, random_state=seed).split(target.spectra,
                                                                                                groups=groups))
-    unlabelled = target.subset(train)
-    unlabelled.labels = None
-    return unlabelled, target.subset(test)
+    return target.subset(train), target.subset(test)
+
+
+def without_labels(data: SpectraSet, groups: bool = True) -> SpectraSet:
+    """``data`` as a user's unlabelled recordings (subject ids kept unless ``groups=False``)."""
+    return SpectraSet(data.spectra, data.wavelengths, None, None, data.groups if groups else None, data.path)
 
 
 def downstream_accuracy(train: SpectraSet, test: SpectraSet, seed: int, trees: int = 200) -> float:

@@ -13,7 +13,7 @@ space (where the untrained transfer is CORAL):
   design that the *labelled source* shows (:func:`subject_design`): where its subjects were
   recorded once per class (body sites), a subject with n target spectra holds each class at most
   ceil(n / K) times (a linear assignment on the log-posteriors) -- this takes the estimated labels
-  from ~48 % to ~80 % correct on the development labs (bench_transfer_skin); where every subject of
+  from 44 % to 79 % correct on the development labs (bench_transfer_skin_labels); where every subject of
   the source has one class (a skin type, a diagnosis), all of a subject's spectra get the class
   of highest summed log-posterior; otherwise, or without groups on either side, spectra are
   assigned one by one;

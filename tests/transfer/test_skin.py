@@ -191,3 +191,18 @@ def test_two_layer_skin_simulation_darkens_with_melanin_and_keeps_one_type_per_s
     assert subject_design(sim.labels, sim.groups, 3) == "shared"
     with pytest.raises(InputError, match="450, 1000"):
         simulate_skin(2, wavelengths=np.arange(400.0, 701.0, 10.0))
+
+
+def test_interlab_protocol_keeps_subjects_apart_and_measures_realism():
+    from medgap.transfer.interlab import downstream_accuracy, realism, split_target, without_labels
+
+    lab = skin_lab(9)
+    known, test = split_target(lab, seed=0)
+    assert not set(known.groups) & set(test.groups) and len(known) + len(test) == len(lab)
+    blind = without_labels(known)
+    assert blind.labels is None and blind.label_names is None and np.array_equal(blind.groups, known.groups)
+    assert without_labels(known, groups=False).groups is None
+    assert downstream_accuracy(known, test, seed=0) > 0.4  # same lab: well above chance (1/6)
+    same, other = realism(known, test, seed=0), realism(skin_lab(3), test, seed=0)
+    assert same["two_sample_accuracy"] < 0.65 < other["two_sample_accuracy"]
+    assert same["mmd2"] < other["mmd2"]
