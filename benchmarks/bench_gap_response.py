@@ -24,7 +24,7 @@ from scipy.stats import spearmanr
 
 from medgap.data.sample import load_icbm152
 from medgap.data.shifts import apply_shift
-from medgap.gap import GapData, _normalise_volume, measure_gap
+from medgap.gap import GapData, normalise_volume, measure_gap
 
 SHIFTS = {
     "gamma up (g 1 -> 1.6)": ("gamma", [0, 0.12, 0.24, 0.36, 0.48, 0.6]),
@@ -59,7 +59,7 @@ def main() -> None:
     raw = brain.t1.data * (brain.mask.data > 0.5)
     raw = raw / raw.max()
     wm = brain.wm.data
-    target = _normalise_volume(raw)
+    target = normalise_volume(raw)
     print(f"Real ICBM152 T1 at {resolution:g} mm ({'x'.join(map(str, raw.shape))}), brain-masked. Measures from "
           "`medgap.metrics.tissue` plus MMD^2/FID of the fixed random-weight MONAI ResNet-10 2D slice features; "
           "classifier: ridge linear discriminant, 5 x 5-fold CV, folds grouped by slice position.")
@@ -86,7 +86,7 @@ def main() -> None:
     for label, (kind, strengths) in SHIFTS.items():
         values: dict[str, list[float]] = {}
         for s in strengths:
-            shifted = _normalise_volume(apply_shift(raw, kind, s, wm=wm))
+            shifted = normalise_volume(apply_shift(raw, kind, s, wm=wm))
             m = measure_gap(side("shifted", shifted), side("target", target), permutations=20, bootstrap=20)
             for name, v in m["measures"].items():
                 values.setdefault(name, []).append(v["value"])

@@ -32,7 +32,7 @@ VARIANTS = {"default": [], "no sharpening": ["restore.sharpen=0"],
 
 
 def main() -> None:
-    from medgap.data.cohort import load_test_slices
+    from medgap.harmonize.data import load_test_slices
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="shorter training")

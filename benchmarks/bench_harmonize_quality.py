@@ -65,7 +65,7 @@ def run_seed(seed: int, tmp: Path, steps: int, every: int, domains: list[str]) -
                              seed=seed)
     res = {"validation": compare_methods(h, truth, brain, position, domains, methods, seed=seed + 1,
                                          segmenter=seg)}
-    from medgap.data.cohort import load_test_slices
+    from medgap.harmonize.data import load_test_slices
     from medgap.harmonize.evaluate import perturb
 
     test, test_brain, test_pos, _ = load_test_slices(cfg.flow.image_size)

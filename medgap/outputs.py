@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from medgap.errors import InputError
-from medgap.io import _pid_alive, _remove, _umask, atomic_write_text
+from medgap.io.atomic import atomic_write_text, current_umask, pid_alive, remove_path
 
 __all__ = ["check_output_file", "check_not_inside_inputs", "staged_output_folder", "MANIFEST"]
 
@@ -118,7 +118,7 @@ def _remove_stale_staging(out: Path) -> None:
     """Staging folders of medgap processes that no longer exist (killed with SIGKILL)."""
     for entry in out.glob(".medgap-staging-*"):
         pid = entry.name.split("-")[2].split(".")[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             shutil.rmtree(entry, ignore_errors=True)
 
 
@@ -151,7 +151,7 @@ def staged_output_folder(out: PathLike, *, inputs: Iterable[PathLike | None] = (
                 out.rmdir()
         raise InputError(out, f"cannot write into the output folder ({exc.strerror})") from None
     try:
-        os.chmod(staging, 0o777 & ~_umask())
+        os.chmod(staging, 0o777 & ~current_umask())
         yield staging
         written = sorted(p.name for p in staging.iterdir())
         foreign = [n for n in written if os.path.lexists(out / n) and n not in earlier]
@@ -160,7 +160,7 @@ def staged_output_folder(out: PathLike, *, inputs: Iterable[PathLike | None] = (
                                                "choose another output folder")
         for name in written:
             if os.path.lexists(out / name):
-                _remove(out / name)  # an earlier run's output, replaced with --overwrite
+                remove_path(out / name)  # an earlier run's output, replaced with --overwrite
             os.replace(staging / name, out / name)
         manifest = sorted((earlier & {n for n in earlier if os.path.lexists(out / n)}) | set(written))
         _write_manifest(out, manifest)

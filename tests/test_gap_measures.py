@@ -11,7 +11,7 @@ from scipy.stats import spearmanr
 from medgap.data.sample import load_icbm152
 from medgap.data.shifts import apply_shift
 from medgap.errors import InputError
-from medgap.gap import GapData, _normalise_volume, measure_gap
+from medgap.gap import GapData, normalise_volume, measure_gap
 from medgap.io import SpectraSet, write_nifti, write_spectra
 
 
@@ -27,7 +27,7 @@ def side(name, volume):
 
 
 def test_two_halves_of_one_brain_are_indistinguishable(brain):
-    target = _normalise_volume(brain[0])
+    target = normalise_volume(brain[0])
     m = measure_gap(side("odd", target[:, :, 1::2].copy()), side("even", target[:, :, 0::2].copy()),
                     permutations=20, bootstrap=100)
     assert abs(m["classifier_test"]["balanced_accuracy"] - 0.5) <= 0.06
@@ -38,8 +38,8 @@ def test_two_halves_of_one_brain_are_indistinguishable(brain):
 def test_paired_data_no_longer_scores_below_chance(brain):
     """A slice and its twin on the other side share anatomy; an ungrouped split scored 0.34 here."""
     raw, _ = brain
-    target = _normalise_volume(raw)
-    same = _normalise_volume(apply_shift(raw, "gamma", 0.0))
+    target = normalise_volume(raw)
+    same = normalise_volume(apply_shift(raw, "gamma", 0.0))
     m = measure_gap(side("copy", same), side("target", target), permutations=10, bootstrap=20)
     assert m["classifier_test"]["balanced_accuracy"] == pytest.approx(0.5, abs=0.05)
 
@@ -51,10 +51,10 @@ def test_paired_data_no_longer_scores_below_chance(brain):
 ])
 def test_measures_rise_with_the_shift_they_claim_to_see(brain, kind, strengths, measures):
     raw, wm = brain
-    target = _normalise_volume(raw)
+    target = normalise_volume(raw)
     values = {name: [] for name in measures}
     for s in strengths:
-        shifted = _normalise_volume(apply_shift(raw, kind, s, wm=wm))
+        shifted = normalise_volume(apply_shift(raw, kind, s, wm=wm))
         m = measure_gap(side("shifted", shifted), side("target", target), permutations=10, bootstrap=20)
         for name in measures:
             values[name].append(m["measures"][name]["value"])
@@ -65,9 +65,9 @@ def test_measures_rise_with_the_shift_they_claim_to_see(brain, kind, strengths, 
 
 def test_after_reports_how_much_of_the_gap_was_closed(brain, tmp_path):
     raw, _ = brain
-    target = _normalise_volume(raw)
-    source = _normalise_volume(apply_shift(raw, "gamma", 0.5))
-    half = _normalise_volume(apply_shift(raw, "gamma", 0.2))
+    target = normalise_volume(raw)
+    source = normalise_volume(apply_shift(raw, "gamma", 0.5))
+    half = normalise_volume(apply_shift(raw, "gamma", 0.2))
     m = measure_gap(side("source", source), side("target", target), tmp_path / "g", after=side("fixed", half),
                     permutations=10, bootstrap=100)
     closed = m["closed"]["tissue_w1"]

@@ -6,7 +6,7 @@ SRI24 (installed by ``make setup``, see :mod:`medgap.data.install`). Held out of
 training: Colin 27, a real single subject (the validation subject: the method's choices
 were compared on it). Untouched test set, never used for training nor for choosing the method:
 one real subject's volume (pycortex's S1, skull-stripped at set-up, see
-:mod:`medgap.data.install`) and 2D axial slices of six other real subjects (:func:`load_test_slices`).
+:mod:`medgap.data.install`) and 2D axial slices of six other real subjects (:func:`load_test_images`).
 
 The four templates differ in look as well as anatomy (scanner, averaging, intensity
 scale). A target cohort must vary in anatomy only, so every brain is first mapped into
@@ -28,7 +28,7 @@ from medgap.data.install import S1, S1_MASK, installed_path
 from medgap.io import Volume, read_volume
 
 __all__ = ["CohortBrain", "TRAINING", "HELDOUT", "TEST_VOLUMES", "TEST_SLICES", "load_brain", "load_cohort",
-           "standardize_to_reference", "load_test_slices"]
+           "standardize_to_reference", "load_test_images"]
 
 TRAINING = ["icbm2009a", "icbm2009c", "mni152_fsl", "sri24"]
 HELDOUT = ["colin27"]
@@ -87,18 +87,16 @@ def load_cohort(names: list[str] | None = None) -> list[CohortBrain]:
     return [load_brain(n) for n in (names or TRAINING)]
 
 
-def load_test_slices(image_size: tuple[int, int]):
-    """The six real test subjects' slices on the model grid, in the target look.
+def load_test_images() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The six real test subjects' axial slices in the target look: (name, image, brain mask) each,
+    as (R, A, 1) one-slice volumes.
 
     Each JPEG (8-bit) is read, its brain is the filled largest component above 5 % of the
-    range, its in-brain intensities are standardised to the ICBM 2009a slices at the same
-    level (relative position 0.5-0.65), and it is cut like a one-slice volume. Returns
-    (slices (6, 1, H, W), brain masks, positions (6,), names)."""
-    import torch
+    range, and its in-brain intensities are standardised to the ICBM 2009a slices at the same
+    level (relative position 0.5-0.65). :func:`medgap.harmonize.data.load_test_slices` cuts them
+    onto a model grid."""
     from PIL import Image
     from scipy import ndimage
-
-    from medgap.harmonize.data import prepare_volume
 
     ref, ref_mask = _reference()
     z = np.nonzero(ref_mask.any(axis=(0, 1)))[0]
@@ -106,7 +104,7 @@ def load_test_slices(image_size: tuple[int, int]):
     band = np.zeros(ref_mask.shape, bool)
     band[:, :, int(lo):int(hi) + 1] = True
     ref_q = np.percentile(ref.data[ref_mask & band], _LEVELS)
-    out, masks = [], []
+    found = []
     for name in TEST_SLICES:
         path = installed_path(f"subject-{name}_slice.jpg")
         with Image.open(path) as im:
@@ -119,9 +117,5 @@ def load_test_slices(image_size: tuple[int, int]):
         # rows run anterior -> posterior, columns left -> right: to the (R, A) voxel order
         vol = np.ascontiguousarray(std[::-1, :].T)[:, :, None]
         mvol = np.ascontiguousarray(fg[::-1, :].T)[:, :, None]
-        st = prepare_volume(vol, np.eye(4), tuple(image_size), mask=mvol, min_foreground=0.01, path=path)
-        out.append(st.slices)
-        masks.append(st.masks)
-    slices = torch.from_numpy(np.concatenate(out))
-    return (slices, torch.from_numpy(np.concatenate(masks)), torch.full((len(slices),), TEST_POSITION),
-            list(TEST_SLICES))
+        found.append((name, vol, mvol))
+    return found

@@ -19,7 +19,8 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation
 
 from medgap.errors import InputError
 
-__all__ = ["SliceStack", "prepare_volume", "restore_volume", "slices_like", "foreground_mask", "load_for_harmonize"]
+__all__ = ["SliceStack", "prepare_volume", "restore_volume", "slices_like", "foreground_mask", "load_for_harmonize",
+           "load_test_slices"]
 
 _RAS = axcodes2ornt("RAS")
 
@@ -221,3 +222,20 @@ def load_for_harmonize(path, mask_path=None, series: str | None = None):
             raise InputError(mask_path, f"mask shape {m.shape} differs from the image's {vol.shape}")
         mask = m.data > 0.5
     return vol, mask
+
+
+def load_test_slices(image_size: tuple[int, int]):
+    """The six real test subjects' slices (:func:`medgap.data.cohort.load_test_images`) on the model
+    grid. Returns (slices (6, 1, H, W), brain masks, positions (6,), names)."""
+    from medgap.data.cohort import TEST_POSITION, load_test_images
+    from medgap.data.install import installed_path
+
+    out, masks, names = [], [], []
+    for name, vol, mvol in load_test_images():
+        st = prepare_volume(vol, np.eye(4), tuple(image_size), mask=mvol, min_foreground=0.01,
+                            path=installed_path(f"subject-{name}_slice.jpg"))
+        out.append(st.slices)
+        masks.append(st.masks)
+        names.append(name)
+    slices = torch.from_numpy(np.concatenate(out))
+    return slices, torch.from_numpy(np.concatenate(masks)), torch.full((len(slices),), TEST_POSITION), names
