@@ -108,11 +108,21 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise InputError(path, "config file does not exist")
-    text = path.read_text(encoding="utf-8")
+    if not path.is_file():
+        raise InputError(path, "is a folder, expected a YAML or JSON config file" if path.is_dir()
+                         else "is not a regular file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(path, "is not a text file (a YAML or JSON config is expected)") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise InputError(path, f"cannot parse config: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"cannot parse config: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise InputError(path, f"cannot parse config: {getattr(exc, 'problem', None) or 'invalid YAML'}{where}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

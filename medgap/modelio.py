@@ -261,12 +261,22 @@ def check_output_folder(folder: str | Path, method: str, *, overwrite: bool = Fa
 
 def load_weights_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
     """``module.load_state_dict(state)``, with a mismatch reported as a bad model folder."""
+    expected = module.state_dict()
+    problems = [f"'{k}' is missing" for k in expected if k not in state]
+    problems += [f"'{k}' is not part of the model" for k in state if k not in expected]
+    problems += [f"'{k}' has shape {tuple(v.shape)}, the configuration needs {tuple(expected[k].shape)}"
+                 for k, v in state.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    problems += [f"'{k}' is not finite" for k, v in state.items()
+                 if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ModelFolderError(path, f"weights do not fit the configuration: weight {problems[0]}{more}")
     try:
         module.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError, TypeError) as exc:
         first = str(exc).strip().splitlines()
         raise ModelFolderError(path, "weights do not fit the configuration in config.json "
-                                     f"({first[0] if first else type(exc).__name__})") from None
+                                     f"({first[-1].strip() if first else type(exc).__name__})") from None
 
 
 def load_model(folder: str | Path, *, method: str | None) -> SavedModel:

@@ -55,7 +55,7 @@ def test_gap_bad_inputs(tmp_path, rng):
     fewer = spectra_file(tmp_path / "fewer.npz", rng, wavelengths=np.linspace(500, 700, 10))
     with pytest.raises(InputError, match="a.npz: has 20 channels but .*fewer.npz has 10"):
         measure_gap(a, fewer)
-    write_nifti(tmp_path / "vol.nii.gz", rng.random((8, 8, 8)))
+    write_nifti(tmp_path / "vol.nii.gz", rng.random((16, 16, 8)))
     with pytest.raises(InputError, match="vol.nii.gz.*images"):
         measure_gap(a, tmp_path / "vol.nii.gz")
     (tmp_path / "empty").mkdir()

@@ -97,7 +97,7 @@ def test_spectra_per_class_distances_and_bad_inputs(tmp_path, rng):
     assert "class_mean_distance" not in measure_gap(a, unlabelled, permutations=10, bootstrap=20)["measures"]
     with pytest.raises(InputError, match="unlabelled.npz.*no labels"):
         measure_gap(a, unlabelled, permutations=10, bootstrap=20, per_class=True)
-    write_nifti(tmp_path / "one" / "t1.nii.gz", rng.random((8, 8, 8)) + 0.1)
+    write_nifti(tmp_path / "one" / "t1.nii.gz", rng.random((16, 16, 8)) + 0.1)
     with pytest.raises(InputError, match="one.*only 1 volume"):
         measure_gap(tmp_path / "one", tmp_path / "one", unit="volume", permutations=10, bootstrap=20)
     with pytest.raises(InputError, match="t1.nii.gz.*images"):

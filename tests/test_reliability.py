@@ -132,14 +132,16 @@ def test_header_declaring_more_than_the_file_holds_allocates_nothing(tmp_path, s
     path = tmp_path / f"bomb{suffix}"
     blob = _bomb_header()
     path.write_bytes(gzip.compress(blob) if suffix == ".nii.gz" else blob)
+    # uncompressed: more than the file holds; compressed: first a ratio no real image reaches
+    problem = "truncated: the header declares 4294967648 bytes" if suffix == ".nii" else "compression ratio above"
     tracemalloc.start()
-    with pytest.raises(InputError, match="truncated: the header declares 4294967648 bytes"):
+    with pytest.raises(InputError, match=problem):
         read_nifti(path)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 50e6
     for args in (["inspect", str(path)], ["synthesize", "train", str(path), "--out", str(tmp_path / "m")]):
-        _refused(runner.invoke(app, args), path.name, "truncated")
+        _refused(runner.invoke(app, args), path.name, problem.split(":")[0])
 
 
 def _npz_with_declared_shape(path: Path, shape) -> Path:

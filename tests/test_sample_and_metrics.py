@@ -96,7 +96,7 @@ def test_feature_weights_load_tensors_and_refuse_code_in_a_pickle(tmp_path, rng,
         loaded = VolumeFeatureExtractor(weights=tmp_path / name, input_size=32)
         np.testing.assert_allclose(loaded.features(vols), expected, rtol=1e-5, atol=1e-6)
     torch.save({"state_dict": state, "extra": _RunsCodeWhenUnpickled()}, tmp_path / "evil.pth")
-    with pytest.raises(InputError, match="evil.pth.*cannot read weights safely"):
+    with pytest.raises(InputError, match="evil.pth.*not a plain tensor checkpoint.*never unpickles"):
         VolumeFeatureExtractor(weights=tmp_path / "evil.pth")
     assert not (tmp_path / "pwned_by_pickle").exists()
     torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "wrong.pth")

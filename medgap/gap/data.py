@@ -88,7 +88,7 @@ def load_gap_data(path: str | Path, name: str | None = None, max_spectra: int = 
                                "folder, or a .npz file")
     items = []
     for file in files:
-        vol = read_volume(file).to_canonical()
+        vol = read_volume(file).require_size((16, 16, 1), "medgap gap").to_canonical()
         if not np.any(vol.data):
             raise InputError(file, "image is all zero")
         items.append(normalise_volume(vol.data))

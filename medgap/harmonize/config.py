@@ -16,10 +16,10 @@ class FlowConfig(MedgapConfig):
 
     image_size: tuple[int, int] = (64, 80)
     levels: int = Field(3, ge=1, le=6)
-    steps: int = Field(3, ge=1)
-    hidden: int = Field(32, ge=1)
-    blocks: int = Field(1, ge=1)
-    bins: int = Field(8, ge=2)
+    steps: int = Field(3, ge=1, le=64)
+    hidden: int = Field(32, ge=1, le=4096)
+    blocks: int = Field(1, ge=1, le=64)
+    bins: int = Field(8, ge=2, le=256)
     bound: float = Field(3.0, gt=0)
     min_slope: float = Field(1e-3, gt=0, lt=1)
     num_bits: int = Field(12, ge=1, le=16)
@@ -43,7 +43,7 @@ class DataConfig(MedgapConfig):
     normalization: Literal["minmax", "percentile"] = "minmax"
     percentiles: tuple[float, float] = (0.5, 99.5)
     min_foreground: float = Field(0.05, ge=0, le=1)
-    template_bins: int = Field(16, ge=1)
+    template_bins: int = Field(16, ge=1, le=1024)
     aug_rotate_deg: float = Field(6.0, ge=0)
     aug_scale: float = Field(0.06, ge=0, lt=1)
     aug_translate: float = Field(0.04, ge=0, lt=1)
@@ -52,13 +52,13 @@ class DataConfig(MedgapConfig):
 
 
 class TrainConfig(MedgapConfig):
-    steps: int = Field(300, ge=1)
+    steps: int = Field(300, ge=1, le=10_000_000)
     # bf16: the flow's conditioner convolutions in bfloat16 (medgap.training.precision); the
     # invertible path, log-determinants and the loss stay float32
     precision: Literal["fp32", "bf16"] = "fp32"
-    batch_size: int = Field(16, ge=1)  # global batch, split over ranks
-    lr: float = Field(5e-4, gt=0)
-    warmup: int = Field(20, ge=0)
+    batch_size: int = Field(16, ge=1, le=4096)  # global batch, split over ranks
+    lr: float = Field(5e-4, gt=0, le=1)
+    warmup: int = Field(20, ge=0, le=10_000_000)
     grad_clip: float = Field(10.0, gt=0)
     checkpoint_every: int = Field(100, ge=1)
     log_every: int = Field(10, ge=1)
@@ -68,7 +68,7 @@ class TrainConfig(MedgapConfig):
 class OptimizerConfig(MedgapConfig):
     """The Eq. 1-2 optimiser (see medgap.harmonize.optimize.HarmonizeOptions)."""
 
-    iterations: int = Field(10, ge=0)
+    iterations: int = Field(10, ge=0, le=10_000)
     alpha: float = Field(1e-3, ge=0, le=1)
     b1: float = Field(1e3, ge=0)
     b2: float = Field(1e-3, ge=0)
@@ -78,19 +78,26 @@ class OptimizerConfig(MedgapConfig):
     foreground_threshold: float = Field(0.05, ge=0, lt=1)
     init: Literal["template", "source", "constant", "standardized"] = "template"
     mode: Literal["alternating", "autograd"] = "alternating"
-    lr: float = Field(0.02, gt=0)
-    batch_slices: int = Field(64, ge=1)
+    lr: float = Field(0.02, gt=0, le=1)
+    batch_slices: int = Field(64, ge=1, le=4096)
     precision: Literal["fp32", "bf16"] = "fp32"  # the flow's conditioners while harmonising/scoring
 
 
 class RestoreConfig(MedgapConfig):
     """The learned inverse of scanner changes (medgap.harmonize.restore); ``steps = 0`` trains none."""
 
-    steps: int | None = Field(None, ge=0)  # None: 10 x train.steps (cpu-small: 3000, about 2 min on 2 cores)
-    batch_size: int = Field(16, ge=1)
-    lr: float = Field(2e-3, gt=0)
+    steps: int | None = Field(None, ge=0, le=10_000_000)  # None: 10 x train.steps (cpu-small: 3000, about 2 min on 2 cores)
+    batch_size: int = Field(16, ge=1, le=4096)
+    lr: float = Field(2e-3, gt=0, le=1)
     channels: tuple[int, ...] = (16, 32, 64, 128)
-    res_units: int = Field(1, ge=0)
+
+    @field_validator("channels")
+    @classmethod
+    def _channel_widths(cls, v):
+        if not 1 <= len(v) <= 8 or any(not 1 <= c <= 1024 for c in v):
+            raise ValueError(f"channels must be 1 to 8 widths of 1..1024, got {v}")
+        return v
+    res_units: int = Field(1, ge=0, le=16)
     bias_strength: float = Field(0.5, ge=0)
     max_noise: float = Field(0.06, ge=0)
     sharpen: float = Field(1.0, ge=0)  # random unsharp masking of the clean targets (restore.random_sharpen)

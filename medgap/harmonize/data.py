@@ -23,6 +23,8 @@ __all__ = ["SliceStack", "prepare_volume", "restore_volume", "slices_like", "for
            "load_test_slices"]
 
 _RAS = axcodes2ornt("RAS")
+# the least a volume needs: slices of 16 x 16 voxels (one slice is a valid input)
+MIN_SIZE = (16, 16, 1)
 
 
 @dataclass
@@ -214,13 +216,19 @@ def load_for_harmonize(path, mask_path=None, series: str | None = None):
 
     if is_nifti(path):
         volume_nbytes_guard(nifti_shape(path), path)
-    vol = read_volume(path, series=series)
+    vol = read_volume(path, series=series).require_size(MIN_SIZE, "harmonisation")
     mask = None
     if mask_path is not None:
         m = read_volume(mask_path)
         if m.shape != vol.shape:
             raise InputError(mask_path, f"mask shape {m.shape} differs from the image's {vol.shape}")
+        low, high = float(m.data.min()), float(m.data.max())
+        if low < -1e-3 or high > 1 + 1e-3:
+            raise InputError(mask_path, f"values from {low:.4g} to {high:.4g}: a mask holds 0 and 1 (or "
+                                        "probabilities in 0..1); is this an image given as --mask?")
         mask = m.data > 0.5
+        if not mask.any():
+            raise InputError(mask_path, "the mask is empty (no voxel above 0.5)")
     return vol, mask
 
 

@@ -78,6 +78,12 @@ def load_training_set(cfg: HarmonizeConfig, targets: list[str | Path] | None = N
     else:
         if masks and len(masks) != len(targets):
             raise InputError(masks[0], f"got {len(masks)} masks for {len(targets)} target volumes")
+        seen: dict[Path, str] = {}
+        for path in targets:
+            real = Path(path).resolve()
+            if real in seen:
+                raise InputError(path, f"the same target volume as {seen[real]}: give each target once")
+            seen[real] = str(path)
         for i, path in enumerate(targets):
             vol, mask = load_for_harmonize(path, masks[i] if masks else None)
             items.append((str(path), vol, mask, None))
@@ -216,7 +222,7 @@ def _train(cfg: HarmonizeConfig, out_dir: Path, data: TrainingSet, ctx, run: Run
     ckpts = CheckpointManager(run.path, keep_last=2)
     start = 0
     if run.resumable and ckpts.latest() is not None:
-        start, _ = ckpts.restore({"model": model}, {"adam": optim}, {"sched": sched})
+        start, _ = ckpts.restore({"model": model}, {"adam": optim}, {"sched": sched}, max_step=cfg.train.steps)
     else:
         # data-dependent ActNorm init on the same global batch on every rank
         x0, n0 = _batch(data, cfg, -1)

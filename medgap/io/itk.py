@@ -9,7 +9,7 @@ import numpy as np
 
 from medgap.errors import InputError
 from medgap.io.nifti import Volume, check_geometry, is_nifti, read_nifti
-from medgap.io.checks import _MAX_DEFLATE_RATIO, _check_nonempty, check_finite
+from medgap.io.checks import _MAX_DEFLATE_RATIO, _check_nonempty, check_finite, check_input_size
 
 PathLike = str | os.PathLike
 
@@ -94,9 +94,11 @@ def _read_itk(path: Path, series: str | None) -> tuple[np.ndarray, np.ndarray]:
         need = int(np.prod(reader.GetSize(), dtype=np.float64)) * reader.GetNumberOfComponents()
         if reader.GetNumberOfComponents() != 1:
             raise InputError(path, f"{reader.GetNumberOfComponents()} components per voxel: expected a scalar image")
-        stored = sum(f.stat().st_size for f in {path, *_itk_data_files(path)} if f.is_file())
+        data_files = _checked_data_files(path, need * _pixel_bytes(reader.GetPixelID()))
+        stored = sum(f.stat().st_size for f in {path, *data_files} if f.is_file())
         if need > _MAX_DEFLATE_RATIO * max(stored, 1) + (1 << 20):
             raise InputError(path, f"declares {reader.GetSize()} voxels, more than {stored} stored bytes can hold")
+        check_input_size(path, need * _pixel_bytes(reader.GetPixelID()), stored, copies=2.0)
     try:
         image = reader.Execute()
     except RuntimeError as exc:
@@ -178,17 +180,55 @@ def _check_dicom_slices(folder: Path, files: list[str]) -> list[str]:
     return [files[i] for i in order]
 
 
-def _itk_data_files(path: Path) -> list[Path]:
-    # detached headers (.nhdr, .mhd) name their data file; count it in the stored size
-    if path.suffix.lower() not in (".nhdr", ".mhd"):
-        return []
-    key = "data file:" if path.suffix.lower() == ".nhdr" else "elementdatafile ="
+def _pixel_bytes(pixel_id: int) -> int:
+    import SimpleITK as sitk
+
+    sizes = {sitk.sitkUInt8: 1, sitk.sitkInt8: 1, sitk.sitkUInt16: 2, sitk.sitkInt16: 2, sitk.sitkUInt32: 4,
+             sitk.sitkInt32: 4, sitk.sitkUInt64: 8, sitk.sitkInt64: 8, sitk.sitkFloat32: 4, sitk.sitkFloat64: 8}
+    return sizes.get(pixel_id, 8)
+
+
+def _header_fields(path: Path) -> dict[str, str]:
+    """``key -> value`` of a detached NRRD (``key: value``) or MetaImage (``Key = Value``) header."""
+    sep = ":" if path.suffix.lower() == ".nhdr" else "="
     try:
         lines = path.read_text(errors="replace").splitlines()[:200]
     except OSError:
+        return {}
+    fields = {}
+    for line in lines:
+        if sep in line and not line.startswith("#"):
+            key, value = line.split(sep, 1)
+            fields.setdefault(key.strip().lower(), value.strip())
+    return fields
+
+
+def _checked_data_files(path: Path, raw_bytes: int) -> list[Path]:
+    """The data files a detached header (.nhdr, .mhd) names, refused when one lies outside the header's
+    folder (a header must not read a file the user did not hand us) or, stored uncompressed, is not
+    exactly the size the header declares."""
+    if path.suffix.lower() not in (".nhdr", ".mhd"):
         return []
-    found = [line.split(":" if ":" in key else "=", 1)[1].strip() for line in lines if line.lower().startswith(key)]
-    return [path.parent / name for name in found if name and name.upper() not in ("LIST", "LOCAL")]
+    fields = _header_fields(path)
+    name = fields.get("data file" if path.suffix.lower() == ".nhdr" else "elementdatafile", "")
+    if not name or name.split()[0].upper() in ("LIST", "LOCAL") or "%" in name:
+        return []  # data in the header itself, or a file list ITK resolves (checked by ITK's reader)
+    folder = path.resolve().parent
+    data = (path.parent / name).resolve()
+    if folder not in data.parents:
+        raise InputError(path, f"its data file {name!r} lies outside the header's folder: refused")
+    if not data.is_file():
+        raise InputError(path, f"its data file {name!r} does not exist")
+    if path.suffix.lower() == ".mhd":
+        compressed = fields.get("compresseddata", "false").lower() == "true"
+        skip = fields.get("headersize", "0")
+    else:
+        compressed = fields.get("encoding", "raw").lower() not in ("raw",)
+        skip = fields.get("byte skip", fields.get("byteskip", "0"))
+    if not compressed and skip.strip() == "0" and data.stat().st_size != raw_bytes:
+        raise InputError(path, f"its data file {name!r} holds {data.stat().st_size} bytes where the header "
+                               f"declares {raw_bytes}")
+    return [data]
 
 
 def _itk_message(exc: Exception) -> str:

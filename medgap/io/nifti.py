@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 
 from medgap.errors import InputError
-from medgap.io.checks import _check_nonempty, check_finite
+from medgap.io.checks import _check_nonempty, check_finite, check_input_size
 from medgap.io.atomic import atomic_path
 
 PathLike = str | os.PathLike
@@ -33,20 +33,23 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 20
 
 
-def _gunzip_verified(path: Path, keep: "Callable[[bytes], int]") -> bytes:
+def _gunzip_verified(path: Path, keep: "Callable[[bytes], int]") -> tuple[bytes, int]:
     """Decompress the whole gzip file, verifying every member's CRC and length.
 
     nibabel stops reading at the end of the image, so a corrupted tail (CRC mismatch,
     missing trailer) goes unnoticed; here the stream is read to its end. ``keep(head)``
     is called once the first bytes are out and says how many bytes to keep in memory
     (the size the NIfTI header declares): the rest is decompressed only to be checked,
-    so a header that declares more than the file holds never allocates it.
+    so a header that declares more than the file holds never allocates it. Returns the kept
+    bytes and the length of the whole decompressed stream.
     """
     kept = bytearray()
     limit: int | None = None
+    total = 0
 
     def take(out: bytes) -> None:
-        nonlocal limit
+        nonlocal limit, total
+        total += len(out)
         if limit is None:
             kept.extend(out)
             if len(kept) >= 540:
@@ -79,7 +82,7 @@ def _gunzip_verified(path: Path, keep: "Callable[[bytes], int]") -> bytes:
                 raise InputError(path, f"{len(data)}+ bytes of trailing garbage after the gzip stream")
     if limit is None:
         keep(bytes(kept))  # too short for any header: let the header check say so
-    return bytes(kept)
+    return bytes(kept), total
 
 
 def _parse_nifti_header(path: Path, head: bytes) -> nib.Nifti1Header:
@@ -98,14 +101,23 @@ def _parse_nifti_header(path: Path, head: bytes) -> nib.Nifti1Header:
             _, report = check(raw.copy(), fix=False)
             if report.problem_level >= 40 or any(k in report.problem_msg for k in ("form_code", "sizeof_hdr")):
                 raise InputError(path, f"invalid NIfTI header: {report.problem_msg}")
+        magic = bytes(raw["magic"]).rstrip(b"\x00")
+        if magic in (b"ni1", b"ni2"):
+            raise InputError(path, f"the header's magic {magic.decode()!r} says the voxels are in a separate .img "
+                                   "file, but this is a single-file NIfTI (.nii): the file is mislabelled")
+        for key in ("scl_slope", "scl_inter"):
+            value = float(raw[key])
+            if np.isinf(value):  # NaN is nibabel's "no scaling" and stays accepted
+                raise InputError(path, f"invalid NIfTI header: {key} is {value}")
         offset = float(raw["vox_offset"])
         if not np.isfinite(offset) or offset < 0 or offset != int(offset):
             raise InputError(path, f"invalid NIfTI header: vox_offset {offset}")
-        if int(raw["sform_code"]) == 0 and int(raw["qform_code"]) == 0:
+        if int(raw["sform_code"]) == 0:  # the geometry comes from pixdim (with or without a qform)
             pixdim = np.asarray(raw["pixdim"][1:4], dtype=np.float64)
             if not np.all(np.isfinite(pixdim)) or np.any(pixdim == 0):
                 # nibabel's check would quietly make them 1 mm
-                raise InputError(path, f"no sform/qform and voxel sizes (pixdim) {pixdim.tolist()}: "
+                form = "a qform" if int(raw["qform_code"]) else "no sform/qform"
+                raise InputError(path, f"{form} and voxel sizes (pixdim) {pixdim.tolist()}: "
                                        "the geometry is unknown")
         header = klass.from_fileobj(_io.BytesIO(head[: klass.sizeof_hdr]), check=True)
         shape = tuple(int(d) for d in header.get_data_shape())
@@ -132,7 +144,8 @@ def _declared_bytes(header: nib.Nifti1Header) -> int:
 
 
 def _load_nifti_image(path: Path) -> nib.Nifti1Image:
-    """Open a .nii/.nii.gz after checking the whole file: size against header, gzip CRC."""
+    """Open a .nii/.nii.gz after checking the whole file: its size exactly what the header declares
+    (a wrong datatype or extra data shows as a mismatch), gzip CRCs, and a size it may expand to."""
     size = path.stat().st_size
     if size == 0:
         raise InputError(path, "file is empty (0 bytes)")
@@ -140,21 +153,35 @@ def _load_nifti_image(path: Path) -> nib.Nifti1Image:
         declared = {}
 
         def keep(head: bytes) -> int:
-            declared["header"] = _parse_nifti_header(path, head)
-            return _declared_bytes(declared["header"])
+            declared["header"] = header = _parse_nifti_header(path, head)
+            need = _declared_bytes(header)
+            check_input_size(path, need, size, copies=_reading_copies(header))
+            return need
 
-        raw = _gunzip_verified(path, keep)
-        need = _declared_bytes(declared["header"])
-        if len(raw) < need:
-            raise InputError(path, f"truncated: the header declares {need} bytes, the stream holds {len(raw)}")
+        raw, total = _gunzip_verified(path, keep)
+        _check_declared_size(path, declared["header"], total, "the stream holds")
         klass = nib.Nifti2Image if isinstance(declared["header"], nib.Nifti2Header) else nib.Nifti1Image
         return klass.from_bytes(raw)
     with open(path, "rb") as fh:
         header = _parse_nifti_header(path, fh.read(540))
-    need = _declared_bytes(header)
-    if size < need:
-        raise InputError(path, f"truncated: the header declares {need} bytes, the file has {size}")
+    _check_declared_size(path, header, size, "the file has")
+    check_input_size(path, size, size, copies=_reading_copies(header))
     return nib.load(str(path))
+
+
+def _reading_copies(header) -> float:
+    # the raw voxels plus the float32 copy every reader makes
+    return 1.0 + 4.0 / header.get_data_dtype().itemsize
+
+
+def _check_declared_size(path: Path, header, actual: int, holds: str) -> None:
+    need = _declared_bytes(header)
+    if actual < need:
+        raise InputError(path, f"truncated: the header declares {need} bytes, {holds} {actual}")
+    if actual > need:
+        shape, dtype = tuple(int(d) for d in header.get_data_shape()), header.get_data_dtype()
+        raise InputError(path, f"{actual - need} bytes more than the header declares ({need} bytes: shape {shape} "
+                               f"of {dtype}): a wrong datatype in the header, or extra data after the image")
 
 
 def _checked_affine(path: Path, img) -> np.ndarray:
@@ -219,6 +246,19 @@ class Volume:
         """The same image reoriented to the closest RAS voxel order (axis 2 = inferior -> superior)."""
         img = nib.as_closest_canonical(nib.Nifti1Image(self.data, self.affine))
         return Volume(np.asarray(img.dataobj, dtype=np.float32), img.affine.copy(), self.header, self.path)
+
+    def require_size(self, at_least: tuple[int, int, int], purpose: str) -> "Volume":
+        """This volume, refused (naming its file) when its extent along R, A, S (whatever the voxel
+        order) is smaller than ``at_least`` voxels: each method says the least it can work with."""
+        ornt = nib.orientations.io_orientation(self.affine)
+        extent = [0, 0, 0]
+        for axis, (world, _) in enumerate(ornt[: len(self.shape)]):
+            extent[int(world)] = self.shape[axis]
+        if any(have < need for have, need in zip(extent, at_least)):
+            need = " x ".join(str(n) for n in at_least)
+            raise InputError(self.path, f"volume of shape {self.shape} is too small for {purpose}: at least {need} "
+                                        "voxels (left-right x front-back x up-down) are needed")
+        return self
 
     def with_data(self, data: np.ndarray) -> "Volume":
         """A new Volume on the same grid holding ``data``."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from medgap.errors import InputError
-from medgap.io.checks import _MAX_DEFLATE_RATIO, check_finite
+from medgap.io.checks import _MAX_DEFLATE_RATIO, check_finite, check_input_size
 
 PathLike = str | os.PathLike
 
@@ -75,6 +75,8 @@ def load_npz_arrays(path: PathLike, required: tuple[str, ...] = ()) -> dict[str,
     try:
         arrays: dict[str, np.ndarray] = {}
         with zipfile.ZipFile(path) as archive:
+            check_input_size(path, sum(info.file_size for info in archive.infolist()), path.stat().st_size,
+                             copies=2.0)
             for info in archive.infolist():
                 key = info.filename.removesuffix(".npy")
                 if key in arrays:  # numpy would silently take the last of two entries of one name
@@ -107,7 +109,6 @@ def load_npz_arrays(path: PathLike, required: tuple[str, ...] = ()) -> dict[str,
     if missing:
         raise InputError(path, f"missing key(s) {missing}; found {sorted(arrays)}")
     return arrays
-
 
 
 def _optional_names(arrays: dict, key: str) -> list[str] | None:

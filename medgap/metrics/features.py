@@ -83,7 +83,9 @@ class FeatureExtractor:
             else:
                 state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise InputError(path, f"cannot read weights safely ({type(exc).__name__}: {exc})") from exc
+            # PyTorch's message suggests weights_only=False, i.e. running the file's code: never do that
+            raise InputError(path, "not a plain tensor checkpoint (damaged, or holding code that medgap never "
+                                   f"unpickles; {type(exc).__name__})") from None
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
         state = {k.removeprefix("module."): v for k, v in state.items()}

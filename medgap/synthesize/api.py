@@ -140,12 +140,12 @@ class Synthesizer:
 
         Conditional models reconstruct with ``label`` (default 0).
         """
+        labels = self._labels(0 if label is None and self.arch.num_classes else label, 1)
         prep = volume if isinstance(volume, Prepared) else self.prepare(volume)
         x = torch.from_numpy(np.ascontiguousarray(prep.data))[None, None].to(self.device)
         z = self.model.encode(x)
         rec = None
         if reconstruct:
-            labels = self._labels(0 if label is None else label, 1) if self.arch.num_classes else self._labels(label, 1)
             rec = self.generate(z, labels)[0]
         return z[0].cpu().numpy(), rec
 
@@ -161,6 +161,7 @@ class Synthesizer:
             recon_out = check_output_file(recon_out, (volume,), suffixes=(".nii", ".nii.gz"))
             if recon_out.resolve() == z_out.resolve():
                 raise InputError(recon_out, "--reconstruction and --out name the same file")
+        self._labels(0 if label is None and self.arch.num_classes else label, 1)  # a wrong --label before any work
         prep = self.prepare(read_volume(volume, series=series))
         z, rec = self.encode(prep, label, reconstruct=recon_out is not None)
         with atomic_path(z_out) as tmp:

@@ -34,7 +34,7 @@ class SynthesizeConfig(MedgapConfig):
 
     size: int = 64
     width: float = Field(0.25, gt=0, le=4)
-    latent_dim: int = Field(128, ge=1)
+    latent_dim: int = Field(128, ge=1, le=4096)
     conditional: bool = False
 
     modality: Literal["mr", "ct"] = "mr"
@@ -44,10 +44,10 @@ class SynthesizeConfig(MedgapConfig):
     cache_dtype: Literal["float16", "float32"] = "float16"
     augment: bool = True
 
-    iterations: int = Field(600, ge=1)
-    batch_size: int = Field(4, ge=1)
-    lr_g: float = Field(4e-4, gt=0)
-    lr_d: float = Field(4e-4, gt=0)
+    iterations: int = Field(600, ge=1, le=10_000_000)
+    batch_size: int = Field(4, ge=1, le=1024)
+    lr_g: float = Field(4e-4, gt=0, le=1)
+    lr_d: float = Field(4e-4, gt=0, le=1)
     beta1: float = Field(0.0, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     log_every: int = Field(10, ge=1)
@@ -67,8 +67,8 @@ class SynthesizeConfig(MedgapConfig):
     @field_validator("size")
     @classmethod
     def _power_of_two(cls, v: int) -> int:
-        if v < 32 or v & (v - 1):
-            raise ValueError(f"size must be a power of two >= 32, got {v}")
+        if v < 32 or v > 512 or v & (v - 1):
+            raise ValueError(f"size must be a power of two from 32 to 512, got {v}")
         return v
 
     @field_validator("ct_window", "mr_percentiles")

@@ -112,6 +112,10 @@ def _to_cube(data: np.ndarray, size: int) -> np.ndarray:
     return t[0, 0].numpy().astype(np.float32)
 
 
+# the least a volume needs along every axis to be a 3D image worth resampling to the model cube
+MIN_SIZE = (8, 8, 8)
+
+
 def preprocess(vol: Volume, cfg: SynthesizeConfig, modality: str | None = None) -> Prepared:
     """Turn one volume into a training cube (see the module docstring).
 
@@ -121,8 +125,7 @@ def preprocess(vol: Volume, cfg: SynthesizeConfig, modality: str | None = None) 
     """
     modality = modality or cfg.modality
     where = vol.path
-    if min(vol.shape) < 2:
-        raise InputError(where, f"volume of shape {vol.shape} is too thin to be a 3D image")
+    vol.require_size(MIN_SIZE, "HA-GAN (a 3D image)")
     vol = _canonical(vol)
     target = cfg.spacing_mm or min(vol.spacing)
     if max(abs(s - target) for s in vol.spacing) > 1e-3 * target:

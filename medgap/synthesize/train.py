@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medgap.errors import InputError
+from medgap.errors import InputError, ModelFolderError
 from medgap.modelio import check_output_folder, save_model
 from medgap.synthesize.config import SynthesizeConfig
 from medgap.synthesize.data import Augment, TrainingSet
@@ -282,8 +282,11 @@ def _fit(data: TrainingSet, cfg: SynthesizeConfig, model_dir, work_dir: Path, ct
     ckpt = CheckpointManager(work_dir / "checkpoints", keep_last=cfg.keep_last)
     start, elapsed_before = 0, 0.0
     if run.resumable and ckpt.latest() is not None:
-        start, extra = ckpt.restore(step_fn.modules(), step_fn.opt)
-        elapsed_before = float(extra.get("seconds", 0.0))
+        start, extra = ckpt.restore(step_fn.modules(), step_fn.opt, max_step=cfg.iterations)
+        elapsed_before = extra.get("seconds", 0.0)
+        if not isinstance(elapsed_before, (int, float)) or not 0 <= elapsed_before < 1e9:
+            raise ModelFolderError(ckpt.latest(), f"damaged checkpoint: seconds {elapsed_before!r}")
+        elapsed_before = float(elapsed_before)
     logger = MetricLogger(work_dir, enabled=ctx.is_main)
     augment = Augment.for_config(cfg, seed=seed + start)
     a, n, B = model.arch, len(data), cfg.batch_size

@@ -168,34 +168,118 @@ class CheckpointManager:
         schedulers: Mapping[str, Any] | None = None,
         path: str | Path | None = None,
         restore_rng: bool = True,
+        max_step: int | None = None,
     ) -> tuple[int, dict[str, Any]]:
-        """Load the latest (or given) checkpoint into the objects; return ``(step, extra)``."""
+        """Load the latest (or given) checkpoint into the objects; return ``(step, extra)``.
+
+        The checkpoint is validated like a model folder before anything is loaded: a real folder of
+        this run (no symlink out of it), the schema of ``state.json``, a step that matches the
+        folder's name and lies in ``0..max_step``, weights and optimiser tensors of the model's
+        shapes and finite, RNG states of the right type and length. A damaged checkpoint raises
+        :class:`ModelFolderError` naming it (``--no-resume`` starts afresh).
+        """
         path = Path(path) if path is not None else self.latest()
         if path is None:
             raise ModelFolderError(self.directory, "no checkpoint to resume from")
+        tensors, state = self._read(path)
+        try:
+            step = _check_state(path, state, max_step)
+            for name, module in modules.items():
+                module = getattr(module, "module", module)
+                prefix = f"module/{name}/"
+                module_state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+                if not module_state and any(True for _ in module.state_dict()):
+                    raise ModelFolderError(path, f"checkpoint has no weights for '{name}'")
+                load_weights_into(module, module_state, path / "tensors.safetensors")
+            for name, opt in (optimizers or {}).items():
+                if name not in state["optimizers"]:
+                    raise ModelFolderError(path, f"checkpoint has no state for the optimiser '{name}'")
+                joined = _join_optimizer(name, state["optimizers"][name], tensors)
+                _check_optimizer(path, name, opt, joined)
+                opt.load_state_dict(joined)
+            for name, sched in (schedulers or {}).items():
+                sched.load_state_dict(_from_jsonable(state["schedulers"][name]))
+            if restore_rng:
+                self._restore_rng(path, tensors, state)
+        except ModelFolderError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError) as exc:
+            raise ModelFolderError(path, f"damaged checkpoint ({type(exc).__name__}: {exc}); "
+                                         "start afresh with --no-resume") from None
+        return step, _from_jsonable(state["extra"])
+
+    def _read(self, path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+        run = self.directory.resolve()
+        for item in (path, path / "tensors.safetensors", path / "state.json"):
+            if item.is_symlink():
+                raise ModelFolderError(path, f"{item.name} is a symbolic link: a checkpoint must be a plain folder "
+                                             "of its own run")
+        if path.resolve().parent != run or not path.is_dir():
+            raise ModelFolderError(path, f"not a checkpoint folder of the run in {self.directory}")
         try:
             tensors = load_file(str(path / "tensors.safetensors"))
             state = json.loads((path / "state.json").read_text(encoding="utf-8"))
         except Exception as exc:
-            raise ModelFolderError(path, f"unreadable checkpoint ({exc})") from exc
-        for name, module in modules.items():
-            module = getattr(module, "module", module)
-            prefix = f"module/{name}/"
-            module_state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            if not module_state and any(True for _ in module.state_dict()):
-                raise ModelFolderError(path, f"checkpoint has no weights for '{name}'")
-            load_weights_into(module, module_state, path / "tensors.safetensors")
-        for name, opt in (optimizers or {}).items():
-            opt.load_state_dict(_join_optimizer(name, state["optimizers"][name], tensors))
-        for name, sched in (schedulers or {}).items():
-            sched.load_state_dict(_from_jsonable(state["schedulers"][name]))
-        if restore_rng:
-            torch.set_rng_state(tensors["rng/torch"])
-            cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng/cuda/")]
-            if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(cuda_states)
-            kind, pos, has_gauss, gauss = state["rng"]["numpy"]
-            np.random.set_state((kind, tensors["rng/numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
-            version, internal, gauss_next = state["rng"]["python"]
-            random.setstate((version, tuple(internal), gauss_next))
-        return int(state["step"]), _from_jsonable(state["extra"])
+            raise ModelFolderError(path, f"unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+        return tensors, state
+
+    @staticmethod
+    def _restore_rng(path: Path, tensors: dict, state: dict) -> None:
+        torch_state = tensors.get("rng/torch")
+        reference = torch.get_rng_state()
+        if torch_state is None or torch_state.dtype != torch.uint8 or torch_state.shape != reference.shape:
+            raise ModelFolderError(path, "damaged checkpoint: the torch RNG state is missing or of the wrong type")
+        numpy_state = tensors.get("rng/numpy")
+        if numpy_state is None or numpy_state.dtype != torch.int64 or tuple(numpy_state.shape) != (624,):
+            raise ModelFolderError(path, "damaged checkpoint: the NumPy RNG state is missing or of the wrong shape")
+        kind, pos, has_gauss, gauss = state["rng"]["numpy"]
+        version, internal, gauss_next = state["rng"]["python"]
+        if len(internal) != 625:
+            raise ModelFolderError(path, "damaged checkpoint: the Python RNG state has the wrong length")
+        torch.set_rng_state(torch_state)
+        cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng/cuda/")]
+        if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+        np.random.set_state((kind, numpy_state.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        random.setstate((version, tuple(internal), gauss_next))
+
+
+def _check_state(path: Path, state: Any, max_step: int | None) -> int:
+    """The checkpoint's step, after checking ``state.json``'s schema."""
+    if not isinstance(state, dict):
+        raise ModelFolderError(path, "damaged checkpoint: state.json is not an object")
+    missing = [k for k in ("step", "optimizers", "schedulers", "extra", "rng") if k not in state]
+    if missing:
+        raise ModelFolderError(path, f"damaged checkpoint: state.json lacks {missing}")
+    step = state["step"]
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise ModelFolderError(path, f"damaged checkpoint: step {step!r} is not a count of steps")
+    named = _STEP_DIR.match(path.name)
+    if named and int(named.group(1)) != step:
+        raise ModelFolderError(path, f"damaged checkpoint: it says step {step} in a folder named {path.name}")
+    if max_step is not None and step > max_step:
+        raise ModelFolderError(path, f"damaged checkpoint: step {step} is past the run's {max_step} steps")
+    if not isinstance(state["optimizers"], dict) or not isinstance(state["rng"], dict):
+        raise ModelFolderError(path, "damaged checkpoint: optimizers/rng in state.json are not objects")
+    return step
+
+
+def _check_optimizer(path: Path, name: str, optimizer: torch.optim.Optimizer, joined: dict) -> None:
+    """Refuse optimiser state that does not fit the parameters it will update (PyTorch would load it
+    and fail, or silently broadcast, at the next step)."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    groups = joined["param_groups"]
+    if not isinstance(groups, list) or len(groups) != len(optimizer.param_groups):
+        raise ModelFolderError(path, f"damaged checkpoint: optimiser '{name}' has another number of parameter groups")
+    for pid, fields in joined["state"].items():
+        if not 0 <= pid < len(params):
+            raise ModelFolderError(path, f"damaged checkpoint: optimiser '{name}' has state for parameter {pid}, "
+                                         f"the model has {len(params)}")
+        for key, value in fields.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                if tuple(value.shape) != tuple(params[pid].shape):
+                    raise ModelFolderError(path, f"damaged checkpoint: optimiser '{name}' state {key} of parameter "
+                                                 f"{pid} has shape {tuple(value.shape)}, the parameter "
+                                                 f"{tuple(params[pid].shape)}")
+            if isinstance(value, torch.Tensor) and torch.is_floating_point(value) and not bool(torch.isfinite(value).all()):
+                raise ModelFolderError(path, f"damaged checkpoint: optimiser '{name}' state {key} is not finite")

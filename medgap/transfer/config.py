@@ -39,7 +39,7 @@ class TrainConfig(_Section):
     plateau_patience: int = Field(8, ge=0)
     plateau_threshold: float = Field(0.005, ge=0)
     plateau_cooldown: int = Field(2, ge=0)
-    iterations_per_epoch: int | None = Field(None, ge=1, description="default: larger data set / batch size")
+    iterations_per_epoch: int | None = Field(None, ge=1, le=10_000_000, description="default: larger data set / batch size")
     checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
     keep_checkpoints: int = Field(2, ge=1)
     whiten: bool = Field(True, description="decorrelate the channels of each domain (ZCA) besides standardising "
@@ -59,10 +59,10 @@ class TrainConfig(_Section):
 class HSIConfig(_Section):
     """Pixel-level network (spectra) and its training settings."""
 
-    n_blocks: int = Field(12, ge=1)
+    n_blocks: int = Field(12, ge=1, le=256)
     n_conditional: int = Field(3, ge=0, description="blocks (the first ones) that see the condition: they alone "
                                                     "carry the transfer, the rest is a density model both domains share")
-    hidden: int = Field(128, ge=1)
+    hidden: int = Field(128, ge=1, le=8192)
     clamp: float = Field(1.0, gt=0)
     affine_init: float = Field(1.0, gt=0, description="initial global scale per block (paper: 0.7)")
     label_noise: float = Field(0.5, ge=0)
@@ -71,18 +71,18 @@ class HSIConfig(_Section):
                             "spectra the level tells body sites apart: bench_transfer_skin); l2: divided by their L2 "
                             "norm first and written with the target's mean norm (publication)")
     noise_std: float = Field(0.1, ge=0, description="N(0, noise_std) augmentation of standardised spectra")
-    disc_hidden: int = Field(256, ge=1)
+    disc_hidden: int = Field(256, ge=1, le=8192)
     disc_dropout: float = Field(0.2, ge=0, lt=1)
-    batch_size: int = Field(1000, ge=2, description="spectra per domain per iteration (global)")
+    batch_size: int = Field(1000, ge=2, le=1_000_000, description="spectra per domain per iteration (global)")
     chunk: int = Field(0, ge=0, description="process each rank's batch in chunks of this many spectra "
                                             "(accumulated gradients, same result, less memory); 0 = whole")
-    lr: float = Field(3e-4, gt=0, description="1e-3 diverged after ~90 iterations in the benchmark")
+    lr: float = Field(3e-4, gt=0, le=1, description="1e-3 diverged after ~90 iterations in the benchmark")
     compile: bool = Field(False, description="torch.compile the coupling blocks for training (fuses their "
                                              "elementwise work; first iteration pays the compile time; "
                                              "falls back to eager if compiling fails)")
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(0.0, ge=0)
-    epochs: int = Field(5, ge=1, description="from CORAL's starting point, more epochs did not transfer better "
+    epochs: int = Field(5, ge=1, le=100_000, description="from CORAL's starting point, more epochs did not transfer better "
                                              "(bench_transfer_ablation)")
 
 
@@ -90,35 +90,35 @@ class PATConfig(_Section):
     """Image-level multi-scale network and its training settings."""
 
     blocks_per_scale: list[int] = Field(default_factory=lambda: [2, 1, 1], min_length=1)
-    width: int = Field(32, ge=1)
+    width: int = Field(32, ge=1, le=1024)
     adaptive_scales: list[int] = Field(default_factory=list)
     clamp: float = Field(1.0, gt=0)
     affine_init: float = Field(1.0, gt=0, description="initial global scale per block (paper: 0.7)")
     label_noise: float = Field(0.2, ge=0)
     noise_std: float = Field(0.05, ge=0)
-    disc_dim: int = Field(16, ge=1)
-    disc_layers: int = Field(2, ge=1)
-    disc_scales: int = Field(2, ge=1)
+    disc_dim: int = Field(16, ge=1, le=1024)
+    disc_layers: int = Field(2, ge=1, le=16)
+    disc_scales: int = Field(2, ge=1, le=8)
     disc_dropout: float = Field(0.2, ge=0, lt=1)
-    batch_size: int = Field(2, ge=1)
+    batch_size: int = Field(2, ge=1, le=4096)
     chunk: int = Field(0, ge=0, description="images per chunk (accumulated gradients); 0 = whole batch")
-    lr: float = Field(1e-3, gt=0, description="learning rate of CycleGAN and UNIT (and of the cINN where cinn_lr "
+    lr: float = Field(1e-3, gt=0, le=1, description="learning rate of CycleGAN and UNIT (and of the cINN where cinn_lr "
                                              "is unset)")
-    cinn_lr: float | None = Field(1e-4, gt=0, description="the image cINN's learning rate; paper: 1e-3 (None: lr). "
+    cinn_lr: float | None = Field(1e-4, gt=0, le=1, description="the image cINN's learning rate; paper: 1e-3 (None: lr). "
                                   "At 1e-3 the cpu-small cINN trains away from its CORAL start to below it "
                                   "(bench_transfer_pat)")
     betas: tuple[float, float] = (0.4, 0.999)
     weight_decay: float = Field(1e-3, ge=0)
-    epochs: int = Field(5, ge=1)
+    epochs: int = Field(5, ge=1, le=100_000)
 
 
 class BaselineConfig(_Section):
     """UNIT / CycleGAN baselines: MLPs for spectra, small conv nets for images."""
 
-    hidden: int = Field(256, ge=1, description="MLP width (spectra)")
-    latent: int = Field(32, ge=1, description="UNIT shared latent size (spectra)")
-    conv_width: int = Field(32, ge=1, description="first conv width (images)")
-    n_res: int = Field(2, ge=0, description="residual blocks (images)")
+    hidden: int = Field(256, ge=1, le=8192, description="MLP width (spectra)")
+    latent: int = Field(32, ge=1, le=4096, description="UNIT shared latent size (spectra)")
+    conv_width: int = Field(32, ge=1, le=1024, description="first conv width (images)")
+    n_res: int = Field(2, ge=0, le=64, description="residual blocks (images)")
     recon_weight: float = Field(10.0, ge=0)
     cycle_weight: float = Field(10.0, ge=0)
     kl_weight: float = Field(0.01, ge=0)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medgap.errors import InputError, TrainingDivergedError
+from medgap.errors import InputError, ModelFolderError, TrainingDivergedError
 from medgap.io import ImageSet, SpectraSet
 from medgap.modelio import check_output_folder, save_model
 from medgap.training.checkpoint import CheckpointManager
@@ -274,7 +274,11 @@ def _fit(cfg, sim, real, out, model, ctx, run, stats_sim, stats_real, opt_g, opt
     if run.resumable and ckpt.latest() is not None:
         _, extra = ckpt.restore({"generator": model.generator, "dis": model.dis}, {"gen": opt_g, "dis": opt_d},
                                 {"plateau": sched})
-        start_epoch, history = int(extra["epoch"]) + 1, list(extra["history"])
+        epoch, history = extra.get("epoch"), extra.get("history")
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0 or not isinstance(history, list):
+            raise ModelFolderError(ckpt.latest(), f"damaged checkpoint: epoch {epoch!r} / history of "
+                                                  f"{type(history).__name__}; start afresh with --no-resume")
+        start_epoch = epoch + 1
 
     batch = net.batch_size
     if ctx.world_size > batch:
