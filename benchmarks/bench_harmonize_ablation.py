@@ -45,7 +45,7 @@ def main() -> None:
         for name, overrides in VARIANTS.items():
             cfg = HarmonizeConfig.from_preset("cpu-small", overrides=[f"train.steps={steps}",
                                                                       "train.checkpoint_every=100000", *overrides])
-            train(cfg, Path(tmp) / name, progress=False)
+            train(cfg, None, Path(tmp) / name, progress=False)
             h = Harmonizer.load(Path(tmp) / name, device="cpu")
             net_only = Harmonizer.load(Path(tmp) / name, device="cpu", overrides=("restore.output=network",))
             methods = {"gated": ("restore", None), "network": ("restore", net_only)}

@@ -71,9 +71,9 @@ def map_refine(h: Harmonizer, x0: torch.Tensor, weight: float, steps: int = 20, 
 def run_seed(seed: int, tmp: Path, steps: int, every: int, domains: list[str], refine: bool) -> dict:
     cfg = HarmonizeConfig.from_preset("cpu-small", overrides=[f"train.steps={steps}", f"train.seed={seed}",
                                                               "train.checkpoint_every=100000"])
-    train(cfg, tmp / f"model{seed}", progress=False)
+    train(cfg, None, tmp / f"model{seed}", progress=False)
     data = load_training_set(cfg)
-    train(cfg.replace(restore={"steps": 0}), tmp / f"background{seed}", data=background_set(data, seed=seed),
+    train(cfg.replace(restore={"steps": 0}), background_set(data, seed=seed), tmp / f"background{seed}",
           progress=False)
     h = Harmonizer.load(tmp / f"model{seed}", device="cpu")
     bg = Harmonizer.load(tmp / f"background{seed}", device="cpu")

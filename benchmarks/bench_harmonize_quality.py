@@ -48,7 +48,7 @@ def run_seed(seed: int, tmp: Path, steps: int, every: int, domains: list[str]) -
     cfg = HarmonizeConfig.from_preset("cpu-small", overrides=[f"train.steps={steps}", f"train.seed={seed}",
                                                               "train.checkpoint_every=100000"])
     t0 = time.perf_counter()
-    summary = train(cfg, tmp / f"model{seed}", progress=False)
+    summary = train(cfg, None, tmp / f"model{seed}", progress=False).metrics
     train_s = time.perf_counter() - t0
     h = Harmonizer.load(tmp / f"model{seed}", device="cpu")
     no_flow = Harmonizer.load(tmp / f"model{seed}", device="cpu", overrides=("harmonize.alpha=0",))

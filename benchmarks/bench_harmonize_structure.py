@@ -54,7 +54,7 @@ def run_seed(seed: int, tmp: Path, steps: int, every: int, domains: list[str]) -
     cfg = HarmonizeConfig.from_preset("cpu-small", overrides=[f"train.steps={steps}", f"train.seed={seed}",
                                                               "train.checkpoint_every=100000", "restore.steps=0"])
     folder = tmp / f"model{seed}"
-    train(cfg, folder, progress=False)
+    train(cfg, None, folder, progress=False)
     h = Harmonizer.load(folder, device="cpu")
     methods = {m: (m, None) for m in BASELINES}
     for name, overrides in VARIANTS.items():

@@ -283,7 +283,7 @@ def quality_section(seconds: float, n: int, size: int, width: float,
     for precision in precisions:
         cfg = base_cfg.replace(precision=precision)
         with tempfile.TemporaryDirectory() as tmp:
-            res = train(data, cfg, Path(tmp) / "m", device="cpu", seed=0, max_seconds=seconds, resume=False,
+            res = train(cfg, data, Path(tmp) / "m", device="cpu", max_seconds=seconds, resume=False,
                         progress=False)
             hagan = row(f"HA-GAN, {precision}", res.steps, res.seconds,
                         Synthesizer.load(Path(tmp) / "m", device="cpu").sample(n, seed=1))

@@ -73,7 +73,7 @@ def run_recipe(overrides: list[str], seed: int, checkpoints: list[int], data, re
     for it in checkpoints:
         cfg = SynthesizeConfig.from_preset("cpu-small", overrides=overrides + [f"iterations={it}"])
         start = time.perf_counter()
-        train(data, cfg, model_dir, work_dir=work_dir, device="cpu", seed=seed, progress=False, overwrite=True)
+        train(cfg.replace(seed=seed), data, model_dir, run_dir=work_dir, device="cpu", progress=False, overwrite=True)
         train_seconds += time.perf_counter() - start
         syn = Synthesizer.load(model_dir, device="cpu")
         z = syn.sample_latents(8, seed=100 + seed)

@@ -64,7 +64,7 @@ def main() -> None:
             cfg = TransferConfig.from_preset("cpu-small", overrides=[*overrides, f"pat.epochs={epochs}", f"seed={seed}"])
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
-                train(sim, unlabelled, Path(tmp) / "m", cfg, progress=False)
+                train(cfg, (sim, unlabelled), Path(tmp) / "m", progress=False)
                 seconds.setdefault(name, []).append(time.perf_counter() - t0)
                 sources[name] = apply_transfer(Path(tmp) / "m", sim)
         runs.append(score(real, sim, sources, test, seed))

@@ -74,7 +74,7 @@ def main() -> None:
 
         cfg = HarmonizeConfig.from_preset("cpu-small", overrides=[f"train.steps={steps}"])
         rows.append(["harmonize train", "fp32", steps,
-                     *_measure(device, lambda: train_flow(cfg, tmp / "flow", device=device, progress=False))])
+                     *_measure(device, lambda: train_flow(cfg, None, tmp / "flow", device=device, progress=False))])
         h = Harmonizer.load(tmp / "flow", device=device)
         rows.append(["harmonize apply (2 mm volume)", "fp32", "-",
                      *_measure(device, lambda: h.apply_file(volume, tmp / "h.nii.gz"))])
@@ -84,7 +84,7 @@ def main() -> None:
                 "hsi.epochs=1", f"train.iterations_per_epoch={steps}", f"train.precision={precision}"])
             out = tmp / f"cinn-{precision}"
             rows.append(["transfer train (HSI cINN)", precision, steps, *_measure(
-                device, lambda: train_transfer(sim, real, out, tcfg, device=device, progress=False))])
+                device, lambda: train_transfer(tcfg, (sim, real), out, device=device, progress=False))])
             rows.append(["transfer apply (4,000 spectra)", precision, "-",
                          *_measure(device, lambda: apply_transfer(out, sim, device=device))])
 
@@ -93,7 +93,7 @@ def main() -> None:
             data = sample_dataset(scfg)
             model = tmp / f"hagan-{precision}"
             rows.append(["synthesize train (HA-GAN 64^3)", precision, steps, *_measure(
-                device, lambda: train_hagan(data, scfg, model, device=device, progress=False))])
+                device, lambda: train_hagan(scfg, data, model, device=device, progress=False))])
             syn = Synthesizer.load(model, device=device)
             rows.append(["synthesize sample (2 volumes)", precision, "-", *_measure(device, lambda: syn.sample(2))])
             rows.append(["synthesize encode", precision, "-",

@@ -52,7 +52,7 @@ def transfer(sim, unlabelled, overrides: list[str], seed: int):
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "model"
         t0 = time.perf_counter()
-        train(sim, unlabelled, folder, cfg, progress=False)
+        train(cfg, (sim, unlabelled), folder, progress=False)
         seconds = time.perf_counter() - t0
         history = json.loads((folder / "config.json").read_text())["extras"]["history"]
         return apply_transfer(folder, sim), seconds, history

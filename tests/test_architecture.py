@@ -94,3 +94,21 @@ def test_methods_never_import_each_other():
 def test_no_module_over_500_lines():
     long = {_module_name(p): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 500}
     assert not long, long
+
+
+def test_the_three_trainers_share_one_signature_and_result():
+    import inspect
+
+    from medgap.harmonize.train import train as harmonize
+    from medgap.synthesize.train import train as synthesize
+    from medgap.training.contract import TrainResult
+    from medgap.transfer.trainer import train as transfer
+
+    shared = ["cfg", "data", "out", "device", "resume", "overwrite", "progress"]
+    for trainer in (harmonize, transfer, synthesize):
+        signature = inspect.signature(trainer)
+        assert list(signature.parameters)[: len(shared)] == shared, trainer.__module__
+        assert [p.kind for p in signature.parameters.values()][3:] == [inspect.Parameter.KEYWORD_ONLY] * (
+            len(signature.parameters) - 3)
+        assert signature.parameters["resume"].default is True and signature.parameters["device"].default == "auto"
+        assert signature.return_annotation in (TrainResult, "TrainResult"), trainer.__module__

@@ -26,6 +26,7 @@ def _brain(path, shape=(30, 36, 12), seed=0):
 def test_harmonize_and_encode_in_a_monai_pipeline(tmp_path):
     from medgap.harmonize import Harmonizer
     from medgap.harmonize.config import HarmonizeConfig
+    from medgap.harmonize.train import load_training_set as flow_targets
     from medgap.harmonize.train import train as train_flow
     from medgap.synthesize import Synthesizer
     from medgap.synthesize.config import SynthesizeConfig
@@ -36,10 +37,10 @@ def test_harmonize_and_encode_in_a_monai_pipeline(tmp_path):
     flow_cfg = HarmonizeConfig.from_preset("cpu-small", overrides=[
         "flow.image_size=[16,16]", "flow.levels=2", "flow.steps=1", "flow.hidden=4", "flow.blocks=1", "flow.bins=4",
         "train.batch_size=4", "train.steps=2", "data.template_bins=4", "harmonize.iterations=2"])
-    train_flow(flow_cfg, tmp_path / "flow", [target], device="cpu", progress=False)
+    train_flow(flow_cfg, flow_targets(flow_cfg, [target]), tmp_path / "flow", device="cpu", progress=False)
     gan_cfg = SynthesizeConfig.from_preset("cpu-small", overrides=["size=32", "width=0.125", "latent_dim=16",
                                                                    "batch_size=2", "augment=false", "iterations=2"])
-    train_hagan(load_training_set([target], gan_cfg, progress=False), gan_cfg, tmp_path / "hagan", device="cpu",
+    train_hagan(gan_cfg, load_training_set([target], gan_cfg, progress=False), tmp_path / "hagan", device="cpu",
                 progress=False)
 
     pipeline = Compose([LoadImaged("image"), EnsureChannelFirstd("image"),
@@ -71,7 +72,7 @@ def test_transfer_in_a_monai_pipeline(tmp_path):
     real = SpectraSet((rng.random((64, 8)) * 1.5).astype(np.float32), wl)
     cfg = TransferConfig.from_preset("cpu-small", overrides=["hsi.epochs=1", "hsi.hidden=8", "hsi.n_blocks=2",
                                                              "hsi.batch_size=32", "hsi.disc_hidden=8"])
-    train(sim, real, tmp_path / "m", cfg, progress=False)
+    train(cfg, (sim, real), tmp_path / "m", progress=False)
     pipeline = Compose([TransferD("spectra", tmp_path / "m", wavelengths=wl, label_key="labels")])
     out = pipeline({"spectra": torch.from_numpy(sim.spectra), "labels": torch.from_numpy(sim.labels)})
     expected = apply_transfer(tmp_path / "m", SpectraSet(sim.spectra, wl, sim.labels), device="cpu").spectra

@@ -283,39 +283,40 @@ def _tiny_transfer(tmp_path):
 
 
 def test_resume_only_the_same_run_and_never_two_at_once(tmp_path):
-    from medgap.transfer.trainer import checkpoint_dir, train
+    from medgap.training.contract import run_folder
+    from medgap.transfer.trainer import train
 
     sim, real, cfg = _tiny_transfer(tmp_path)
     out = tmp_path / "m"
-    train(sim, real, out, cfg, progress=False)
+    train(cfg, (sim, real), out, progress=False)
     other_data = SpectraSet(real.spectra * 1.5, real.wavelengths)
     for kwargs, fragment in [({"real": other_data}, "the training data"), ({"cfg": cfg.replace(seed=7)}, "seed"),
                              ({"cfg": cfg.replace(hsi={"lr": 1e-5})}, "hsi.lr")]:
         args = {"sim": sim, "real": real, "cfg": cfg, **kwargs}
         with pytest.raises(InputError, match=f"another run.*{fragment}.*--no-resume"):
-            train(args["sim"], args["real"], out, args["cfg"], progress=False, overwrite=True)
-    leftover = checkpoint_dir(out) / ".step-00000009.host-999999999.abc.tmp"  # a SIGKILLed checkpoint write
+            train(args["cfg"], (args["sim"], args["real"]), out, progress=False, overwrite=True)
+    leftover = run_folder(out) / "checkpoints" / ".step-00000009.host-999999999.abc.tmp"  # a SIGKILLed checkpoint write
     leftover.mkdir()
-    train(sim, real, out, cfg.replace(seed=7), progress=False, overwrite=True, resume=False)  # starts fresh
+    train(cfg.replace(seed=7), (sim, real), out, progress=False, overwrite=True, resume=False)  # starts fresh
     assert not leftover.exists()  # --no-resume clears the run's hidden temporaries too
-    record = json.loads((checkpoint_dir(out) / "run.json").read_text())
+    record = json.loads((run_folder(out) / "run.json").read_text())
     assert record["settings"]["seed"] == 7
-    holder = RunFolder(checkpoint_dir(out), "transfer", record["settings"], record["data_sha256"]).open()
+    holder = RunFolder(run_folder(out), "transfer", record["settings"], record["data_sha256"]).open()
     try:
         with pytest.raises(InputError, match="another training is writing here"):
-            train(sim, real, out, cfg.replace(seed=7), progress=False, overwrite=True)
+            train(cfg.replace(seed=7), (sim, real), out, progress=False, overwrite=True)
     finally:
         holder.close()
-    (checkpoint_dir(out) / "run.json").write_text("{broken")
+    (run_folder(out) / "run.json").write_text("{broken")
     with pytest.raises(InputError, match="unreadable run record.*--no-resume"):
-        train(sim, real, out, cfg.replace(seed=7), progress=False, overwrite=True)
-    train(sim, real, out, cfg, progress=False, overwrite=True, resume=False)
-    assert json.loads((checkpoint_dir(out) / "run.json").read_text())["settings"]["seed"] == cfg.seed
-    (tmp_path / "x.checkpoints").mkdir()
-    (tmp_path / "x.checkpoints" / "thesis.tex").write_text("mine")
+        train(cfg.replace(seed=7), (sim, real), out, progress=False, overwrite=True)
+    train(cfg, (sim, real), out, progress=False, overwrite=True, resume=False)
+    assert json.loads((run_folder(out) / "run.json").read_text())["settings"]["seed"] == cfg.seed
+    (tmp_path / "x.run").mkdir()
+    (tmp_path / "x.run" / "thesis.tex").write_text("mine")
     with pytest.raises(InputError, match="not written by a medgap training"):
-        train(sim, real, tmp_path / "x", cfg, progress=False, resume=False)
-    assert (tmp_path / "x.checkpoints" / "thesis.tex").read_text() == "mine"
+        train(cfg, (sim, real), tmp_path / "x", progress=False, resume=False)
+    assert (tmp_path / "x.run" / "thesis.tex").read_text() == "mine"
 
 
 # ---------------------------------------------------------------------------------------- 7. leftovers

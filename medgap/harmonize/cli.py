@@ -38,13 +38,15 @@ def train(
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (default) or bf16: the flow's "
                                                                       "conditioners in bfloat16."),
     device: str = _DEVICE,
-    fresh: bool = typer.Option(False, "--no-resume", "--fresh",
-                               help="Discard checkpoints of an earlier run in OUT.checkpoints/ instead of resuming."),
+    resume: bool = typer.Option(True, "--resume/--no-resume",
+                                help="Continue the checkpoints of an earlier run in OUT.run/ (--no-resume: discard them)."),
     overwrite: bool = _OVERWRITE,
 ) -> None:
-    """Train the target flow and the restoration net; resumes from OUT.checkpoints/ (works under torchrun)."""
+    """Train the target flow and the restoration net; resumes from OUT.run/ (works under torchrun)."""
     from medgap.harmonize.config import HarmonizeConfig
+    from medgap.harmonize.train import load_training_set
     from medgap.harmonize.train import train as train_fn
+    from medgap.modelio import check_output_folder
 
     overrides = list(set_ or [])
     if steps is not None:
@@ -56,10 +58,11 @@ def train(
     cfg = HarmonizeConfig.from_preset(preset, config, overrides).check()
     from medgap.adapters.bids import find_anat, is_bids_root
 
+    check_output_folder(out, "harmonize", overwrite=overwrite)  # before reading the targets
     targets = [f for t in targets or [] for f in (find_anat(t) if is_bids_root(t) else [t])]
-    summary = train_fn(cfg, out, [str(t) for t in targets] or None, [str(m) for m in mask or []] or None,
-                       device=device, resume=not fresh, overwrite=overwrite)
-    console.print_json(json_text(summary))
+    data = load_training_set(cfg, [str(t) for t in targets], [str(m) for m in mask or []] or None) if targets else None
+    result = train_fn(cfg, data, out, device=device, resume=resume, overwrite=overwrite)
+    console.print_json(json_text(result.to_dict()))
 
 
 @app.command()

@@ -26,7 +26,7 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
     from medgap.harmonize.train import train
 
     t0 = time.perf_counter()
-    summary = train(cfg, out_dir / "model", resume=False, progress=not quick, overwrite=True)
+    summary = train(cfg, None, out_dir / "model", resume=False, progress=not quick, overwrite=True).metrics
     train_s = time.perf_counter() - t0
     domains = ["gamma0.7", "bias"] if quick else None
     res = evaluate(out_dir / "model", out_dir / "evaluation", domains=domains, device="cpu",

@@ -22,7 +22,7 @@ from medgap.harmonize.config import HarmonizeConfig
 from medgap.harmonize.data import SliceStack, load_for_harmonize, prepare_volume, slices_like
 from medgap.harmonize.model import SliceFlow
 from medgap.modelio import check_output_folder, save_model
-from medgap.training.checkpoint import CheckpointManager
+from medgap.training.contract import TrainResult, checkpoints, make_run
 from medgap.training.rundir import RunFolder, fingerprint_arrays, without
 from medgap.training.distributed import setup_distributed
 from medgap.training.precision import set_precision
@@ -184,34 +184,32 @@ def _lr_factor(step: int, cfg) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps))
 
 
-def train(cfg: HarmonizeConfig, out_dir: str | Path, targets: list[str | Path] | None = None,
-          masks: list[str | Path] | None = None, device: str = "auto", resume: bool = True,
-          progress: bool = True, data: TrainingSet | None = None, overwrite: bool = False) -> dict:
-    """Train a flow on the target slices and write the model folder ``out_dir``.
+def train(cfg: HarmonizeConfig, data: TrainingSet | None, out: str | Path, *, device: str = "auto",
+          resume: bool = True, overwrite: bool = False, progress: bool = True) -> TrainResult:
+    """Train the target flow (and the restoration net) on ``data`` and write the model folder ``out``.
 
-    Checkpoints and ``metrics.csv`` go to ``<out_dir>.checkpoints/``; a rerun resumes them
-    only when settings and data are those of that run (see :mod:`medgap.training.rundir`).
-    An existing model folder is replaced only with ``overwrite``; any other existing
-    non-empty folder is refused. Returns a summary dict (steps, final bits/dim, seconds).
+    The trainer contract of :mod:`medgap.training.contract`: ``data`` is a :class:`TrainingSet` from
+    :func:`load_training_set` (None: the default target cohort); checkpoints and ``metrics.csv``
+    go to the run folder ``OUT.run/``, which a rerun resumes only when settings and data are
+    those of that run. An existing model folder is replaced only with ``overwrite``; any other
+    existing non-empty folder is refused. ``metrics`` of the result hold the summary (final
+    bits/dim, slices, the restoration net's losses).
     """
-    out_dir = Path(out_dir)
-    check_output_folder(out_dir, METHOD, overwrite=overwrite)
+    out = Path(out)
+    check_output_folder(out, METHOD, overwrite=overwrite)
     ctx = setup_distributed(device)
     try:
-        data = data if data is not None else load_training_set(cfg, targets, masks)
+        data = data if data is not None else load_training_set(cfg)
         settings = without(cfg.to_dict(), "train.steps", "train.checkpoint_every", "train.log_every", "harmonize")
-        run = RunFolder(out_dir.with_name(out_dir.name + ".checkpoints"), METHOD, settings,
-                        fingerprint_arrays([data.slices, data.masks, data.position]), resume=resume,
-                        is_main=ctx.is_main, barrier=ctx.barrier,
-                        clear=("step-*", "best", "metrics.csv", "tensorboard"))
-        with run:
-            return _train(cfg, out_dir, data, ctx, run, progress, overwrite)
+        with make_run(out, METHOD, settings, fingerprint_arrays([data.slices, data.masks, data.position]),
+                      resume=resume, ctx=ctx) as run:
+            return _train(cfg, out, data, ctx, run, progress, overwrite)
     finally:
         ctx.close()
 
 
 def _train(cfg: HarmonizeConfig, out_dir: Path, data: TrainingSet, ctx, run: RunFolder, progress: bool,
-           overwrite: bool) -> dict:
+           overwrite: bool) -> TrainResult:
     seed_everything(cfg.train.seed + ctx.rank)
     model = SliceFlow.from_config(cfg.flow, cfg.data.template_bins)
     fit_statistics(model, data, cfg.harmonize.foreground_threshold)
@@ -219,7 +217,7 @@ def _train(cfg: HarmonizeConfig, out_dir: Path, data: TrainingSet, ctx, run: Run
     set_precision(model, cfg.train.precision, ctx.device)
     optim = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: _lr_factor(s, cfg.train))
-    ckpts = CheckpointManager(run.path, keep_last=2)
+    ckpts = checkpoints(run, keep_last=2)
     start = 0
     if run.resumable and ckpts.latest() is not None:
         start, _ = ckpts.restore({"model": model}, {"adam": optim}, {"sched": sched}, max_step=cfg.train.steps)
@@ -275,7 +273,7 @@ def _train(cfg: HarmonizeConfig, out_dir: Path, data: TrainingSet, ctx, run: Run
                    card=_card(cfg, summary), extras={"train": summary, "target_bits_per_dim": ref},
                    overwrite=overwrite)
     ctx.barrier()
-    return summary
+    return TrainResult(out_dir, run.path, cfg.train.steps, start, seconds, summary)
 
 
 @torch.inference_mode()

@@ -48,39 +48,42 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", help="JSON/YAML config file."),
     set_: list[str] = typer.Option([], "--set", help="Override a config field, e.g. --set lr_d=2e-4 (repeatable)."),
     size: Optional[int] = typer.Option(None, "--size", help="Volume side in voxels (power of two >= 32)."),
-    iterations: Optional[int] = typer.Option(None, "--iterations"),
+    steps: Optional[int] = typer.Option(None, "--steps", "--iterations", help="Training iterations (overrides "
+                                                                           "iterations)."),
     modality: Optional[str] = typer.Option(None, "--modality", help="ct (HU window) or mr (percentile clip)."),
     labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated class per input file (conditional)."),
     device: str = typer.Option("auto", "--device"),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32, bf16 mixed precision, or auto (bf16 where native)."),
-    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, max=2**32 - 1, help="Training seed (default 0)."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0.01, max=1e6,
                                                 help="Stop (with a checkpoint) after this long."),
-    no_resume: bool = typer.Option(False, "--no-resume", help="Discard checkpoints of an earlier run and start over."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue the checkpoints of an earlier run in "
+                                "OUT.run/ (--no-resume: discard them and start over)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing synthesize model folder at --out."),
 ) -> None:
     """Train HA-GAN on a folder of volumes; resumes from <out>.run/checkpoints when interrupted."""
     from medgap.synthesize.config import SynthesizeConfig
-    from medgap.synthesize.train import default_work_dir
     from medgap.synthesize.train import train as run
+    from medgap.training.contract import run_folder
     from medgap.modelio import check_output_folder
     from medgap.training.rundir import check_run_folder
 
     overrides = list(set_)
-    for key, value in (("size", size), ("iterations", iterations), ("modality", modality), ("precision", precision)):
+    for key, value in (("size", size), ("iterations", steps), ("modality", modality), ("precision", precision),
+                       ("seed", seed)):
         if value is not None:
             overrides.append(f"{key}={value}")
     if labels is not None:
         overrides.append("conditional=true")
     cfg = SynthesizeConfig.from_preset(preset, config, overrides)
-    work = default_work_dir(out)
+    work = run_folder(out)
     # checked before the data cache is written into the run folder
     check_output_folder(out, "synthesize", overwrite=overwrite)
     check_run_folder(work, prepared=("cache",))
     ts = _load_data(data, cfg, labels, work / "cache")
-    result = run(ts, cfg, out, device=device, seed=seed, resume=not no_resume, overwrite=overwrite,
+    result = run(cfg, ts, out, device=device, resume=resume, overwrite=overwrite,
                  max_seconds=None if max_minutes is None else 60 * max_minutes)
-    console.print(f"trained {result.steps} iterations in {result.seconds:.0f} s; model folder: {result.model_dir}")
+    console.print(f"trained {result.steps} iterations in {result.seconds:.0f} s; model folder: {result.model}")
 
 
 @app.command()

@@ -29,7 +29,8 @@ class SynthesizeConfig(MedgapConfig):
     saved; ``batch_size`` is the global batch (split over DDP ranks); ``precision`` ``bf16``
     trains with bfloat16 mixed precision (convolutions in bfloat16, weights, optimiser and losses in
     float32; :mod:`medgap.training.precision`), ``fp32`` all in float32, ``auto`` (cpu-small) bf16 where
-    the device has native bfloat16 products, else fp32.
+    the device has native bfloat16 products, else fp32; ``seed`` the training seed (recorded in the
+    model folder with the rest of the configuration).
     """
 
     size: int = 64
@@ -56,6 +57,7 @@ class SynthesizeConfig(MedgapConfig):
     precision: Precision = "auto"
     recon_weight: float = Field(1.0, ge=0)
     latent_prior: Literal["normal", "encoded"] = "encoded"
+    seed: int = Field(0, ge=0, le=2**32 - 1)
 
     presets: ClassVar[dict[str, dict]] = {
         "cpu-small": {},

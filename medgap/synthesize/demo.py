@@ -86,7 +86,7 @@ def _train_one_volume(data, cfg: SynthesizeConfig, out_dir: Path, budget_s: floa
     the demo's summary says it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return train(data, cfg, out_dir / "model", work_dir=out_dir / "run", device="cpu", seed=0, resume=False,
+        return train(cfg, data, out_dir / "model", run_dir=out_dir / "run", device="cpu", resume=False,
                      max_seconds=budget_s, progress=False, overwrite=True)
 
 

@@ -42,7 +42,6 @@ __all__ = [
     "HighResEncoder",
     "GlobalEncoder",
     "HAGAN",
-    "count_parameters",
 ]
 
 
@@ -416,5 +415,3 @@ class HAGAN(nn.Module):
         return self.encoder_global(self.encode_features(x))
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from medgap.errors import MedgapError
-from medgap.synthesize.model import Generator, count_parameters
+from medgap.synthesize.model import Generator
+from medgap.training.runtime import count_parameters
 
 __all__ = ["generate_slabwise", "plan_chunk", "estimate_bytes"]
 

@@ -25,7 +25,7 @@ the G step).
 
 Works on CPU, CUDA and under ``torchrun`` (DDP; the batch is the global batch).
 Checkpoints (last ``keep_last`` + best by the E^G reconstruction loss) go to
-``<work_dir>/checkpoints``; a rerun resumes from the latest one.
+the run folder ``OUT.run/checkpoints`` (:mod:`medgap.training.contract`); a rerun resumes from the latest one.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,32 +43,16 @@ from medgap.errors import InputError, ModelFolderError
 from medgap.modelio import check_output_folder, save_model
 from medgap.synthesize.config import SynthesizeConfig
 from medgap.synthesize.data import Augment, TrainingSet
-from medgap.synthesize.model import HAGAN, count_parameters
-from medgap.training.checkpoint import CheckpointManager
+from medgap.synthesize.model import HAGAN
+from medgap.training.contract import TrainResult, checkpoints, make_run
 from medgap.training.distributed import setup_distributed
 from medgap.training.precision import autocast
 from medgap.training.rundir import RunFolder, fingerprint_arrays, without
-from medgap.training.runtime import MetricLogger, check_finite_loss, seed_everything, track
+from medgap.training.runtime import MetricLogger, check_finite_loss, count_parameters, seed_everything, track
 
-__all__ = ["TrainResult", "train", "default_work_dir", "save_hagan", "HAGANStep", "encoded_prior"]
+__all__ = ["TrainResult", "train", "run_settings", "save_hagan", "HAGANStep", "encoded_prior"]
 
 METHOD = "synthesize"
-
-
-@dataclass
-class TrainResult:
-    model_dir: Path | None
-    work_dir: Path
-    start_step: int
-    steps: int
-    seconds: float
-    losses: dict[str, float] = field(default_factory=dict)
-
-
-def default_work_dir(model_dir: str | Path) -> Path:
-    """Checkpoints, metrics and the data cache live beside the model folder: ``<model_dir>.run``."""
-    model_dir = Path(model_dir)
-    return model_dir.with_name(model_dir.name + ".run")
 
 
 def _frozen(module: torch.nn.Module, frozen: bool) -> None:
@@ -221,31 +204,31 @@ def save_hagan(folder: Path, model: HAGAN, cfg: SynthesizeConfig, data: Training
 
 
 def train(
-    data: TrainingSet,
     cfg: SynthesizeConfig,
-    model_dir: str | Path | None,
+    data: TrainingSet,
+    out: str | Path | None,
     *,
-    work_dir: str | Path | None = None,
     device: str = "auto",
-    seed: int = 0,
     resume: bool = True,
-    max_seconds: float | None = None,
-    progress: bool = True,
     overwrite: bool = False,
+    progress: bool = True,
+    max_seconds: float | None = None,
+    run_dir: str | Path | None = None,
 ) -> TrainResult:
-    """Train HA-GAN on ``data`` and write the model folder ``model_dir``.
+    """Train HA-GAN on ``data`` and write the model folder ``out``.
 
-    Checkpoints and metrics go to ``work_dir`` (default ``<model_dir>.run``); a rerun resumes
-    them only when settings, seed and data are those of that run (:mod:`medgap.training.rundir`).
-    An existing model folder is replaced only with ``overwrite``.
+    The trainer contract of :mod:`medgap.training.contract`: checkpoints and metrics go to the run
+    folder ``OUT.run/`` (or ``run_dir``, needed when ``out`` is None: a run without a model
+    folder); a rerun resumes them only when settings (``cfg.seed`` included) and data are those
+    of that run. An existing model folder is replaced only with ``overwrite``.
 
-    Returns what ran. ``max_seconds`` stops early (after a checkpoint) for
-    equal-wall-clock comparisons. Under torchrun only rank 0 writes.
+    ``max_seconds`` stops early (after a checkpoint) for equal-wall-clock comparisons; the result's
+    ``steps`` says how far it got. Under torchrun only rank 0 writes.
     """
     if data.volumes.shape[1:] != (cfg.size,) * 3:
         raise InputError(None, f"training cubes are {data.volumes.shape[1:]}, config size is {cfg.size}")
-    if model_dir is None and work_dir is None:
-        raise ValueError("give model_dir or work_dir")
+    if out is None and run_dir is None:
+        raise ValueError("give out or run_dir")
     if len(data) == 1:
         if cfg.augment:
             kinds = "affine/elastic" if cfg.modality == "ct" else "affine/elastic/intensity"
@@ -254,32 +237,29 @@ def train(
         else:
             effect = "without augmentation every sample tends to the same volume"
         warnings.warn(f"training on ONE volume: {effect}; train on a cohort for variety", stacklevel=2)
-    if model_dir is not None:
-        check_output_folder(model_dir, METHOD, overwrite=overwrite)
-    work_dir = Path(work_dir) if work_dir is not None else default_work_dir(model_dir)
+    if out is not None:
+        check_output_folder(out, METHOD, overwrite=overwrite)
     ctx = setup_distributed(device)
-    run = RunFolder(work_dir, METHOD, run_settings(cfg, seed), fingerprint_arrays([data.volumes, data.labels]),
-                    resume=resume, is_main=ctx.is_main, barrier=ctx.barrier,
-                    clear=("checkpoints", "metrics.csv", "tensorboard"),
-                    prepared=("cache",)).open()
     try:
-        return _fit(data, cfg, model_dir, work_dir, ctx, run, seed, max_seconds, progress, overwrite)
+        with make_run(out, METHOD, run_settings(cfg), fingerprint_arrays([data.volumes, data.labels]),
+                      resume=resume, ctx=ctx, prepared=("cache",), path=run_dir) as run:
+            return _fit(data, cfg, out, ctx, run, max_seconds, progress, overwrite)
     finally:
-        run.close()
         ctx.close()
 
 
-def run_settings(cfg: SynthesizeConfig, seed: int) -> dict:
+def run_settings(cfg: SynthesizeConfig) -> dict:
     """What defines a run: a rerun resumes only when these match (the iteration count may grow)."""
-    return {**without(cfg.to_dict(), "iterations", "checkpoint_every", "log_every"), "seed": seed}
+    return without(cfg.to_dict(), "iterations", "checkpoint_every", "log_every")
 
 
-def _fit(data: TrainingSet, cfg: SynthesizeConfig, model_dir, work_dir: Path, ctx, run: RunFolder, seed: int,
-         max_seconds: float | None, progress: bool, overwrite: bool) -> TrainResult:
+def _fit(data: TrainingSet, cfg: SynthesizeConfig, model_dir, ctx, run: RunFolder, max_seconds: float | None,
+         progress: bool, overwrite: bool) -> TrainResult:
+    seed = cfg.seed
     seed_everything(seed)  # same initial weights on every rank
     model = HAGAN(cfg.architecture(data.num_classes)).to(ctx.device)
     step_fn = HAGANStep(model, cfg, wrap=ctx.wrap)
-    ckpt = CheckpointManager(work_dir / "checkpoints", keep_last=cfg.keep_last)
+    ckpt = checkpoints(run, keep_last=cfg.keep_last)
     start, elapsed_before = 0, 0.0
     if run.resumable and ckpt.latest() is not None:
         start, extra = ckpt.restore(step_fn.modules(), step_fn.opt, max_step=cfg.iterations)
@@ -287,7 +267,7 @@ def _fit(data: TrainingSet, cfg: SynthesizeConfig, model_dir, work_dir: Path, ct
         if not isinstance(elapsed_before, (int, float)) or not 0 <= elapsed_before < 1e9:
             raise ModelFolderError(ckpt.latest(), f"damaged checkpoint: seconds {elapsed_before!r}")
         elapsed_before = float(elapsed_before)
-    logger = MetricLogger(work_dir, enabled=ctx.is_main)
+    logger = MetricLogger(run.path, enabled=ctx.is_main)
     augment = Augment.for_config(cfg, seed=seed + start)
     a, n, B = model.arch, len(data), cfg.batch_size
     window: list[float] = []
@@ -332,4 +312,4 @@ def _fit(data: TrainingSet, cfg: SynthesizeConfig, model_dir, work_dir: Path, ct
     if ctx.is_main and model_dir is not None:
         out = save_hagan(Path(model_dir), model, cfg, data, done, seconds, overwrite)
     ctx.barrier()
-    return TrainResult(out, work_dir, start, done, seconds, last)
+    return TrainResult(out, run.path, done, start, seconds, last)

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable
 from medgap.training.checkpoint import CheckpointManager
 from medgap.training.rundir import RunFolder
 
-__all__ = ["TrainResult", "run_folder", "open_run", "checkpoints"]
+__all__ = ["TrainResult", "run_folder", "make_run", "checkpoints"]
 
 RUN_SUFFIX = ".run"
 CHECKPOINTS = "checkpoints"
@@ -72,12 +72,13 @@ def run_folder(out: str | Path) -> Path:
     return out.with_name(out.name + RUN_SUFFIX)
 
 
-def open_run(path: str | Path, method: str, settings: dict, data_sha256: str, *, resume: bool, ctx,
-             prepared: Iterable[str] = ()) -> RunFolder:
-    """The run folder ``path`` opened (checked, locked, recorded) for one training of ``method``."""
+def make_run(out: str | Path, method: str, settings: dict, data_sha256: str, *, resume: bool, ctx,
+             prepared: Iterable[str] = (), path: str | Path | None = None) -> RunFolder:
+    """The run folder of the model folder ``out`` (or ``path``) for one training of ``method``: use it as
+    ``with make_run(...) as run:`` (checked, locked and recorded on entry, unlocked on exit)."""
     barrier: Callable[[], None] = ctx.barrier
-    return RunFolder(path, method, settings, data_sha256, resume=resume, is_main=ctx.is_main, barrier=barrier,
-                     clear=RUN_ENTRIES, prepared=prepared).open()
+    return RunFolder(Path(path) if path is not None else run_folder(out), method, settings, data_sha256,
+                     resume=resume, is_main=ctx.is_main, barrier=barrier, clear=RUN_ENTRIES, prepared=prepared)
 
 
 def checkpoints(run: RunFolder, keep_last: int = 2) -> CheckpointManager:

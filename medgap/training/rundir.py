@@ -1,7 +1,7 @@
 """The folder a training keeps its checkpoints and logs in, and the rules for resuming it.
 
-Beside every model folder ``OUT`` a trainer keeps a run folder (``OUT.checkpoints`` or
-``OUT.run``) holding ``run.json``: the method, the settings that define the run and a
+Beside every model folder ``OUT`` a trainer keeps a run folder ``OUT.run``
+(:mod:`medgap.training.contract`) holding ``run.json``: the method, the settings that define the run and a
 fingerprint of the training data. A rerun into the same ``--out``
 
 * resumes only when method, settings and data are the same as recorded (the number

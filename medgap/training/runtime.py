@@ -148,3 +148,9 @@ def check_finite_loss(losses: dict[str, float] | float, step: int, setting: str)
         name, value = next(iter(bad.items()))
         raise TrainingDivergedError(f"{name} became {value} at step {step}: the training diverged and nothing was "
                                     f"saved; lower {setting} (--set {setting}=...) and train again")
+
+
+def count_parameters(module: torch.nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameter entries of ``module`` (only those that train with ``trainable_only``: FrEIA 0.2
+    registers its fixed permutations as frozen parameters)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

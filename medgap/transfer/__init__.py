@@ -6,18 +6,17 @@ Python API (the CLI ``medgap transfer ...`` calls exactly these)::
     from medgap.transfer import TransferConfig, train, apply_transfer, evaluate
 
     sim, real = simulate_hsi(20000), simulate_hsi(20000, realism="rich", seed=1)
-    train(sim, real, "model", TransferConfig.from_preset("cpu-small"))
+    train(TransferConfig.from_preset("cpu-small"), (sim, real), "model")
     transferred = apply_transfer("model", sim, "sim2real")
     evaluate(real, sim, {"cinn": transferred}, "report")
 """
 
 from importlib import import_module
 
-__all__ = ["TransferConfig", "train", "apply_transfer", "load_transfer", "evaluate", "SpectralCINN", "ImageCINN",
-           "count_parameters"]
+__all__ = ["TransferConfig", "train", "apply_transfer", "load_transfer", "evaluate", "SpectralCINN", "ImageCINN"]
 
 _WHERE = {"TransferConfig": "config", "train": "trainer", "apply_transfer": "apply", "load_transfer": "apply",
-          "evaluate": "evaluation", "SpectralCINN": "cinn", "ImageCINN": "cinn", "count_parameters": "cinn"}
+          "evaluate": "evaluation", "SpectralCINN": "cinn", "ImageCINN": "cinn"}
 
 
 def __getattr__(name: str):

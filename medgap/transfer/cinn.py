@@ -30,7 +30,7 @@ import FrEIA.modules as Fm
 
 from medgap.training.precision import AutocastSequential
 
-__all__ = ["SIM", "REAL", "SpectralCINN", "ImageCINN", "domain_code", "soft_labels", "count_parameters"]
+__all__ = ["SIM", "REAL", "SpectralCINN", "ImageCINN", "domain_code", "soft_labels"]
 
 SIM, REAL = 0, 1
 
@@ -64,11 +64,6 @@ def soft_labels(labels: torch.Tensor, n_classes: int, noise: float, stochastic: 
     else:
         onehot = onehot + 0.5 * noise
     return onehot / onehot.sum(dim=1, keepdim=True)
-
-
-def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameter entries; FrEIA 0.2 registers its fixed permutations as (frozen) parameters."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 class PermutedAllInOneBlock(Fm.AllInOneBlock):

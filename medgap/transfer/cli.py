@@ -79,11 +79,11 @@ def train(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (default) or bf16 mixed precision."),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, max=2**32 - 1),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from <out>.checkpoints/."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue the checkpoints of an earlier run in <out>.run/ (--no-resume: discard them)."),
     wavelengths: Optional[str] = typer.Option(None, "--wavelengths", help="Grid of bare .npy cubes."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing transfer model folder at --out."),
 ) -> None:
-    """Train a transfer model; checkpoints go to <out>.checkpoints/, the model folder to --out."""
+    """Train a transfer model; checkpoints go to <out>.run/, the model folder to --out."""
     from medgap.transfer.config import TransferConfig
     from medgap.transfer.data import load_data
     from medgap.modelio import check_output_folder
@@ -102,7 +102,7 @@ def train(
     data_modality = "pat" if sim_data.__class__.__name__ == "ImageSet" else "hsi"
     if modality is not None and modality != data_modality:
         raise InputError(sim, f"--modality {modality} but the file holds {data_modality} data")
-    run(sim_data, real_data, out, cfg.replace(modality=data_modality), device=device, resume=resume,
+    run(cfg.replace(modality=data_modality), (sim_data, real_data), out, device=device, resume=resume,
         overwrite=overwrite)
     console.print(f"model written to {out}")
 

@@ -74,7 +74,7 @@ def _pat_part(out_dir: Path, quick: bool) -> dict:
     for method in ("cinn", "standardise", "coral", "cyclegan"):
         cfg = TransferConfig.from_preset("cpu-small", overrides=[f"method={method}", f"pat.epochs={epochs}"])
         folder = out_dir / "models" / f"pat_{method}"
-        train(sim, ImageSet(real.images, real.wavelengths, None, None), folder, cfg, resume=False, progress=False,
+        train(cfg, (sim, ImageSet(real.images, real.wavelengths, None, None)), folder, resume=False, progress=False,
               overwrite=True)
         transferred[method] = apply_transfer(folder, sim)
     report = evaluate(real, sim, transferred, out_dir / "pat_report", test=test)
@@ -130,7 +130,7 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
         cfg = TransferConfig.from_preset("cpu-small", overrides=[f"method={method}"] + (["hsi.epochs=2"] if quick else []))
         t0 = time.perf_counter()
         model_dir = out_dir / "models" / method
-        train(sim, real_unlabelled, model_dir, cfg, resume=False, progress=False, overwrite=True)
+        train(cfg, (sim, real_unlabelled), model_dir, resume=False, progress=False, overwrite=True)
         seconds[method] = round(time.perf_counter() - t0, 1)
         transferred[method] = apply_transfer(model_dir, sim)
     data_dir = out_dir / "data"

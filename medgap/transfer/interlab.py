@@ -76,6 +76,6 @@ def transfer_source(source: SpectraSet, target_unlabelled: SpectraSet, overrides
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "model"
         start = time.perf_counter()
-        train(source, target_unlabelled, folder, cfg, device="cpu", progress=False)
+        train(cfg, (source, target_unlabelled), folder, device="cpu", progress=False)
         out = apply_transfer(folder, source, device="cpu")
         return out, time.perf_counter() - start

@@ -4,8 +4,9 @@ One iteration: a global batch of B simulated (class-balanced when labels exist) 
 split over the ranks; generator step on ml_weight * L_ML + gan_weight * L_G with an optimiser that
 holds only the generator's parameters; discriminator step (LSGAN) on the detached transfers with its
 own optimiser; gradients clipped by value; the generator learning rate is reduced on plateaus of the
-epoch loss. Checkpoints go to ``<out>.checkpoints/`` every ``checkpoint_every`` epochs and a rerun
-resumes from the last one; the final model folder is written atomically to ``out``.
+epoch loss. Checkpoints go to the run folder ``<out>.run/checkpoints/`` every ``checkpoint_every``
+epochs and a rerun resumes from the last one (:mod:`medgap.training.contract`); the final model
+folder is written atomically to ``out``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,28 +24,22 @@ from torch import nn
 from medgap.errors import InputError, ModelFolderError, TrainingDivergedError
 from medgap.io import ImageSet, SpectraSet
 from medgap.modelio import check_output_folder, save_model
-from medgap.training.checkpoint import CheckpointManager
-from medgap.training.rundir import RunFolder, fingerprint_arrays
+from medgap.training.contract import TrainResult, checkpoints, make_run, run_folder
+from medgap.training.rundir import RunFolder, fingerprint_arrays, without
 from medgap.training.distributed import DistContext, setup_distributed
 from medgap.training.precision import set_precision
-from medgap.training.runtime import MetricLogger, seed_everything, track
+from medgap.training.runtime import MetricLogger, count_parameters, seed_everything, track
 
-from .cinn import REAL, count_parameters
+from .cinn import REAL
 from .config import TransferConfig
 from .data import DomainStats, check_pair, fit_stats
 from .labels import LabelEstimate, class_moments, estimate_labels, subject_design
 from .model import CLOSED_FORM, DiscriminatorObjective, GeneratorObjective, TransferModel, build_model, latent_nll
 
-__all__ = ["METHOD", "train", "checkpoint_dir", "BatchSampler", "make_optimizers", "make_objectives",
+__all__ = ["METHOD", "train", "BatchSampler", "make_optimizers", "make_objectives",
            "train_step"]
 
 METHOD = "transfer"  # the method name written into model folders
-
-
-def checkpoint_dir(out: str | Path) -> Path:
-    """Where training state for the model folder ``out`` lives (beside it: the folder is replaced atomically)."""
-    out = Path(out)
-    return out.with_name(out.name + ".checkpoints")
 
 
 class BatchSampler:
@@ -86,15 +82,8 @@ def _batch(x: np.ndarray, y: np.ndarray | None, idx: torch.Tensor, stats: Domain
     return xb, yb
 
 
-_RESUMABLE_CHANGES = ("epochs", "precision")
-
-
-def _resume_view(config: dict | None) -> dict | None:
-    # a run may be resumed with more epochs or at another precision: everything else must match
-    if config is None:
-        return None
-    return {k: ({kk: vv for kk, vv in v.items() if kk not in _RESUMABLE_CHANGES} if isinstance(v, dict) else v)
-            for k, v in config.items()}
+# a run may be resumed with more epochs or at another precision: everything else must match
+_RESUMABLE_CHANGES = ("hsi.epochs", "pat.epochs", "train.precision")
 
 
 def make_optimizers(model: TransferModel, cfg: TransferConfig) -> tuple[torch.optim.Adam, torch.optim.Adam]:
@@ -164,16 +153,36 @@ def n_classes_of(data, need_labels: bool) -> int:
     return int(labels.max()) + 1
 
 
-def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Path, cfg: TransferConfig, *,
-          device: str = "auto", resume: bool = True, progress: bool = True, overwrite: bool = False) -> Path:
-    """Train ``cfg.method`` on (sim, real) and write the model folder ``out``; returns ``out``.
+@dataclass
+class _Prepared:
+    """What a training run works on, prepared once before the loop."""
 
-    Checkpoints go to ``<out>.checkpoints/``; a rerun resumes them only when settings and data
-    are those of that run (:mod:`medgap.training.rundir`). An existing model folder ``out`` is
-    replaced only with ``overwrite``; any other non-empty folder is refused.
+    model: TransferModel
+    stats_sim: DomainStats
+    stats_real: DomainStats
+    x_sim: np.ndarray
+    y_sim: np.ndarray | None  # the labels the condition sees (None: condition domain only)
+    x_real: np.ndarray
+    x_heldout: np.ndarray | None
+    n_classes: int
+    y_sim_classes: np.ndarray | None = None  # the labels the class-wise standardisation uses
+    estimate: LabelEstimate | None = None
+    real: SpectraSet | ImageSet | None = None  # the target data trained on (without the held-out part)
 
-    sim/real: SpectraSet (HSI, (N, C)) or ImageSet (PAT, (N, C, H, W)); the modality follows the data.
+
+def train(cfg: TransferConfig, data: tuple[SpectraSet | ImageSet, SpectraSet | ImageSet], out: str | Path, *,
+          device: str = "auto", resume: bool = True, overwrite: bool = False, progress: bool = True) -> TrainResult:
+    """Train ``cfg.method`` on ``data = (source, target)`` and write the model folder ``out``.
+
+    The trainer contract of :mod:`medgap.training.contract`: checkpoints go to ``OUT.run/``; a
+    rerun resumes them only when settings and data are those of that run. An existing model folder
+    ``out`` is replaced only with ``overwrite``; any other non-empty folder is refused.
+
+    source/target: SpectraSet (HSI, (N, C)) or ImageSet (PAT, (N, C, H, W)), the labelled source
+    (simulations, another lab) and the target whose labels are never used; the modality is decided
+    once, here, from the data (:func:`medgap.transfer.data.check_pair`).
     """
+    sim, real = data
     out = Path(out)
     check_output_folder(out, METHOD, overwrite=overwrite)
     need_labels = cfg.method == "cinn" and cfg.condition == "domain+label"
@@ -182,10 +191,20 @@ def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Pa
         cfg = cfg.replace(modality=modality)
     if cfg.method in CLOSED_FORM:
         return _fit_closed_form(cfg, sim, real, out, overwrite)
-    net = cfg.net
     ctx = setup_distributed(device)
-    seed_everything(cfg.seed)  # FrEIA draws its fixed permutations from numpy's global RNG
+    try:
+        prepared = _prepare(cfg, sim, real, need_labels, modality, ctx)
+        settings = without(cfg.to_dict(), *_RESUMABLE_CHANGES)
+        fingerprint = fingerprint_arrays([prepared.x_sim, prepared.y_sim, prepared.x_real])
+        with make_run(out, METHOD, settings, fingerprint, resume=resume, ctx=ctx) as run:
+            return _fit(cfg, sim, out, prepared, ctx, run, progress, overwrite)
+    finally:
+        ctx.close()
 
+
+def _prepare(cfg: TransferConfig, sim, real, need_labels: bool, modality: str, ctx) -> _Prepared:
+    net = cfg.net
+    seed_everything(cfg.seed)  # FrEIA draws its fixed permutations from numpy's global RNG
     class_aligned = cfg.class_aligned(isinstance(sim, SpectraSet) and sim.labels is not None)
     # class-aligned statistics need every real spectrum's estimated class: none is held out
     real, x_heldout = (real, None) if class_aligned else _hold_out(real, cfg)
@@ -203,19 +222,7 @@ def train(sim: SpectraSet | ImageSet, real: SpectraSet | ImageSet, out: str | Pa
     stats_sim = fit_stats(sim, cfg.train.whiten, cfg.train.whiten_ridge, l2=cfg.hsi.brightness == "l2")
     stats_real = fit_stats(real, cfg.train.whiten, cfg.train.whiten_ridge, l2=cfg.hsi.brightness == "l2")
     estimate = align_classes(stats_sim, stats_real, sim, real) if class_aligned else None
-
-    opt_g, opt_d = make_optimizers(model, cfg)
-    objectives = make_objectives(model, ctx)
-    run = RunFolder(checkpoint_dir(out), METHOD, _resume_view(cfg.to_dict()),
-                    fingerprint_arrays([x_sim, y_sim, x_real]), resume=resume, is_main=ctx.is_main,
-                    barrier=ctx.barrier,
-                    clear=("step-*", "best", "metrics.csv", "tensorboard")).open()
-    try:
-        return _fit(cfg, sim, real, out, model, ctx, run, stats_sim, stats_real, opt_g, opt_d, objectives,
-                    x_sim, y_sim, x_real, x_heldout, k, progress, overwrite, y_sim_classes, estimate)
-    finally:
-        run.close()
-        ctx.close()
+    return _Prepared(model, stats_sim, stats_real, x_sim, y_sim, x_real, x_heldout, k, y_sim_classes, estimate, real)
 
 
 def _hold_out(real, cfg: TransferConfig):
@@ -264,12 +271,14 @@ def align_classes(stats_sim: DomainStats, stats_real: DomainStats, sim: SpectraS
     return estimate
 
 
-def _fit(cfg, sim, real, out, model, ctx, run, stats_sim, stats_real, opt_g, opt_d, objectives,
-         x_sim, y_sim, x_real, x_heldout, k, progress, overwrite, y_sim_classes=None, estimate=None) -> Path:
-    net, t = cfg.net, cfg.train
+def _fit(cfg: TransferConfig, sim, out: Path, p: _Prepared, ctx, run: RunFolder, progress: bool,
+         overwrite: bool) -> TrainResult:
+    net, t, model = cfg.net, cfg.train, p.model
+    opt_g, opt_d = make_optimizers(model, cfg)
+    objectives = make_objectives(model, ctx)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt_g, factor=t.plateau_factor, patience=t.plateau_patience,
                                                        threshold=t.plateau_threshold, cooldown=t.plateau_cooldown)
-    ckpt = CheckpointManager(run.path, keep_last=t.keep_checkpoints)
+    ckpt = checkpoints(run, keep_last=t.keep_checkpoints)
     start_epoch, history = 0, []
     if run.resumable and ckpt.latest() is not None:
         _, extra = ckpt.restore({"generator": model.generator, "dis": model.dis}, {"gen": opt_g, "dis": opt_d},
@@ -283,10 +292,12 @@ def _fit(cfg, sim, real, out, model, ctx, run, stats_sim, stats_real, opt_g, opt
     batch = net.batch_size
     if ctx.world_size > batch:
         raise InputError(None, f"batch size {batch} is smaller than the {ctx.world_size} processes")
-    iters = t.iterations_per_epoch or max(1, math.ceil(max(len(x_sim), len(x_real)) / batch))
-    sample_sim = BatchSampler(len(x_sim), sim.labels if isinstance(sim, SpectraSet) else None, cfg.seed, balanced=True)
-    sample_real = BatchSampler(len(x_real), None, cfg.seed + 1, balanced=False)
+    iters = t.iterations_per_epoch or max(1, math.ceil(max(len(p.x_sim), len(p.x_real)) / batch))
+    sample_sim = BatchSampler(len(p.x_sim), sim.labels if isinstance(sim, SpectraSet) else None, cfg.seed,
+                              balanced=True)
+    sample_real = BatchSampler(len(p.x_real), None, cfg.seed + 1, balanced=False)
     logger = MetricLogger(run.path, enabled=ctx.is_main)
+    t_start = time.perf_counter()
     model.train()
     for epoch in range(start_epoch, net.epochs):
         t0, sums = time.perf_counter(), {}
@@ -297,9 +308,10 @@ def _fit(cfg, sim, real, out, model, ctx, run, stats_sim, stats_real, opt_g, opt
             # the global batch is processed in chunks with accumulated gradients: every loss is a mean
             # over samples, so the result equals one pass over the whole batch at a fraction of the memory
             size = net.chunk or len(ia)
-            pieces = [(*_batch(x_sim, y_sim, ia[k:k + size], stats_sim, ctx.device, net.noise_std, y_sim_classes),
-                       _batch(x_real, None, ib[k:k + size], stats_real, ctx.device, net.noise_std,
-                              None if estimate is None else estimate.labels)[0])
+            pieces = [(*_batch(p.x_sim, p.y_sim, ia[k:k + size], p.stats_sim, ctx.device, net.noise_std,
+                               p.y_sim_classes),
+                       _batch(p.x_real, None, ib[k:k + size], p.stats_real, ctx.device, net.noise_std,
+                              None if p.estimate is None else p.estimate.labels)[0])
                       for k in range(0, len(ia), size)]
             loss_g, loss_d, logs = train_step(model, opt_g, opt_d, pieces, t.clip_value, objectives)
             del pieces
@@ -312,8 +324,8 @@ def _fit(cfg, sim, real, out, model, ctx, run, stats_sim, stats_real, opt_g, opt
         means = {key: float(ctx.all_reduce_mean(torch.tensor(v / iters)).item()) for key, v in sums.items()}
         sched.step(means["loss_g"])
         means.update(lr=opt_g.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
-        if x_heldout is not None:
-            means["heldout_real_bits_per_dim"] = heldout_bits_per_dim(model, x_heldout, stats_real, ctx.device)
+        if p.x_heldout is not None:
+            means["heldout_real_bits_per_dim"] = heldout_bits_per_dim(model, p.x_heldout, p.stats_real, ctx.device)
         history.append({"epoch": epoch + 1, **means})
         logger.log(epoch + 1, **means)
         last = epoch + 1 == net.epochs
@@ -325,12 +337,14 @@ def _fit(cfg, sim, real, out, model, ctx, run, stats_sim, stats_real, opt_g, opt
     logger.close()
 
     if ctx.is_main:
-        _save(out, cfg, model, stats_sim, stats_real, sim, real, k, history, overwrite, estimate)
+        _save(out, cfg, model, p.stats_sim, p.stats_real, sim, p.real, p.n_classes, history, overwrite, p.estimate)
     ctx.barrier()
-    return out
+    final = {key: value for key, value in (history[-1] if history else {}).items() if key != "epoch"}
+    return TrainResult(out, run.path, net.epochs * iters, start_epoch * iters, time.perf_counter() - t_start,
+                       {"epochs": net.epochs, "resumed_from_epoch": start_epoch, **final})
 
 
-def _fit_closed_form(cfg: TransferConfig, sim, real, out: Path, overwrite: bool) -> Path:
+def _fit_closed_form(cfg: TransferConfig, sim, real, out: Path, overwrite: bool) -> TrainResult:
     """``standardise`` / ``coral``: only the two domains' statistics are fitted; nothing is trained."""
     whiten = cfg.method == "coral"
     stats_sim = fit_stats(sim, whiten, cfg.train.whiten_ridge, l2=cfg.hsi.brightness == "l2")
@@ -341,7 +355,7 @@ def _fit_closed_form(cfg: TransferConfig, sim, real, out: Path, overwrite: bool)
     image_shape = None if isinstance(sim, SpectraSet) else tuple(sim.images.shape[2:])
     model = build_model(cfg, len(sim.wavelengths), 0, image_shape)
     _save(out, cfg, model, stats_sim, stats_real, sim, real, 0, [], overwrite, estimate)
-    return out
+    return TrainResult(out, run_folder(out), 0, 0, 0.0, {"closed_form": cfg.method})
 
 
 def _save(out, cfg, model: TransferModel, stats_sim, stats_real, sim, real, k, history, overwrite,

@@ -43,25 +43,36 @@ def test_icbm_training_set_with_holdout_and_wm_labels():
 
 
 def test_training_reduces_bits_per_dim(tmp_path, target_file):
-    from medgap.harmonize.train import train
+    from medgap.harmonize.train import load_training_set, train
 
     cfg = HarmonizeConfig.from_preset("cpu-small", overrides=TINY + ["train.steps=30", "train.lr=3e-3",
                                                                       "train.checkpoint_every=100"])
-    train(cfg, tmp_path / "m", [target_file], device="cpu", progress=False)
-    rows = (tmp_path / "m.checkpoints" / "metrics.csv").read_text().splitlines()[1:]
+    train(cfg, load_training_set(cfg, [target_file]), tmp_path / "m", device="cpu", progress=False)
+    rows = (tmp_path / "m.run" / "metrics.csv").read_text().splitlines()[1:]
     bpd = [float(r.split(",")[1]) for r in rows]
     assert np.mean(bpd[-5:]) < np.mean(bpd[:5]) - 0.3
 
 
 @pytest.mark.slow
-def test_training_under_torchrun(tmp_path, target_file):
+def test_training_under_torchrun_equals_one_process(tmp_path, target_file):
+    """2 processes x B/2 train the same flow as 1 process x B (batch norm off: its statistics are
+    per process), and the restoration net (trained on the main rank) is the same too."""
+    from safetensors.torch import load_file
+
     sets = []
-    for item in TINY:
+    for item in TINY + ["flow.batch_norm=false", "restore.steps=3"]:
         sets += ["--set", item]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), MEDGAP_NO_PROGRESS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-           "medgap", "harmonize", "train", str(target_file), "--out", str(tmp_path / "ddp"), "--device", "cpu", *sets]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
+    train = ["-m", "medgap", "harmonize", "train", str(target_file), "--device", "cpu", *sets]
+    for out, launcher in (("one", []), ("ddp", ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"])):
+        done = subprocess.run([sys.executable, *launcher, *train, "--out", str(tmp_path / out)], env=env,
+                              capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
     meta = json.loads((tmp_path / "ddp" / "config.json").read_text())
     assert meta["extras"]["train"]["world_size"] == 2
+    for name in ("flow", "restore"):
+        one = load_file(str(tmp_path / "one" / f"{name}.safetensors"))
+        ddp = load_file(str(tmp_path / "ddp" / f"{name}.safetensors"))
+        assert one.keys() == ddp.keys()
+        for key in one:
+            torch.testing.assert_close(ddp[key], one[key], rtol=1e-4, atol=1e-5, msg=f"{name}: {key}")

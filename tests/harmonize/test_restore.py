@@ -11,7 +11,7 @@ from medgap.harmonize.api import Harmonizer
 from medgap.harmonize.config import HarmonizeConfig
 from medgap.harmonize.restore import random_scanner_change
 from medgap.harmonize.simulate import simulate
-from medgap.harmonize.train import train
+from medgap.harmonize.train import load_training_set, train
 
 from harmonize_helpers import TINY
 
@@ -43,7 +43,7 @@ def restore_model(tmp_path_factory):
     out = tmp_path_factory.mktemp("restore") / "model"
     cfg = HarmonizeConfig.from_preset("cpu-small", overrides=["train.steps=20", "restore.steps=600",
                                                               "train.checkpoint_every=1000"])
-    summary = train(cfg, out, device="cpu", progress=False)
+    summary = train(cfg, None, out, device="cpu", progress=False).metrics
     return out, summary
 
 
@@ -79,7 +79,7 @@ def test_restore_beats_histogram_matching_on_the_held_out_subject(restore_model)
 
 def test_model_without_restoration_net_defaults_to_blindharmony(tmp_path, target_file):
     cfg = HarmonizeConfig.from_preset("cpu-small", overrides=TINY + ["restore.steps=0"])
-    train(cfg, tmp_path / "m", [target_file], device="cpu", progress=False)
+    train(cfg, load_training_set(cfg, [target_file]), tmp_path / "m", device="cpu", progress=False)
     h = Harmonizer.load(tmp_path / "m", device="cpu")
     assert h.default_method == "blindharmony" and not (tmp_path / "m" / "restore.safetensors").exists()
     xs = torch.rand(2, 1, 16, 16)
@@ -144,7 +144,8 @@ def test_a_t2_like_target_among_t1s_is_named(tmp_path):
     cfg = HarmonizeConfig.from_preset("cpu-small", overrides=["train.steps=60", "restore.steps=0"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        summary = train(cfg, tmp_path / "m", targets, masks, device="cpu", progress=False)
+        summary = train(cfg, load_training_set(cfg, targets, masks), tmp_path / "m", device="cpu",
+                        progress=False).metrics
     assert [u["target"] for u in summary["unlike_the_others"]] == [targets[-1]]
     assert any("t2like.nii.gz" in str(w.message) and "less likely" in str(w.message) for w in caught)
 
@@ -252,7 +253,7 @@ def test_training_with_context_feeds_neighbours_and_the_model_round_trips(tmp_pa
 
     cfg = HarmonizeConfig.from_preset("cpu-small", overrides=["train.steps=2", "restore.steps=3", "restore.context=1",
                                                               "train.checkpoint_every=1000"])
-    train(cfg, tmp_path / "m", device="cpu", progress=False)
+    train(cfg, None, tmp_path / "m", device="cpu", progress=False)
     h = Harmonizer.load(tmp_path / "m", device="cpu")
     first = next(m for m in h.restorer.modules() if isinstance(m, torch.nn.Conv2d))
     assert first.in_channels == 3 and h.cfg.restore.context == 1

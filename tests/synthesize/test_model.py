@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from medgap.errors import ConfigError
-from medgap.synthesize.model import HAGAN, Architecture, UpConv3d, count_parameters
+from medgap.synthesize.model import HAGAN, Architecture, UpConv3d
+from medgap.training.runtime import count_parameters
 
 
 def _counts(size: int) -> dict[str, int]:

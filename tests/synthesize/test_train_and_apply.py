@@ -34,7 +34,7 @@ def model_dir(tmp_path_factory, make_vol):
     write_vol(root / "data" / "b.nii.gz", shape=(28, 28, 28), spacing=(1.5, 1.5, 1.5), seed=1)
     cfg = _tiny(["iterations=4", "checkpoint_every=2"])
     ts = load_training_set([root / "data"], cfg, progress=False)
-    result = train(ts, cfg, root / "model", device="cpu", progress=False)
+    result = train(cfg, ts, root / "model", device="cpu", progress=False)
     assert result.steps == 4
     return root
 
@@ -44,8 +44,8 @@ def test_training_writes_checkpoints_and_resumes(model_dir):
     assert ckpts == ["best", "step-00000002", "step-00000004"]
     cfg = _tiny(["iterations=6", "checkpoint_every=2"])
     ts = load_training_set([model_dir / "data"], cfg, progress=False)
-    result = train(ts, cfg, model_dir / "model2", work_dir=model_dir / "model.run", device="cpu", progress=False)
-    assert result.start_step == 4 and result.steps == 6
+    result = train(cfg, ts, model_dir / "model2", run_dir=model_dir / "model.run", device="cpu", progress=False)
+    assert result.resumed_from == 4 and result.steps == 6
     steps = [int(line.split(",")[0]) for line in (model_dir / "model.run" / "metrics.csv").read_text().split()[1:]]
     assert steps == [1, 2, 3, 4, 5, 6]
 
@@ -108,7 +108,7 @@ def test_conditional_training_and_label_check(tmp_path, make_vol):
         make_vol(tmp_path / "d" / f"{i}.nii.gz", seed=i)
     cfg = _tiny(["iterations=1", "conditional=true"])
     ts = load_training_set([tmp_path / "d"], cfg, labels=[0, 1], label_names=["a", "b"], progress=False)
-    train(ts, cfg, tmp_path / "m", device="cpu", progress=False)
+    train(cfg, ts, tmp_path / "m", device="cpu", progress=False)
     syn = Synthesizer.load(tmp_path / "m", device="cpu")
     assert syn.arch.num_classes == 2
     assert syn.sample(1, label=1).shape == (1, 32, 32, 32)
@@ -216,7 +216,7 @@ def test_encoded_latent_prior_is_saved_and_used(model_dir, tmp_path):
 
     cfg = _tiny(["iterations=1", "latent_prior=normal"])
     ts = load_training_set([model_dir / "data"], cfg, progress=False)
-    train(ts, cfg, tmp_path / "normal", device="cpu", progress=False)
+    train(cfg, ts, tmp_path / "normal", device="cpu", progress=False)
     assert not (tmp_path / "normal" / "latent_prior.safetensors").exists()
     assert Synthesizer.load(tmp_path / "normal", device="cpu").latent_prior is None
 
@@ -227,7 +227,7 @@ def test_one_volume_says_augmentation_stands_in_for_a_cohort(tmp_path, make_vol)
     cfg = _tiny(["iterations=1", "augment=true"])
     ts = load_training_set([tmp_path / "d"], cfg, progress=False)
     with pytest.warns(UserWarning, match="ONE volume.*augmentation stands in for a cohort"):
-        train(ts, cfg, tmp_path / "m", device="cpu", progress=False)
+        train(cfg, ts, tmp_path / "m", device="cpu", progress=False)
 
 
 def test_evaluate_writes_3d_and_per_plane_scores(model_dir, tmp_path):

@@ -21,4 +21,4 @@ if __name__ == "__main__":
         "condition=domain", "train.domain_noise=0", "hsi.noise_std=0", "hsi.disc_dropout=0", "hsi.epochs=2",
         "hsi.n_blocks=4", "hsi.n_conditional=4", "hsi.hidden=32", "hsi.batch_size=64", "hsi.chunk=16",
         "train.iterations_per_epoch=3"])
-    train(sim, real, sys.argv[1], cfg, device="cpu", resume=False, progress=False)
+    train(cfg, (sim, real), sys.argv[1], device="cpu", resume=False, progress=False)

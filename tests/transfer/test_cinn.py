@@ -2,7 +2,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from medgap.transfer.cinn import REAL, SIM, ImageCINN, SpectralCINN, count_parameters, domain_code, soft_labels
+from medgap.training.runtime import count_parameters
+from medgap.transfer.cinn import REAL, SIM, ImageCINN, SpectralCINN, domain_code, soft_labels
 from medgap.transfer.config import TransferConfig
 from medgap.transfer.discriminators import MultiScaleDiscriminator, SpectralDiscriminator
 from medgap.transfer.model import build_model
@@ -115,11 +116,14 @@ def test_indexed_permutation_equals_freia_block():
                 torch.testing.assert_close(j, j_ref)
 
 
-def test_package_api_names_are_functions():
+def test_package_api_names_are_the_functions_not_submodules():
     import medgap.transfer as T
     import medgap.transfer.trainer  # noqa: F401  (a submodule import must not shadow the function)
+    from medgap.transfer.evaluation import evaluate
+    from medgap.transfer.apply import apply_transfer
+    from medgap.transfer.trainer import train
 
-    assert callable(T.train) and callable(T.evaluate) and callable(T.apply_transfer)
+    assert T.train is train and T.evaluate is evaluate and T.apply_transfer is apply_transfer
     assert T.TransferConfig.from_preset("paper").hsi.n_blocks == 40
 
 

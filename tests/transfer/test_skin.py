@@ -135,7 +135,7 @@ def test_class_aligned_transfer_keeps_brightness_and_moves_each_class_onto_its_o
     out = {}
     for align in ("global", "class"):
         cfg = TransferConfig.from_preset("cpu-small", overrides=[f"train.align={align}", "method=coral"])
-        train(source, unlabelled, tmp_path / align, cfg, progress=False)
+        train(cfg, (source, unlabelled), tmp_path / align, progress=False)
         out[align] = apply_transfer(tmp_path / align, source)
     norms = np.linalg.norm(out["class"].spectra, axis=1)
     assert norms.std() / norms.mean() > 0.05  # brightness kept, not reset to one norm

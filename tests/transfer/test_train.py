@@ -19,7 +19,8 @@ from medgap.transfer.cinn import REAL, SIM
 from medgap.transfer.data import fit_stats
 from medgap.transfer.evaluation import normalise
 from medgap.transfer.model import build_model
-from medgap.transfer.trainer import BatchSampler, checkpoint_dir, make_optimizers
+from medgap.training.contract import run_folder
+from medgap.transfer.trainer import BatchSampler, make_optimizers
 
 from transfer_helpers import tiny_overrides, unlabelled
 
@@ -33,7 +34,7 @@ def _mmd(a, b):
 def test_cpu_small_training_closes_the_gap(hsi_pair, tmp_path):
     sim, real = hsi_pair
     cfg = TransferConfig.from_preset("cpu-small", overrides=["hsi.epochs=3", "hsi.batch_size=500"])
-    train(sim, unlabelled(real), tmp_path / "m", cfg, progress=False)
+    train(cfg, (sim, unlabelled(real)), tmp_path / "m", progress=False)
     out = apply_transfer(tmp_path / "m", sim)
     assert _mmd(out, real) < 0.5 * _mmd(sim, real)
     np.testing.assert_array_equal(out.labels, sim.labels)  # labels carried over
@@ -53,17 +54,17 @@ def test_cpu_small_training_closes_the_gap(hsi_pair, tmp_path):
     assert np.median(err) < 0.03 * peak and err.max() < 0.2 * peak
     info = json.loads((tmp_path / "m" / "config.json").read_text())
     assert info["method"] == "transfer" and len(info["extras"]["history"]) == 3
-    assert (checkpoint_dir(tmp_path / "m") / "metrics.csv").exists()
+    assert (run_folder(tmp_path / "m") / "metrics.csv").exists()
 
 
 def test_resume_continues_exactly(hsi_pair, tmp_path):
     sim, real = hsi_pair
     full = TransferConfig.from_preset("cpu-small", overrides=tiny_overrides(3))
-    train(sim, real, tmp_path / "a", full, progress=False)
-    train(sim, real, tmp_path / "b", full.replace(hsi={"epochs": 2}), progress=False)  # "interrupted"
+    train(full, (sim, real), tmp_path / "a", progress=False)
+    train(full.replace(hsi={"epochs": 2}), (sim, real), tmp_path / "b", progress=False)  # "interrupted"
     with pytest.raises(InputError, match="--overwrite"):  # the finished model folder is kept
-        train(sim, real, tmp_path / "b", full, progress=False)
-    train(sim, real, tmp_path / "b", full, progress=False, overwrite=True)  # resumes at epoch 3
+        train(full, (sim, real), tmp_path / "b", progress=False)
+    train(full, (sim, real), tmp_path / "b", progress=False, overwrite=True)  # resumes at epoch 3
     a, b = (load_file(str(tmp_path / k / "generator.safetensors")) for k in "ab")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
@@ -71,7 +72,7 @@ def test_resume_continues_exactly(hsi_pair, tmp_path):
     assert [h["epoch"] for h in hist] == [1, 2, 3]
     other = full.replace(hsi={"hidden": 16})
     with pytest.raises(InputError, match=r"another run \(changed: hsi.hidden \(32 -> 16\)"):
-        train(sim, real, tmp_path / "b", other, progress=False, overwrite=True)
+        train(other, (sim, real), tmp_path / "b", progress=False, overwrite=True)
 
 
 def test_optimisers_are_separate_and_sampling_is_class_balanced():
@@ -101,7 +102,7 @@ def test_optimisers_are_separate_and_sampling_is_class_balanced():
 def test_spectral_baselines_train_and_apply(hsi_pair, tmp_path, method):
     sim, real = hsi_pair
     cfg = TransferConfig.from_preset("cpu-small", overrides=tiny_overrides(1) + [f"method={method}"])
-    train(sim, real, tmp_path / method, cfg, progress=False)
+    train(cfg, (sim, real), tmp_path / method, progress=False)
     out = apply_transfer(tmp_path / method, sim)
     assert out.spectra.shape == sim.spectra.shape and np.all(np.isfinite(out.spectra))
     assert not np.allclose(normalise(out.spectra), normalise(sim.spectra))
@@ -111,7 +112,7 @@ def test_spectral_baselines_train_and_apply(hsi_pair, tmp_path, method):
 def test_image_methods_train_and_apply(pat_pair, tmp_path, method):
     sim, real = pat_pair
     cfg = TransferConfig.from_preset("cpu-small", overrides=tiny_overrides(1, "pat") + [f"method={method}"])
-    train(sim, unlabelled(real), tmp_path / method, cfg, progress=False)
+    train(cfg, (sim, unlabelled(real)), tmp_path / method, progress=False)
     out = apply_transfer(tmp_path / method, sim)
     assert isinstance(out, ImageSet) and out.images.shape == sim.images.shape
     np.testing.assert_array_equal(out.segmentation, sim.segmentation)
@@ -127,11 +128,11 @@ def test_bad_inputs_are_refused_without_partial_outputs(hsi_pair, pat_pair, tmp_
     zero = real.spectra.copy()
     zero[7] = 0
     with pytest.raises(InputError, match="all zero.*row 7"):
-        train(sim, SpectraSet(zero, real.wavelengths, path=Path("real.npz")), out, cfg, progress=False)
+        train(cfg, (sim, SpectraSet(zero, real.wavelengths, path=Path("real.npz"))), out, progress=False)
     with pytest.raises(InputError, match="wavelength grid"):
-        train(sim, SpectraSet(real.spectra, real.wavelengths + 1.0), out, cfg, progress=False)
+        train(cfg, (sim, SpectraSet(real.spectra, real.wavelengths + 1.0)), out, progress=False)
     with pytest.raises(InputError, match="needs labels"):
-        train(unlabelled(sim), real, out, cfg.replace(condition="domain+label"), progress=False)
+        train(cfg.replace(condition="domain+label"), (unlabelled(sim), real), out, progress=False)
     with pytest.raises(InputError, match="NaN"):
         bad = real.spectra.copy()
         bad[0, 3] = np.nan
@@ -139,8 +140,8 @@ def test_bad_inputs_are_refused_without_partial_outputs(hsi_pair, pat_pair, tmp_
     psim, preal = pat_pair
     small = ImageSet(preal.images[:, :, :16, :32], preal.wavelengths)
     with pytest.raises(InputError, match="image size"):
-        train(psim, small, out, cfg, progress=False)
-    assert not out.exists() and not checkpoint_dir(out).exists()
+        train(cfg, (psim, small), out, progress=False)
+    assert not out.exists() and not run_folder(out).exists()
     save_model(tmp_path / "other", method="harmonize", config={}, weights={"w": {"a": torch.zeros(1)}})
     with pytest.raises(ModelFolderError, match="harmonize"):
         apply_transfer(tmp_path / "other", sim)
@@ -166,8 +167,8 @@ def test_chunked_batches_give_the_same_model(hsi_pair, tmp_path):
     sim, real = hsi_pair
     exact = ["condition=domain", "train.domain_noise=0", "hsi.noise_std=0", "hsi.disc_dropout=0"]
     cfg = TransferConfig.from_preset("cpu-small", overrides=tiny_overrides(1) + exact)
-    train(sim, real, tmp_path / "whole", cfg, progress=False)
-    train(sim, real, tmp_path / "chunked", cfg.replace(hsi={"chunk": 100}), progress=False)  # 256 = 100+100+56
+    train(cfg, (sim, real), tmp_path / "whole", progress=False)
+    train(cfg.replace(hsi={"chunk": 100}), (sim, real), tmp_path / "chunked", progress=False)  # 256 = 100+100+56
     a, b = (load_file(str(tmp_path / k / "generator.safetensors")) for k in ("whole", "chunked"))
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
@@ -177,8 +178,8 @@ def test_bf16_training_learns_and_resumes_across_precisions(hsi_pair, tmp_path, 
     sim, real = hsi_pair
     cfg = TransferConfig.from_preset("cpu-small", overrides=["hsi.epochs=3", "hsi.batch_size=500",
                                                              "train.precision=bf16"])
-    train(sim, unlabelled(real), tmp_path / "m", cfg.replace(hsi={"epochs": 2}), progress=False)
-    train(sim, unlabelled(real), tmp_path / "m", cfg.replace(train={"precision": "fp32"}), progress=False,
+    train(cfg.replace(hsi={"epochs": 2}), (sim, unlabelled(real)), tmp_path / "m", progress=False)
+    train(cfg.replace(train={"precision": "fp32"}), (sim, unlabelled(real)), tmp_path / "m", progress=False,
           overwrite=True)
     hist = json.loads((tmp_path / "m" / "config.json").read_text())["extras"]["history"]
     assert [h["epoch"] for h in hist] == [1, 2, 3]  # resumed at another precision
@@ -191,10 +192,10 @@ def test_bf16_training_learns_and_resumes_across_precisions(hsi_pair, tmp_path, 
 def test_closed_form_baselines_are_model_folders(hsi_pair, tmp_path, method):
     sim, real = hsi_pair
     cfg = TransferConfig.from_preset("cpu-small", overrides=[f"method={method}"])
-    train(sim, unlabelled(real), tmp_path / "m", cfg, progress=False)
+    train(cfg, (sim, unlabelled(real)), tmp_path / "m", progress=False)
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
         "README.md", "config.json", "manifest.json", "stats.safetensors"]
-    assert not checkpoint_dir(tmp_path / "m").exists()  # nothing trained, nothing checkpointed
+    assert not run_folder(tmp_path / "m").exists()  # nothing trained, nothing checkpointed
     out = apply_transfer(tmp_path / "m", sim).spectra
     # spectra as measured (hsi.brightness=keep): the real domain's per-channel mean and spread ...
     np.testing.assert_allclose(out.mean(0), real.spectra.mean(0), rtol=1e-3)
@@ -210,14 +211,14 @@ def test_closed_form_baselines_are_model_folders(hsi_pair, tmp_path, method):
     assert np.median(err) < 1e-4 and err.max() < 1e-3
     # the publication's protocol divides by the L2 norm and writes the target's mean norm
     cfg = TransferConfig.from_preset("cpu-small", overrides=[f"method={method}", "hsi.brightness=l2"])
-    train(sim, unlabelled(real), tmp_path / "l2", cfg, progress=False)
+    train(cfg, (sim, unlabelled(real)), tmp_path / "l2", progress=False)
     norms = np.linalg.norm(apply_transfer(tmp_path / "l2", sim).spectra, axis=1)
     np.testing.assert_allclose(norms, np.linalg.norm(real.spectra, axis=1).mean(), rtol=1e-4)
 
 
 def test_whitened_input_makes_the_untrained_cinn_coral(hsi_pair, tmp_path):
     sim, real = hsi_pair
-    train(sim, unlabelled(real), tmp_path / "coral", TransferConfig.from_preset("cpu-small", overrides=["method=coral"]),
+    train(TransferConfig.from_preset("cpu-small", overrides=["method=coral"]), (sim, unlabelled(real)), tmp_path / "coral",
           progress=False)
     coral = apply_transfer(tmp_path / "coral", sim)
     cfg = TransferConfig.from_preset("cpu-small", overrides=["condition=domain"])
@@ -233,12 +234,12 @@ def test_whitened_input_makes_the_untrained_cinn_coral(hsi_pair, tmp_path):
 def test_heldout_real_likelihood_is_logged_and_kept_out(hsi_pair, tmp_path):
     sim, real = hsi_pair
     cfg = TransferConfig.from_preset("cpu-small", overrides=[*tiny_overrides(2), "train.align=global"])
-    train(sim, unlabelled(real), tmp_path / "m", cfg, progress=False)
+    train(cfg, (sim, unlabelled(real)), tmp_path / "m", progress=False)
     info = json.loads((tmp_path / "m" / "config.json").read_text())
     bpd = [h["heldout_real_bits_per_dim"] for h in info["extras"]["history"]]
     assert len(bpd) == 2 and all(np.isfinite(bpd))
     assert info["trained_on"]["real_samples"] == len(real) - int(0.1 * len(real))  # 10 % held out
-    assert "heldout_real_bits_per_dim" in (checkpoint_dir(tmp_path / "m") / "metrics.csv").read_text()
+    assert "heldout_real_bits_per_dim" in (run_folder(tmp_path / "m") / "metrics.csv").read_text()
 
 
 @pytest.mark.parametrize("extra", [["condition=domain+label", "train.real_labels=mixture"],
@@ -252,6 +253,6 @@ def test_cinn_options_train(hsi_pair, tmp_path, extra):
     loss, logs, x_ab, x_ba = model.generator_loss(xa, ya, torch.randn(6, sim.spectra.shape[1]))
     assert torch.isfinite(loss) and x_ab.shape == (8, sim.spectra.shape[1]) and x_ba.shape == (6, sim.spectra.shape[1])
     loss.backward()
-    train(sim, unlabelled(real), tmp_path / "m", cfg, progress=False)
+    train(cfg, (sim, unlabelled(real)), tmp_path / "m", progress=False)
     out = apply_transfer(tmp_path / "m", sim)
     assert np.isfinite(out.spectra).all()
