@@ -31,7 +31,8 @@ from machine import markdown_table, mean_sd_cell
 from medgap.harmonize.api import Harmonizer
 from medgap.harmonize.config import HarmonizeConfig
 from medgap.harmonize.evaluate import heldout_subject_slices
-from medgap.harmonize.restore import correction_size, random_scanner_change
+from medgap.harmonize.augment import random_scanner_change
+from medgap.harmonize.restore import correction_size
 from medgap.harmonize.simulate import COMBINED_DOMAINS, DOMAINS, simulate
 from medgap.harmonize.train import TrainingSet, load_training_set, train
 from medgap.metrics import psnr

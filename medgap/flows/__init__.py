@@ -9,6 +9,7 @@ from medgap.flows.blocks import (
     RQSCoupling,
     Squeeze,
 )
+from medgap.flows.likelihood import standard_normal_nll
 from medgap.flows.multiscale import MultiScaleFlow
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "InvConv1x1",
     "InvertibleBlock",
     "MultiScaleFlow",
+    "standard_normal_nll",
     "RQSCoupling",
     "Squeeze",
 ]

@@ -86,10 +86,7 @@ class Harmonizer:
 
     # ------------------------------------------------------------------ slices
     def options(self) -> HarmonizeOptions:
-        o = self.cfg.harmonize
-        return HarmonizeOptions(iterations=o.iterations, alpha=o.alpha, b1=o.b1, b2=o.b2, ncc=o.ncc,
-                                structure=o.structure, edge_percentile=o.edge_percentile,
-                                foreground_threshold=o.foreground_threshold, init=o.init, mode=o.mode, lr=o.lr)
+        return self.cfg.harmonize
 
     def harmonize_slices(self, xs: torch.Tensor, position: torch.Tensor, method: str = "auto",
                          progress: bool = False) -> torch.Tensor:
@@ -97,6 +94,7 @@ class Harmonizer:
 
         ``method="auto"``: :attr:`default_method`."""
         method = self.default_method if method == "auto" else method
+        self.last_gate = None  # set by the restore method only
         if method not in METHODS:
             raise InputError(None, f"unknown method {method!r}; choose from auto, {', '.join(METHODS)}")
         xs = torch.as_tensor(xs, dtype=torch.float32)

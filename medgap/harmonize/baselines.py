@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["identity", "histogram_match", "lowfreq_replace", "n4_histogram_match", "BASELINES"]
+__all__ = ["identity", "match_ranks", "histogram_match", "lowfreq_replace", "n4_histogram_match", "BASELINES"]
 
 
 def identity(xs: Tensor, templates: Tensor, quantiles: Tensor, threshold: float = 0.05) -> Tensor:
@@ -32,19 +32,33 @@ def identity(xs: Tensor, templates: Tensor, quantiles: Tensor, threshold: float 
     return xs.clone()
 
 
+def match_ranks(values: Tensor, target: Tensor, *, nearest: bool = False) -> Tensor:
+    """``values (n,)`` mapped by rank onto the distribution given by ``target (m,)``, sorted
+    ascending (samples, or quantiles at equal steps): the k-th smallest value becomes the target at
+    relative rank k / (n - 1), interpolated linearly (or the nearest target with ``nearest``).
+    Ties keep their order (stable). The one histogram matching of harmonize: the baseline below
+    and the training-time standardisation (:func:`medgap.harmonize.augment.match_own_histogram`)."""
+    n, m = values.numel(), target.numel()
+    pos = torch.linspace(0, m - 1, n, dtype=torch.float64)
+    if nearest:
+        ordered = target[pos.round().long()]
+    else:
+        lo = pos.floor().long().clamp_max(m - 1)
+        hi = (lo + 1).clamp_max(m - 1)
+        ordered = target[lo] + (pos - lo).to(target.dtype) * (target[hi] - target[lo])
+    out = torch.empty_like(ordered)
+    out[values.argsort(stable=True)] = ordered
+    return out
+
+
 def histogram_match(xs: Tensor, templates: Tensor, quantiles: Tensor, threshold: float = 0.05) -> Tensor:
     """Map foreground (> threshold) intensities of ``xs (B, 1, H, W)`` to target ``quantiles (B, Q)``."""
     out = xs.clone()
-    levels = np.linspace(0, 1, quantiles.shape[1])
     for i in range(xs.shape[0]):
         fg = xs[i] > threshold
-        vals = xs[i][fg].cpu().numpy()
-        if vals.size < 2:
+        if int(fg.sum()) < 2:
             continue
-        ranks = np.empty(vals.size)
-        ranks[np.argsort(vals, kind="stable")] = np.linspace(0, 1, vals.size)
-        mapped = np.interp(ranks, levels, quantiles[i].cpu().numpy())
-        out[i][fg] = torch.from_numpy(mapped).to(xs)
+        out[i][fg] = match_ranks(xs[i][fg], quantiles[i].to(xs)).to(xs)
     return out
 
 

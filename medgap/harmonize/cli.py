@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 from medgap.outputs import json_text
 
-app = typer.Typer(help="Blind MR harmonisation with a flow trained on your own scanner's images only.",
+app = typer.Typer(help="Blind MR harmonisation trained on your own scanner's images only (default: Nyul + a "
+                       "restoration net; the publication's flow method: --method blindharmony).",
                   no_args_is_help=True)
 console = Console()
 
@@ -105,7 +106,9 @@ def apply(
         console.print(f"wrote {len(written)} harmonised image(s) under {out}")
         return
     path = h.apply_file(source, out, method=method, mask=mask, progress=True, detail=detail, series=series)
-    console.print(f"wrote {path}")
+    gate = ("" if h.last_gate is None else
+            f" (restoration net weight {h.last_gate:.2f}: 0 = the net saw nothing to correct and kept Nyul's result)")
+    console.print(f"wrote {path}{gate}")
 
 
 @app.command()

@@ -66,7 +66,7 @@ class TrainConfig(MedgapConfig):
 
 
 class OptimizerConfig(MedgapConfig):
-    """The Eq. 1-2 optimiser (see medgap.harmonize.optimize.HarmonizeOptions)."""
+    """The Eq. 1-2 optimiser of BlindHarmony (:func:`medgap.harmonize.optimize.harmonize_batch`)."""
 
     iterations: int = Field(10, ge=0, le=10_000)
     alpha: float = Field(1e-3, ge=0, le=1)

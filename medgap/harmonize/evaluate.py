@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from medgap.errors import InputError
 from medgap.harmonize.api import METHODS, Harmonizer
 from medgap.harmonize.simulate import DOMAINS, HARD_DOMAINS
-from medgap.harmonize.train import ICBM_NAME, TrainingSet, load_training_set, random_affine_grid
+from medgap.harmonize.augment import random_affine_grid
+from medgap.harmonize.train import ICBM_NAME, TrainingSet, load_training_set
 from medgap.io import atomic_write_text
 from medgap.outputs import json_text, staged_output_folder
 from medgap.metrics import dice, iou, psnr, ssim

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from medgap.flows import MultiScaleFlow
+from medgap.flows import MultiScaleFlow, standard_normal_nll
 
 __all__ = ["SliceFlow"]
 
@@ -79,8 +79,7 @@ class SliceFlow(nn.Module):
         y = self.dequantize(x, noise)
         z, log_det = self.flow(y)
         d = self.dim
-        log_pz = -0.5 * (z**2).sum(dim=1) - 0.5 * d * math.log(2 * math.pi)
-        log_px = log_pz + log_det - d * self.num_bits * math.log(2.0)
+        log_px = -standard_normal_nll(z, log_det) - d * self.num_bits * math.log(2.0)
         return -log_px / (d * math.log(2.0))
 
     def forward(self, x: Tensor, noise: Tensor | None = None) -> Tensor:

@@ -22,12 +22,12 @@ iteration).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from medgap.harmonize.config import OptimizerConfig
 from medgap.harmonize.model import SliceFlow
 
 __all__ = ["HarmonizeOptions", "edge_masks", "sobel", "distance", "distance_grad", "harmonize_batch"]
@@ -36,21 +36,8 @@ __all__ = ["HarmonizeOptions", "edge_masks", "sobel", "distance", "distance_grad
 _REF_PIXELS = 144 * 176
 
 
-@dataclass
-class HarmonizeOptions:
-    """Knobs of the optimiser (defaults: the reference's final version, Pearson NCC)."""
-
-    iterations: int = 10
-    alpha: float = 1e-3
-    b1: float = 1e3
-    b2: float = 1e-3
-    ncc: str = "pearson"  # or "cosine" (the reference's final code)
-    structure: str = "ncc"  # or "ngf", "local_ncc"
-    edge_percentile: float = 30.0
-    foreground_threshold: float = 0.05
-    init: str = "template"  # or "source", "constant", "standardized"
-    mode: str = "alternating"  # or "autograd"
-    lr: float = 0.05  # step size of the autograd mode (Adam)
+# the optimiser's settings are the config section ``harmonize`` itself (one class, no mirror)
+HarmonizeOptions = OptimizerConfig
 
 
 def _sobel_kernels(x: Tensor) -> Tensor:

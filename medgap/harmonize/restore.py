@@ -27,122 +27,13 @@ with ``w`` rising from 0 at ``r = gate_low * r0`` to 1 at ``r = gate_high * r0``
 
 from __future__ import annotations
 
-import math
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["random_scanner_change", "random_sharpen", "match_own_histogram", "build_restoration_net",
-           "context_index", "train_restoration", "restore_slices", "correction_size",
+__all__ = ["build_restoration_net", "context_index", "train_restoration", "restore_slices", "correction_size",
            "gated_restore"]
-
-
-def _smooth_field(b: int, h: int, w: int, grid: int, generator: torch.Generator) -> Tensor:
-    """Random smooth field in [-1, 1]: Gaussian noise on a coarse grid, bicubic upsampling."""
-    coarse = torch.randn(b, 1, grid, grid, generator=generator)
-    field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)
-    return field / field.flatten(1).abs().amax(dim=1).clamp_min(1e-6)[:, None, None, None]
-
-
-def _random_curve(v: Tensor, generator: torch.Generator, knots: int = 6, monotone_p: float = 0.5,
-                  spread: float = 0.35) -> Tensor:
-    """Per-slice piecewise-linear intensity map of ``v (B, 1, H, W)`` in [0, 1]: identity plus a
-    random displacement of each knot; sorted (monotone) with probability ``monotone_p``."""
-    b = v.shape[0]
-    xk = torch.linspace(0, 1, knots)
-    yk = (xk + spread * torch.randn(b, knots, generator=generator)).clamp(0, 1)
-    mono = torch.rand(b, generator=generator) < monotone_p
-    yk = torch.where(mono[:, None], yk.sort(dim=1).values, yk)
-    pos = v.clamp(0, 1) * (knots - 1)
-    i0 = pos.floor().long().clamp_max(knots - 2)
-    frac = pos - i0
-    y0 = torch.gather(yk, 1, i0.flatten(1)).view_as(v)
-    y1 = torch.gather(yk, 1, (i0 + 1).flatten(1)).view_as(v)
-    return y0 + frac * (y1 - y0)
-
-
-def random_scanner_change(x: Tensor, generator: torch.Generator, threshold: float = 0.05,
-                          contrast_p: float = 0.7, bias_p: float = 0.5, bias_strength: float = 0.5,
-                          resolution_p: float = 0.4, noise_p: float = 0.4, max_noise: float = 0.06) -> Tensor:
-    """Target slices ``x (B, 1, H, W)`` in [0, 1] -> the same anatomy as another scanner might show it.
-
-    Each slice independently gets: a random gamma (log-normal, sd 0.35) and, with
-    ``contrast_p``, a random intensity curve (:func:`_random_curve`); with ``bias_p`` a
-    multiplicative field ``exp(s f)``, ``s ~ U(0, bias_strength)``, f smooth on a 3..5
-    grid; with ``resolution_p`` a down/up-sampling by 1.3..2.5; with ``noise_p`` Rician
-    noise of sd up to ``max_noise``. Then min-max to [0, 1]; background away from the head stays 0
-    (lower resolution blurs the edge by a few pixels, as it would in a scan).
-    """
-    b, _, h, w = x.shape
-    fg = x > threshold
-    y = x.clamp(0, 1) ** torch.exp(0.35 * torch.randn(b, 1, 1, 1, generator=generator))
-    curve = _random_curve(y, generator)
-    use = (torch.rand(b, 1, 1, 1, generator=generator) < contrast_p)
-    y = torch.where(use, curve, y)
-    grid = int(torch.randint(3, 6, (1,), generator=generator))
-    field = torch.exp(torch.rand(b, 1, 1, 1, generator=generator) * bias_strength * _smooth_field(b, h, w, grid,
-                                                                                                 generator))
-    use = torch.rand(b, 1, 1, 1, generator=generator) < bias_p
-    y = torch.where(use, y * field, y)
-    y = torch.where(fg, y, torch.zeros_like(y))
-    if resolution_p > 0:
-        factor = 1.3 + 1.2 * float(torch.rand(1, generator=generator))
-        small = F.interpolate(y, size=(max(4, round(h / factor)), max(4, round(w / factor))), mode="bilinear",
-                              align_corners=False, antialias=True)
-        low = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
-        use = torch.rand(b, 1, 1, 1, generator=generator) < resolution_p
-        y = torch.where(use, low, y)
-    sd = torch.rand(b, 1, 1, 1, generator=generator) * max_noise
-    sd = torch.where(torch.rand(b, 1, 1, 1, generator=generator) < noise_p, sd, torch.zeros_like(sd))
-    n1, n2 = torch.randn(x.shape, generator=generator), torch.randn(x.shape, generator=generator)
-    y = torch.where(fg, torch.sqrt((y + sd * n1) ** 2 + (sd * n2) ** 2), y)  # Rician magnitude
-    y = torch.where(fg | (y > threshold), y, torch.zeros_like(y))
-    lo = y.flatten(1).min(dim=1).values[:, None, None, None]
-    hi = y.flatten(1).max(dim=1).values[:, None, None, None]
-    return ((y - lo) / (hi - lo).clamp_min(1e-8)).clamp(0, 1)
-
-
-def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur of every channel of ``x (B, C, H, W)``."""
-    r = max(1, int(3 * sigma))
-    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-t**2 / (2 * sigma**2))
-    k = k / k.sum()
-    y = x.reshape(-1, 1, *x.shape[-2:])
-    y = F.conv2d(y, k.view(1, 1, -1, 1), padding=(r, 0))
-    return F.conv2d(y, k.view(1, 1, 1, -1), padding=(0, r)).view_as(x)
-
-
-def random_sharpen(x: Tensor, generator: torch.Generator, amount: float = 1.0, p: float = 0.5,
-                   threshold: float = 0.05) -> Tensor:
-    """Unsharp masking of random strength (0..``amount``, sigma 1 px) on a fraction ``p`` of the
-    slices: average-brain targets are smoother than any single subject, and a net that only
-    ever saw them learns to blur an individual's anatomy."""
-    b = x.shape[0]
-    a = torch.rand(b, 1, 1, 1, generator=generator) * amount
-    a = torch.where(torch.rand(b, 1, 1, 1, generator=generator) < p, a, torch.zeros_like(a))
-    y = (x + a * (x - _gaussian_blur(x, 1.0))).clamp(0, 1)
-    return torch.where(x > threshold, y, x)
-
-
-def match_own_histogram(y: Tensor, clean: Tensor, threshold: float = 0.05) -> Tensor:
-    """Give each slice of ``y`` the foreground intensity distribution of the same slice of
-    ``clean`` (rank mapping): the training-time stand-in for the standardisation the
-    source gets at use, so the net only learns what standardisation cannot do."""
-    out = y.clone()
-    for i in range(len(y)):
-        fy, fc = y[i] > threshold, clean[i] > threshold
-        n = int(fy.sum())
-        if n < 2 or int(fc.sum()) < 2:
-            continue
-        vals = clean[i][fc].sort().values
-        pick = torch.linspace(0, len(vals) - 1, n).round().long()
-        mapped = torch.empty(n, dtype=y.dtype)
-        mapped[y[i][fy].argsort()] = vals[pick]
-        out[i][fy] = mapped
-    return out
 
 
 def correction_size(net: nn.Module, xs: Tensor, threshold: float = 0.05, batch: int = 64,
@@ -215,7 +106,8 @@ def restore_slices(net: nn.Module, xs: Tensor, threshold: float = 0.05, batch: i
 
 
 def train_restoration(slices: Tensor, cfg, augment_cfg, seed: int = 0, device: str | torch.device = "cpu",
-                      progress: bool = False, log=None, counts: list[int] | None = None) -> tuple[nn.Module, dict]:
+                      progress: bool = False, log=None, counts: list[int] | None = None,
+                      threshold: float = 0.05) -> tuple[nn.Module, dict]:
     """Train :func:`build_restoration_net` on target ``slices (N, 1, H, W)``.
 
     ``cfg``: :class:`~medgap.harmonize.config.RestoreConfig`; ``augment_cfg``: the data
@@ -223,17 +115,18 @@ def train_restoration(slices: Tensor, cfg, augment_cfg, seed: int = 0, device: s
     stored volume after volume in slice order (needed for ``cfg.context`` > 0; default: one
     volume). A slice and its neighbours get the same geometry and the same scanner change
     (one scanner), their own noise. Batches are seeded by (seed, step). L1 loss inside the
-    target's foreground. Returns (net in eval mode, summary).
+    target's foreground (intensities above ``threshold``, ``harmonize.foreground_threshold``).
+    Returns (net in eval mode, summary).
     """
-    from medgap.harmonize.train import augment
+    from medgap.harmonize.augment import augment, match_own_histogram, random_scanner_change, random_sharpen
     from medgap.training.runtime import check_finite_loss, track
+    from medgap.training.schedule import warmup_cosine
 
     torch.manual_seed(seed)
     k = cfg.context
     net = build_restoration_net(tuple(cfg.channels), cfg.res_units, k).to(device)
     optim = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: warmup_cosine(s, cfg.steps))
     n = len(slices)
     neighbours = context_index(counts or [n], k)
     t0, ema = time.perf_counter(), None
@@ -243,13 +136,13 @@ def train_restoration(slices: Tensor, cfg, augment_cfg, seed: int = 0, device: s
         idx = torch.randint(n, (cfg.batch_size,), generator=g)
         clean = augment(slices[neighbours[idx], 0], augment_cfg, g)
         if cfg.sharpen > 0:
-            clean = random_sharpen(clean, g, cfg.sharpen)
-        source = random_scanner_change(clean, g, bias_strength=cfg.bias_strength, max_noise=cfg.max_noise)
+            clean = random_sharpen(clean, g, cfg.sharpen, threshold=threshold)
+        source = random_scanner_change(clean, g, threshold, bias_strength=cfg.bias_strength, max_noise=cfg.max_noise)
         if cfg.standardize_inputs:
-            source = match_own_histogram(source, clean)
+            source = match_own_histogram(source, clean, threshold)
         clean, source = clean[:, k:k + 1].to(device), source.to(device)
         middle = source[:, k:k + 1]
-        fg = (clean > 0.05) | (middle > 0.05)
+        fg = (clean > threshold) | (middle > threshold)
         pred = middle + net(source)
         loss = ((pred - clean).abs() * fg).sum() / fg.sum().clamp_min(1)
         optim.zero_grad(set_to_none=True)
@@ -266,7 +159,7 @@ def train_restoration(slices: Tensor, cfg, augment_cfg, seed: int = 0, device: s
     probe = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:256]
     with torch.inference_mode():
         xc = slices[neighbours[probe], 0]
-        est = torch.cat([_correct(net, xc[i:i + 64], k, 0.05) for i in range(0, len(xc), 64)])
-    r0 = _mean_change(est, xc[:, k:k + 1], 0.05)
+        est = torch.cat([_correct(net, xc[i:i + 64], k, threshold) for i in range(0, len(xc), 64)])
+    r0 = _mean_change(est, xc[:, k:k + 1], threshold)
     return net, {"steps": cfg.steps, "final_l1": ema, "target_correction": r0,
                  "seconds": round(time.perf_counter() - t0, 1)}

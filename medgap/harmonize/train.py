@@ -8,16 +8,15 @@ as an uninterrupted one. Checkpoints every ``train.checkpoint_every`` steps.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from medgap.errors import InputError
+from medgap.harmonize.augment import augment
 from medgap.harmonize.config import HarmonizeConfig
 from medgap.harmonize.data import SliceStack, load_for_harmonize, prepare_volume, slices_like
 from medgap.harmonize.model import SliceFlow
@@ -26,6 +25,7 @@ from medgap.training.contract import TrainResult, checkpoints, make_run
 from medgap.training.rundir import RunFolder, fingerprint_arrays, without
 from medgap.training.distributed import setup_distributed
 from medgap.training.precision import set_precision
+from medgap.training.schedule import warmup_cosine
 from medgap.training.runtime import MetricLogger, check_finite_loss, seed_everything, track
 
 __all__ = ["TrainingSet", "load_training_set", "augment", "train", "fit_statistics"]
@@ -137,38 +137,6 @@ def fit_statistics(model: SliceFlow, data: TrainingSet, threshold: float = 0.05)
                                                                    .manual_seed(b))[:1_000_000]], levels)
 
 
-def random_affine_grid(shape: list[int], degrees: float, scale: float, shift: float,
-                       generator: torch.Generator) -> torch.Tensor:
-    """A sampling grid for one random rotation/scale/shift per slice; ``shape`` is (B, C, H, W).
-
-    Angles in [-degrees, degrees], zoom 1 +- scale, shift +- shift of the image size.
-    """
-    b = shape[0]
-    ang = (torch.rand(b, generator=generator) * 2 - 1) * math.radians(degrees)
-    sc = 1 + (torch.rand(b, generator=generator) * 2 - 1) * scale
-    tr = (torch.rand(b, 2, generator=generator) * 2 - 1) * shift * 2
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0] = torch.cos(ang) / sc
-    theta[:, 0, 1] = -torch.sin(ang) / sc
-    theta[:, 1, 0] = torch.sin(ang) / sc
-    theta[:, 1, 1] = torch.cos(ang) / sc
-    theta[:, :, 2] = tr
-    return F.affine_grid(theta, shape, align_corners=False)
-
-
-def augment(x: torch.Tensor, cfg, generator: torch.Generator) -> torch.Tensor:
-    """Small random affine (rotation, isotropic scale, translation) and optional gamma jitter."""
-    b = x.shape[0]
-    d = cfg
-    if d.aug_rotate_deg > 0 or d.aug_scale > 0 or d.aug_translate > 0:
-        grid = random_affine_grid(list(x.shape), d.aug_rotate_deg, d.aug_scale, d.aug_translate, generator)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    if d.aug_gamma > 0:
-        g = 1 + (torch.rand(b, generator=generator) * 2 - 1) * d.aug_gamma
-        x = x.clamp_min(0) ** g[:, None, None, None]
-    return x.clamp(0, 1)
-
-
 def _batch(data: TrainingSet, cfg: HarmonizeConfig, step: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The global batch of ``step`` and its dequantisation noise (identical on every rank)."""
     g = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + step)
@@ -176,12 +144,6 @@ def _batch(data: TrainingSet, cfg: HarmonizeConfig, step: int) -> tuple[torch.Te
     idx = torch.randperm(n, generator=g)[:bsz] if bsz <= n else torch.randint(n, (bsz,), generator=g)
     x = augment(data.slices[idx], cfg.data, g)
     return x, torch.rand(x.shape, generator=g)
-
-
-def _lr_factor(step: int, cfg) -> float:
-    if cfg.warmup and step < cfg.warmup:
-        return (step + 1) / cfg.warmup
-    return 0.5 * (1 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps))
 
 
 def train(cfg: HarmonizeConfig, data: TrainingSet | None, out: str | Path, *, device: str = "auto",
@@ -216,7 +178,7 @@ def _train(cfg: HarmonizeConfig, out_dir: Path, data: TrainingSet, ctx, run: Run
     model.to(ctx.device)
     set_precision(model, cfg.train.precision, ctx.device)
     optim = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: _lr_factor(s, cfg.train))
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: warmup_cosine(s, cfg.train.steps, cfg.train.warmup))
     ckpts = checkpoints(run, keep_last=2)
     start = 0
     if run.resumable and ckpts.latest() is not None:
@@ -260,7 +222,8 @@ def _train(cfg: HarmonizeConfig, out_dir: Path, data: TrainingSet, ctx, run: Run
 
         net, summary["restore"] = train_restoration(
             data.slices, cfg.restore.replace(steps=cfg.restore_steps), cfg.data,
-            seed=cfg.restore.seed + cfg.train.seed, device=ctx.device, progress=progress, counts=data.counts)
+            seed=cfg.restore.seed + cfg.train.seed, device=ctx.device, progress=progress, counts=data.counts,
+            threshold=cfg.harmonize.foreground_threshold)
         weights["restore"] = net
     if ctx.is_main:
         model.eval()

@@ -12,24 +12,20 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from medgap.flows.likelihood import standard_normal_nll
+
 from .baselines import UNIT, CycleGAN
 from .cinn import REAL, SIM, ImageCINN, SpectralCINN
 from .config import TransferConfig
 from .discriminators import MultiScaleDiscriminator, SpectralDiscriminator, lsgan_d_loss, lsgan_g_loss
 
 __all__ = ["TransferModel", "GeneratorObjective", "DiscriminatorObjective", "build_model", "CLOSED_FORM",
-           "IdentityTransfer", "latent_nll"]
+           "IdentityTransfer"]
 
 # Methods without a network: the transfer is the normalisation itself (sim statistics in, real out).
 # standardise: per-channel z-scores of the L2-normalised spectra; coral: also the channel covariance
 # (Sun, Feng & Saenko 2016, "Return of frustratingly easy domain adaptation").
 CLOSED_FORM = ("standardise", "coral")
-
-
-def latent_nll(z: torch.Tensor, logdet: torch.Tensor) -> torch.Tensor:
-    """-log p(x) per sample under the flow's standard normal latent, in nats, without the constant
-    (d/2) log(2 pi): 0.5 |z|^2 - log|det J| (the training loss leaves the constant out)."""
-    return 0.5 * z.pow(2).flatten(1).sum(1) - logdet
 
 
 class IdentityTransfer(nn.Module):
@@ -78,7 +74,7 @@ class TransferModel(nn.Module):
         y = None if yb is None else torch.cat([ya, yb])
         z, logdet = g.encode(x, domain, y, stochastic=True)
         dims = xa[0].numel()
-        nll = latent_nll(z, logdet)
+        nll = standard_normal_nll(z, logdet, constant=False)
         ml = (nll[: len(xa)].mean() + nll[len(xa):].mean()) / dims
         x_t = g.decode(z, 1 - domain, y, stochastic=True)
         x_ab, x_ba = x_t[: len(xa)], x_t[len(xa):]
@@ -94,7 +90,7 @@ class TransferModel(nn.Module):
         x = torch.cat([xa, xb.repeat(k, 1)])
         domain = torch.cat([torch.full((n_a,), SIM), torch.full((k * n_b,), REAL)]).to(x.device)
         z, logdet = g.encode(x, domain, torch.cat([ya, labels_b]), stochastic=True)
-        nll = latent_nll(z, logdet)
+        nll = standard_normal_nll(z, logdet, constant=False)
         nll_b = nll[n_a:].view(k, n_b)
         log_mix = torch.logsumexp(-nll_b, dim=0) - math.log(k)
         ml = (nll[:n_a].mean() - log_mix.mean()) / xa.shape[1]

@@ -34,7 +34,9 @@ from .cinn import REAL
 from .config import TransferConfig
 from .data import DomainStats, check_pair, fit_stats
 from .labels import LabelEstimate, class_moments, estimate_labels, subject_design
-from .model import CLOSED_FORM, DiscriminatorObjective, GeneratorObjective, TransferModel, build_model, latent_nll
+from medgap.flows.likelihood import standard_normal_nll
+
+from .model import CLOSED_FORM, DiscriminatorObjective, GeneratorObjective, TransferModel, build_model
 
 __all__ = ["METHOD", "train", "BatchSampler", "make_optimizers", "make_objectives",
            "train_step"]
@@ -248,7 +250,7 @@ def heldout_bits_per_dim(model: TransferModel, x: np.ndarray, stats: DomainStats
         xb = stats.normalize(torch.from_numpy(x[i:i + batch]).float()).to(device)
         y = g.random_labels((len(xb),), generator=gen).to(device) if g.n_classes else None
         z, logdet = g.encode(xb, REAL, y)
-        nll = latent_nll(z, logdet) + 0.5 * z.shape[1] * math.log(2 * math.pi)
+        nll = standard_normal_nll(z, logdet)
         total += float(nll.sum())
     model.train(was_training)
     return total / (len(x) * x.shape[1] * math.log(2.0))

@@ -9,7 +9,7 @@ import torch
 from medgap.errors import InputError
 from medgap.harmonize.api import Harmonizer
 from medgap.harmonize.config import HarmonizeConfig
-from medgap.harmonize.restore import random_scanner_change
+from medgap.harmonize.augment import random_scanner_change
 from medgap.harmonize.simulate import simulate
 from medgap.harmonize.train import load_training_set, train
 
@@ -192,7 +192,7 @@ def test_gate_opens_with_the_size_of_the_correction(c, expected_w):
 
 
 def test_match_own_histogram_keeps_ranks_and_takes_the_clean_values():
-    from medgap.harmonize.restore import match_own_histogram
+    from medgap.harmonize.augment import match_own_histogram
 
     clean = _slices(2)
     changed = random_scanner_change(clean, torch.Generator().manual_seed(0), contrast_p=0, bias_p=0,
