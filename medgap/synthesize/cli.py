@@ -14,23 +14,12 @@ from medgap.outputs import json_text
 
 app = typer.Typer(help="HA-GAN: generate and encode high-resolution 3D CT/MR volumes.", no_args_is_help=True)
 console = Console()
-
-_ICBM = "icbm152"
-_HEAD_CT = "head-ct"
+_ICBM = "icbm152"  # medgap.synthesize.data.ICBM152 (not imported here: `medgap --help` stays free of torch)
 
 
 def _load_data(data: list[str], cfg, labels: Optional[str], cache_dir: Optional[Path]):
-    from medgap.synthesize.data import load_training_set, sample_dataset
+    from medgap.synthesize.data import load_training_set
 
-    if data == [_ICBM]:
-        return sample_dataset(cfg)
-    if data == [_HEAD_CT]:
-        from medgap.data.install import HEAD_CT, installed_path
-
-        path = installed_path(HEAD_CT)
-        if cfg.modality != "ct":
-            raise InputError(path, "the installed head CT is a CT: train it with --modality ct")
-        data = [str(path)]
     label_list = None
     if labels is not None:
         try:

@@ -36,6 +36,8 @@ from medgap.io import Volume, atomic_path, atomic_write_text, dicom_series, is_v
 from medgap.synthesize.config import SynthesizeConfig
 
 __all__ = [
+    "ICBM152",
+    "HEAD_CT",
     "Prepared",
     "TrainingSet",
     "cube_affine",
@@ -112,6 +114,9 @@ def _to_cube(data: np.ndarray, size: int) -> np.ndarray:
     return t[0, 0].numpy().astype(np.float32)
 
 
+# names of the installed data sets load_training_set accepts instead of files
+ICBM152 = "icbm152"
+HEAD_CT = "head-ct"
 # the least a volume needs along every axis to be a 3D image worth resampling to the model cube
 MIN_SIZE = (8, 8, 8)
 
@@ -227,13 +232,25 @@ def load_training_set(
 ) -> TrainingSet:
     """Read, preprocess and (optionally) cache NIfTI volumes.
 
-    inputs: files and/or folders of .nii/.nii.gz. labels: one int per file (class
+    inputs: files and/or folders of .nii/.nii.gz, or one of the installed data sets by name:
+    ``["icbm152"]`` (the sample T1 template, :func:`sample_dataset`) or ``["head-ct"]`` (the
+    installed real head CT; needs ``modality="ct"``). labels: one int per file (class
     conditioning), default all 0. With ``cache_dir`` the cubes are stored once as
     ``<key>.npy`` (memory-mapped on later runs; key = files, sizes, mtimes, settings).
     Volumes of different shapes and spacings are fine: each is resampled.
     """
     from medgap.training.runtime import track
 
+    if [str(i) for i in inputs] == [ICBM152]:
+        return sample_dataset(cfg)
+    if [str(i) for i in inputs] == [HEAD_CT]:
+        from medgap.data.install import HEAD_CT as head_ct_file
+        from medgap.data.install import installed_path
+
+        path = installed_path(head_ct_file)
+        if cfg.modality != "ct":
+            raise InputError(path, "the installed head CT is a CT: train it with --modality ct")
+        inputs = [path]
     files = find_volumes(inputs)
     labels = [0] * len(files) if labels is None else [int(v) for v in labels]
     if len(labels) != len(files):
