@@ -48,6 +48,7 @@ class Harmonizer:
         self.restorer = restorer.to(self.device).eval() if restorer is not None else None
         self.info = info or {}
         self.last_gate: float | None = None  # the restore gate's weight for the last volume
+        self.last_doubt: float | None = None  # how much the net's corrections of it and its mirror disagree
 
     @property
     def default_method(self) -> str:
@@ -94,7 +95,7 @@ class Harmonizer:
 
         ``method="auto"``: :attr:`default_method`."""
         method = self.default_method if method == "auto" else method
-        self.last_gate = None  # set by the restore method only
+        self.last_gate = self.last_doubt = None  # set by the restore method only
         if method not in METHODS:
             raise InputError(None, f"unknown method {method!r}; choose from auto, {', '.join(METHODS)}")
         xs = torch.as_tensor(xs, dtype=torch.float32)
@@ -136,8 +137,10 @@ class Harmonizer:
         r0 = float(self.info.get("extras", {}).get("train", {}).get("restore", {}).get("target_correction", 0.0))
         if r0 <= 0:
             raise ModelFolderError(None, "the model's card has no restore.target_correction: retrain it")
-        out, self.last_gate = gated_restore(self.restorer, base.to(self.device), r0, r.gate_low, r.gate_high, thr,
-                                            self.cfg.harmonize.batch_slices, r.context)
+        doubt = None if r.doubt_low is None else (r.doubt_low, r.doubt_high)
+        out, self.last_gate, self.last_doubt = gated_restore(self.restorer, base.to(self.device), r0, r.gate_low,
+                                                             r.gate_high, thr, self.cfg.harmonize.batch_slices,
+                                                             r.context, doubt)
         return out.cpu()
 
     @torch.inference_mode()

@@ -106,8 +106,11 @@ def apply(
         console.print(f"wrote {len(written)} harmonised image(s) under {out}")
         return
     path = h.apply_file(source, out, method=method, mask=mask, progress=True, detail=detail, series=series)
-    gate = ("" if h.last_gate is None else
-            f" (restoration net weight {h.last_gate:.2f}: 0 = the net saw nothing to correct and kept Nyul's result)")
+    gate = ""
+    if h.last_gate is not None:
+        doubt = "" if h.last_doubt is None else f", disagreement with its mirror image {h.last_doubt:.1f} x r0"
+        gate = (f" (restoration net weight {h.last_gate:.2f}{doubt}; weight 0 keeps Nyul's result: nothing to "
+                "correct, or an input unlike the net's training)")
     console.print(f"wrote {path}{gate}")
 
 

@@ -109,6 +109,11 @@ class RestoreConfig(MedgapConfig):
     output: Literal["gated", "network", "standardized"] = "gated"
     gate_low: float = Field(2.0, ge=0)
     gate_high: float = Field(4.0, ge=0)
+    # back off where the net's corrections of the volume and of its mirror image disagree (units of r0):
+    # full weight up to doubt_low, none from doubt_high on; null = no check (chosen on Colin 27, the
+    # validation subject: in-family changes <= 2.8, residual dura and ghosting >= 3.6)
+    doubt_low: float | None = Field(3.0, gt=0)
+    doubt_high: float = Field(3.5, gt=0)
     seed: int = Field(0, ge=0, le=2**32 - 1)
 
 

@@ -50,15 +50,29 @@ def _mean_change(est: Tensor, xs: Tensor, threshold: float) -> float:
 
 
 def gated_restore(net: nn.Module, base: Tensor, r0: float, gate_low: float = 2.0, gate_high: float = 4.0,
-                  threshold: float = 0.05, batch: int = 64, context: int = 0) -> tuple[Tensor, float]:
+                  threshold: float = 0.05, batch: int = 64, context: int = 0,
+                  doubt: tuple[float, float] | None = None) -> tuple[Tensor, float, float | None]:
     """``base + w (net(base) - base)`` for standardised slices ``base`` of one volume (in slice
-    order); returns (result, w). ``w`` is 0 while the net's correction is at most ``gate_low``
-    times the target's own ``r0`` and 1 from ``gate_high`` times on (linear between)."""
+    order); returns (result, w, doubt). ``w`` is 0 while the net's correction is at most ``gate_low``
+    times the target's own ``r0`` and 1 from ``gate_high`` times on (linear between).
+
+    ``doubt = (low, high)``: the net is also asked about the left-right mirrored volume; where its two
+    answers disagree (mean absolute difference over the foreground, in units of ``r0``) by more
+    than ``low``, ``w`` falls linearly to 0 at ``high``: an input unlike anything the net trained on
+    (residual dura, ghosting) gets inconsistent corrections, and the result stays Nyul's. The
+    measured disagreement is returned (None without ``doubt``)."""
     est, size = correction_size(net, base, threshold, batch, context)
     lo, hi = gate_low * r0, max(gate_high * r0, gate_low * r0 + 1e-6)
     w = min(1.0, max(0.0, (size - lo) / (hi - lo)))
+    disagreement = None
+    if doubt is not None and w > 0:
+        mirrored = restore_slices(net, base.flip(-1), threshold, batch, context).flip(-1)
+        fg = base > threshold
+        disagreement = float((mirrored - est).abs()[fg].mean()) / max(r0, 1e-8) if bool(fg.any()) else 0.0
+        d_lo, d_hi = doubt
+        w *= min(1.0, max(0.0, (d_hi - disagreement) / max(d_hi - d_lo, 1e-6)))
     out = base + w * (est - base)
-    return torch.where(base > threshold, out.clamp(0, 1), base), w
+    return torch.where(base > threshold, out.clamp(0, 1), base), w, disagreement
 
 
 def build_restoration_net(channels: tuple[int, ...] = (16, 32, 64, 128), res_units: int = 1,

@@ -185,10 +185,38 @@ def test_gate_opens_with_the_size_of_the_correction(c, expected_w):
     from medgap.harmonize.restore import gated_restore
 
     x = _slices(2) * 0.8  # room below 1 so the +c correction is not clipped
-    out, w = gated_restore(_ConstantCorrection(c), x, r0=0.01, gate_low=2.0, gate_high=4.0)
-    assert w == pytest.approx(expected_w, abs=1e-4)
+    out, w, doubt = gated_restore(_ConstantCorrection(c), x, r0=0.01, gate_low=2.0, gate_high=4.0)
+    assert w == pytest.approx(expected_w, abs=1e-4) and doubt is None
     fg = x > 0.05
     assert torch.allclose(out[fg], x[fg] + w * c, atol=1e-5) and torch.equal(out[~fg], x[~fg])
+
+
+class _LeftSidedCorrection(torch.nn.Module):
+    """A stand-in net that corrects the left half only: its answers for a slice and its mirror image
+    (the right half, mirrored back) disagree by c everywhere."""
+
+    def __init__(self, c: float):
+        super().__init__()
+        self.c = torch.nn.Parameter(torch.tensor(c))
+
+    def forward(self, x):
+        out = torch.zeros_like(x)
+        out[..., : x.shape[-1] // 2] = float(self.c)
+        return out
+
+
+@pytest.mark.parametrize("c, expected_w", [(0.1, 1.0), (0.115, 0.5), (0.13, 0.0)])
+def test_gate_backs_off_where_the_net_disagrees_with_itself_on_the_mirror_image(c, expected_w):
+    from medgap.harmonize.restore import gated_restore
+
+    x = torch.full((2, 1, 16, 16), 0.5)  # disagreement = c / r0 exactly
+    _, w, doubt = gated_restore(_LeftSidedCorrection(c), x, r0=0.01, gate_low=0.0, gate_high=1.0,
+                                doubt=(10.5, 12.5))
+    assert doubt == pytest.approx(c / 0.01, rel=1e-4)
+    assert w == pytest.approx(expected_w, abs=1e-4)
+    _, w_symmetric, doubt_symmetric = gated_restore(_ConstantCorrection(c), x, r0=0.01, gate_low=0.0, gate_high=1.0,
+                                                    doubt=(10.5, 12.5))
+    assert doubt_symmetric == pytest.approx(0.0) and w_symmetric == 1.0
 
 
 def test_match_own_histogram_keeps_ranks_and_takes_the_clean_values():
