@@ -13,11 +13,11 @@ noise) -- what a real other scanner or pipeline also does. They are for evaluati
 
 * ``gibbs``: Gibbs ringing from a k-space truncated to its central 45 % in each direction (an
   acquisition matrix smaller than the reconstruction grid, zero-filled), magnitude image.
-* ``ghost``: motion ghosting: every second phase-encode line (k-space row) scaled by 0.7, as a
-  periodic motion in step with the repetition time does; gives a ghost shifted by half the field
-  of view along the phase-encode direction.
-* ``thick``: thick sagittal slices seen in an axial slice: partial volume over 5 voxels left-right
-  (a 5 mm slice of a 1 mm grid), reconstructed on the fine grid.
+* ``ghost``: motion ghosting: every second phase-encode line scaled by 0.7 (phase encoding
+  left-right), as a periodic motion in step with the repetition time does; gives a ghost shifted
+  by half the field of view left-right.
+* ``thick``: thick coronal slices seen in an axial slice: partial volume over 5 pixels front-back
+  (a 5-pixel slab), reconstructed on the fine grid.
 * ``dura``: residual non-brain tissue from another skull stripping: a 3-voxel rim outside the
   brain at the intensity of dura and marrow in T1 (0.7-0.9 of the brain's maximum, textured).
 * ``spgr15``: another sequence's T1 contrast: the tissue intensities of a 1.5 T spoiled gradient
@@ -76,7 +76,7 @@ def _out_of_family(x: Tensor, domain: str, fg: Tensor, g: torch.Generator) -> Te
         kh, kw = max(1, round(0.225 * h)), max(1, round(0.225 * w))
         keep[h // 2 - kh:h // 2 + kh + 1, w // 2 - kw:w // 2 + kw + 1] = True
         return torch.fft.ifft2(torch.fft.ifftshift(k * keep, dim=(-2, -1))).abs()
-    if domain == "ghost":
+    if domain == "ghost":  # slices are (left-right, front-back): rows of k-space are left-right frequencies
         k = torch.fft.fft2(x)
         rows = torch.ones(h, 1)
         rows[1::2] = 0.7

@@ -12,7 +12,7 @@ from medgap.harmonize.config import HarmonizeConfig
 from medgap.harmonize.data import prepare_volume, restore_volume
 from medgap.harmonize.model import SliceFlow
 from medgap.harmonize.optimize import (HarmonizeOptions, distance, distance_grad, edge_masks, harmonize_batch)
-from medgap.harmonize.simulate import DOMAINS, simulate
+from medgap.harmonize.simulate import DOMAINS, OUT_OF_FAMILY, OUT_OF_FAMILY_COMBINED, simulate
 
 from harmonize_helpers import TINY, lps_affine, phantom
 
@@ -142,13 +142,36 @@ def test_histogram_matching_undoes_gamma_and_lowfreq_keeps_background():
     assert torch.equal(lf[src <= 0.05], src[src <= 0.05])
 
 
-@pytest.mark.parametrize("domain", DOMAINS)
+@pytest.mark.parametrize("domain", DOMAINS + OUT_OF_FAMILY + OUT_OF_FAMILY_COMBINED)
 def test_simulated_domains_stay_in_range_and_change_the_image(domain):
     x = torch.from_numpy(phantom((32, 32, 3), seed=3)[:, :, 1][None, None].copy())
     x = x / x.max()
     y = simulate(x, domain, seed=0)
     assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1 + 1e-6
     assert (y - x).abs().max() > 0.02
+
+
+def test_out_of_family_changes_do_what_their_physics_says():
+    r = torch.linspace(-1, 1, 48)
+    rr = (r[:, None] / 0.4) ** 2 + (r[None, :] / 0.45) ** 2  # a clean two-tissue ellipse, no noise
+    x = (torch.where(rr < 1, 0.55, 0.0) + torch.where(rr < 0.4, 0.45, 0.0))[None, None]
+    fg = x > 0.05
+    dura = simulate(x, "dura", seed=0)
+    rim = (torch.nn.functional.max_pool2d(fg.float(), 7, stride=1, padding=3) > 0) & ~fg
+    assert dura[rim].mean() > 0.5 and torch.equal(dura[~rim & ~fg], x[~rim & ~fg])  # a bright rim, nothing else
+    ghost = simulate(x, "ghost", seed=0)
+    shifted = torch.roll(x, 24, dims=-2)  # the half-FOV ghost along the phase-encode (row) direction
+    assert (ghost[~fg & (shifted > 0.3)]).mean() > 0.05 > (ghost[~fg & (shifted <= 0.05)]).mean()
+    thick = simulate(x, "thick", seed=0)
+    # slices are (left-right, front-back): edges crossed front-back are smeared over the 5-pixel slab,
+    # edges crossed left-right stay sharp
+    levels = torch.tensor([0.0, 0.55, 1.0])
+
+    def smeared(profile):
+        return int(((profile[:, None] - levels[None]).abs().min(1).values > 0.02).sum())
+
+    assert smeared(thick[0, 0, 24, :]) >= 8 and smeared(thick[0, 0, :, 24]) <= 1
+    assert torch.equal(simulate(x, "gibbs+gamma1.3", seed=5), simulate(x, "gibbs+gamma1.3", seed=5))
 
 
 def test_wm_dark_reverses_tissue_order():
