@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -199,4 +198,4 @@ class Harmonizer:
         return result
 
     def describe(self) -> dict:
-        return {"config": self.cfg.to_dict(), "options": asdict(self.options()), "info": self.info}
+        return {"config": self.cfg.to_dict(), "options": self.options().to_dict(), "info": self.info}

@@ -55,6 +55,8 @@ def test_default_model_is_trained_on_the_cohort_and_uses_restore(restore_model):
     targets = h.info["trained_on"]["targets"]
     assert len(targets) == 4 and not any("colin" in t for t in targets)
     assert summary["restore"]["steps"] == 600
+    described = h.describe()  # what `harmonize evaluate` and the demo record
+    assert described["options"] == described["config"]["harmonize"] and described["options"]["iterations"] == 10
 
 
 def test_restore_beats_histogram_matching_on_the_held_out_subject(restore_model):
