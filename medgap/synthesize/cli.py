@@ -139,7 +139,9 @@ def evaluate(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of an earlier run in --out "
                                    "(only files medgap wrote there)."),
 ) -> None:
-    """FID / MMD^2 on 3D features, per-plane 2.5D FID, MS-SSIM diversity, montage of samples vs. real."""
+    """FID / MMD^2 on 3D features, per-plane 2.5D FID, MS-SSIM diversity (samples beside real volumes), anatomy
+    against the nearest real volume (r inside the head), memorisation (distance to the nearest real volume),
+    montage of samples vs. real."""
     from medgap.synthesize.api import Synthesizer
     from medgap.synthesize.evaluate import evaluate_model
 

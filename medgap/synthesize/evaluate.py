@@ -7,6 +7,11 @@
   given);
 * slice-wise MS-SSIM diversity: mean MS-SSIM between the same slices of
   different volumes of a set (lower = more diverse; compare generated vs. real);
+* the anatomy of each sample against its nearest real volume (:func:`anatomy_scores`: r over the
+  head's box, Dice of the outlines, r inside the head), which a blob of the right outline fails;
+* memorisation (:func:`memorisation_scores`): each sample's distance to its nearest real volume,
+  beside each real volume's distance to its nearest *other* real volume -- a sample closer to a
+  real volume than any two real volumes are to each other is a copy;
 * montages of orthogonal mid-slices, samples next to real volumes.
 """
 
@@ -27,7 +32,7 @@ from medgap.metrics.features import SliceFeatureExtractor, VolumeFeatureExtracto
 from medgap.report.figures import plt, save_figure
 
 __all__ = ["ms_ssim_diversity", "distribution_scores", "plane_fid", "save_montage", "evaluate_model",
-           "anatomy_scores"]
+           "anatomy_scores", "memorisation_scores"]
 
 _MS_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
@@ -132,7 +137,8 @@ def evaluate_model(synth, real: np.ndarray, out_dir: str | Path, n: int = 8, see
                    max_memory_gb: float | None = None, slice_feature_weights: str | Path | None = None,
                    overwrite: bool = False) -> dict:
     """Sample ``n`` volumes from a :class:`~medgap.synthesize.Synthesizer`, compare with ``real``
-    (N, S, S, S) in [-1, 1] (3D FID/MMD^2, per-plane 2.5D FID, MS-SSIM); write ``metrics.json`` and
+    (N, S, S, S) in [-1, 1] (3D FID/MMD^2, per-plane 2.5D FID, MS-SSIM of samples beside that of the
+    real volumes, anatomy against the nearest real volume, memorisation); write ``metrics.json`` and
     ``montage.png`` to ``out_dir``."""
     if len(real) < 2:
         raise InputError(None, f"FID/MMD need at least 2 real volumes, got {len(real)}")
@@ -143,6 +149,8 @@ def evaluate_model(synth, real: np.ndarray, out_dir: str | Path, n: int = 8, see
         report.update(plane_fid(real, fake, SliceFeatureExtractor(weights=slice_feature_weights)))
         report["ms_ssim_generated"] = ms_ssim_diversity(fake) if len(fake) > 1 else None
         report["ms_ssim_real"] = ms_ssim_diversity(real) if len(real) > 1 else None
+        report["anatomy"] = anatomy_scores(fake, np.asarray(real))
+        report["memorisation"] = memorisation_scores(fake, np.asarray(real))
         save_montage(staging / "montage.png", {"generated": fake, "real": np.asarray(real)})
         atomic_write_text(staging / "metrics.json", json_text(report, indent=2))
         return report
@@ -193,6 +201,31 @@ def anatomy_scores(generated: np.ndarray, training: np.ndarray, side: int = 48, 
     rs, dices, interiors = (list(v) for v in zip(*per_volume))
     return {"r": float(np.mean(rs)), "dice": float(np.mean(dices)), "interior_r": float(np.mean(interiors)),
             "r_each": rs, "dice_each": dices, "interior_r_each": interiors}
+
+
+def memorisation_scores(generated: np.ndarray, real: np.ndarray) -> dict:
+    """Root-mean-square distance (intensities in [-1, 1]) of each generated volume to its nearest real
+    volume, and of each real volume to its nearest *other* real volume (N, S, S, S) vs (M >= 2, S, S, S).
+
+    ``copies``: samples closer to a real volume than the closest pair of real volumes are to each
+    other -- nothing a model that learned the distribution rather than the examples should make.
+    """
+    gen = np.asarray(generated, dtype=np.float32).reshape(len(generated), -1)
+    ref = np.asarray(real, dtype=np.float32).reshape(len(real), -1)
+    if len(ref) < 2:
+        raise InputError(None, f"memorisation needs at least 2 real volumes, got {len(ref)}")
+
+    def rms(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # (len(a), len(b)) without an (a, b, D) array
+        squares = (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2.0 * a @ b.T
+        return np.sqrt(np.clip(squares, 0, None) / a.shape[1])
+
+    to_real = rms(gen, ref).min(axis=1)
+    between = rms(ref, ref)
+    np.fill_diagonal(between, np.inf)
+    real_nearest = between.min(axis=1)
+    return {"sample_to_nearest_real": [float(v) for v in to_real],
+            "real_to_nearest_other_real": [float(v) for v in real_nearest],
+            "copies": int((to_real < real_nearest.min()).sum())}
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:

@@ -67,6 +67,20 @@ def test_anatomy_scores_need_outline_and_interior_contrast():
     assert noise["r"] < 0.2 and noise["interior_r"] < 0.2 and len(noise["r_each"]) == 2
 
 
+def test_memorisation_flags_samples_closer_to_a_real_volume_than_real_volumes_are_to_each_other():
+    from medgap.synthesize.evaluate import memorisation_scores
+
+    real = np.stack([_head(s, True) for s in range(3)])
+    copy = real[1] + 0.001  # a memorised training volume
+    new = np.roll(_head(7, True), 4, axis=1)  # the same kind of anatomy, somewhere else
+    scores = memorisation_scores(np.stack([copy, new]), real)
+    assert scores["copies"] == 1
+    assert scores["sample_to_nearest_real"][0] < 0.01 < min(scores["real_to_nearest_other_real"])
+    assert scores["sample_to_nearest_real"][1] > min(scores["real_to_nearest_other_real"])
+    with pytest.raises(InputError, match="at least 2 real"):
+        memorisation_scores(real[:1], real[:1])
+
+
 def test_plane_fid_per_plane_and_mean():
     from medgap.synthesize.evaluate import plane_fid
 

@@ -237,6 +237,7 @@ def test_evaluate_writes_3d_and_per_plane_scores(model_dir, tmp_path):
     real = np.asarray(load_training_set([model_dir / "data"], syn.config, progress=False).volumes, np.float32)
     report = evaluate_model(syn, real, tmp_path / "report", n=2, seed=0)
     saved = json.loads((tmp_path / "report" / "metrics.json").read_text())
-    for key in ("fid", "mmd2", "fid_axial", "fid_coronal", "fid_sagittal", "fid_2.5d", "slice_feature_extractor"):
+    for key in ("fid", "mmd2", "fid_axial", "fid_coronal", "fid_sagittal", "fid_2.5d", "slice_feature_extractor",
+                "anatomy", "memorisation"):
         assert key in saved and saved[key] == report[key]
     assert (tmp_path / "report" / "montage.png").stat().st_size > 5000
