@@ -48,3 +48,12 @@ def test_unknown_preset_and_bad_file(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(InputError, match="bad.json"):
         ToyConfig.from_preset(file=bad)
+
+
+def test_the_config_reference_is_generated_from_the_models():
+    from pathlib import Path
+
+    from medgap.config_docs import config_reference
+
+    page = Path(__file__).resolve().parent.parent / "docs" / "config.md"
+    assert page.read_text() == config_reference() + "\n", "regenerate: python -m medgap.config_docs > docs/config.md"
