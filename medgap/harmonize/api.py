@@ -21,9 +21,9 @@ from medgap.harmonize.config import HarmonizeConfig
 from medgap.harmonize.data import SliceStack, load_for_harmonize, prepare_volume, restore_volume
 from medgap.harmonize.model import SliceFlow
 from medgap.harmonize.optimize import HarmonizeOptions, harmonize_batch
-from medgap.io import Volume, write_nifti
+from medgap.io import Volume, atomic_write_text, write_nifti
 from medgap.modelio import load_model, load_weights_into
-from medgap.outputs import check_output_file
+from medgap.outputs import check_output_file, json_text
 from medgap.training.runtime import resolve_device, track
 
 __all__ = ["Harmonizer", "METHODS"]
@@ -176,13 +176,40 @@ class Harmonizer:
 
     def apply_file(self, source: str | Path, out: str | Path, method: str = "auto",
                    mask: str | Path | None = None, progress: bool = False, detail: str = "keep",
-                   series: str | None = None) -> Path:
+                   series: str | None = None, report: str | Path | None = None) -> Path:
         """Harmonise a volume (NIfTI, NRRD, MetaImage, DICOM series: ``series`` picks one of a folder's)
-        into ``out`` (.nii/.nii.gz, written atomically, input affine/header)."""
+        into ``out`` (.nii/.nii.gz, written atomically, input affine/header). ``report``: also write
+        what was done, as JSON (:meth:`explain`)."""
         out = check_output_file(out, (source, mask), suffixes=(".nii", ".nii.gz"))
+        if report is not None:
+            report = check_output_file(report, (source, mask, out), suffixes=(".json",))
         vol, m = load_for_harmonize(source, mask, series)
         result = self.harmonize_volume(vol, m, method, progress, detail)
-        return write_nifti(out, result, like=vol)
+        written = write_nifti(out, result, like=vol)
+        if report is not None:
+            atomic_write_text(report, json_text({"source": str(source), "output": str(written),
+                                                 **self.explain(vol, m, method)}, indent=2))
+        return written
+
+    def explain(self, volume: Volume, mask: np.ndarray | None = None, method: str = "auto") -> dict:
+        """What the last harmonisation of ``volume`` did and how unusual the volume is for this model:
+        the method, the restoration net's weight and its disagreement with its mirror image (restore),
+        and the source's bits/dim under the target flow with its z-score against the target's own
+        slices (a T2 or a CT given as T1 lands far out: the result then is Nyul's at best)."""
+        stack = self.prepare(volume, mask)
+        bpd = float(self.score_slices(torch.from_numpy(stack.slices)).mean())
+        ref = self.info.get("extras", {}).get("target_bits_per_dim", {})
+        z = float((bpd - ref["mean"]) / max(ref["std"], 1e-6)) if ref else None
+        used = self.default_method if method == "auto" else method
+        notes = []
+        if used == "restore" and self.last_gate == 0.0:
+            notes.append("the restoration net did not act: nothing for it to correct, or an input unlike its "
+                         "training (the result is Nyul's standardisation)")
+        if z is not None and z > 10:
+            notes.append(f"the source is far from the target look ({z:.0f} target standard deviations in bits/dim): "
+                         "check it is the same kind of image (contrast, modality, skull stripping)")
+        return {"method": used, "restore_weight": self.last_gate, "restore_disagreement": self.last_doubt,
+                "source_bits_per_dim": bpd, "source_z_score": z, "notes": notes}
 
     def score_file(self, image: str | Path, mask: str | Path | None = None) -> dict:
         """Bits/dim per slice and per volume, and how far that is from the target's own."""

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from medgap.errors import InputError
 from medgap.outputs import json_text
 
 app = typer.Typer(help="Blind MR harmonisation trained on your own scanner's images only (default: Nyul + a "
@@ -89,6 +90,9 @@ def apply(
                                                           help="BIDS: only these participants (repeatable)."),
     suffix: str = typer.Option("T1w", "--suffix", help="BIDS: the images to harmonise (*_<suffix>.nii[.gz])."),
     series: Optional[str] = _SERIES,
+    report: Optional[Path] = typer.Option(None, "--report", help="Also write what was done as JSON: method, the "
+                                          "restoration net's weight and self-disagreement, how unusual the source "
+                                          "is for this model (bits/dim z-score)."),
 ) -> None:
     """Harmonise SOURCE (a volume, or every T1w of a BIDS dataset) to the target domain of MODEL."""
     from medgap.adapters.bids import harmonize_bids, is_bids_root
@@ -98,6 +102,11 @@ def apply(
 
     if not is_bids_root(source):  # before anything is read: the output is never an input
         check_output_file(out, (source, mask, model), suffixes=(".nii", ".nii.gz"))
+        if report is not None:
+            check_output_file(report, (source, mask, model, out), suffixes=(".json",))
+    elif report is not None:
+        raise InputError(report, "--report describes one volume; a BIDS dataset's outputs carry their own JSON "
+                                 "sidecars")
     overrides = tuple(set_ or ()) + ((f"harmonize.precision={precision}",) if precision else ())
     h = Harmonizer.load(model, device=device, overrides=overrides)
     if is_bids_root(source):
@@ -105,7 +114,8 @@ def apply(
                                  detail=detail, model_dir=model)
         console.print(f"wrote {len(written)} harmonised image(s) under {out}")
         return
-    path = h.apply_file(source, out, method=method, mask=mask, progress=True, detail=detail, series=series)
+    path = h.apply_file(source, out, method=method, mask=mask, progress=True, detail=detail, series=series,
+                        report=report)
     gate = ""
     if h.last_gate is not None:
         doubt = "" if h.last_doubt is None else f", disagreement with its mirror image {h.last_doubt:.1f} x r0"

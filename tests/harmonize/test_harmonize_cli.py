@@ -123,3 +123,20 @@ def test_bad_inputs_give_clear_errors_and_no_output(tmp_path, trained):
     out = tmp_path / "o.nii.gz"
     assert run(["harmonize", "apply", str(other), str(four_d), "--out", str(out)]) == 2
     assert not out.exists()
+
+
+def test_apply_report_says_what_was_done_and_how_unusual_the_source_is(tmp_path, trained, source_file):
+    import json
+
+    out, report = tmp_path / "h.nii.gz", tmp_path / "h.json"
+    res = runner.invoke(app, ["harmonize", "apply", str(trained), str(source_file), "--out", str(out),
+                              "--method", "histogram", "--device", "cpu", "--report", str(report)])
+    assert res.exit_code == 0, res.output
+    saved = json.loads(report.read_text())
+    assert saved["method"] == "histogram" and saved["output"] == str(out) and saved["restore_weight"] is None
+    assert np.isfinite(saved["source_bits_per_dim"]) and saved["source_z_score"] is not None
+    before = (trained / "config.json").read_bytes()
+    inside = runner.invoke(app, ["harmonize", "apply", str(trained), str(source_file), "--out", str(out),
+                                 "--report", str(trained / "config.json")])  # the model's own file
+    assert inside.exit_code != 0 and "config.json" in str(inside.exception)
+    assert (trained / "config.json").read_bytes() == before
