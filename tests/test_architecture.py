@@ -9,8 +9,9 @@ import medgap
 
 PACKAGE = Path(medgap.__file__).parent
 METHODS = ("medgap.harmonize", "medgap.transfer", "medgap.synthesize")
-# the command line and the demo put the methods together; everything else is shared or one method
-ASSEMBLERS = ("medgap.cli", "medgap.__main__", "medgap.demo", "medgap.adapters")
+# the command line, the demo and the config reference put the methods together; everything else is shared or
+# one method
+ASSEMBLERS = ("medgap.cli", "medgap.__main__", "medgap.demo", "medgap.adapters", "medgap.config_docs")
 
 
 def _module_name(path: Path) -> str:
