@@ -293,3 +293,24 @@ def test_checkpoints_past_the_run_or_outside_it_are_refused(tmp_path):
 def test_an_intact_checkpoint_still_restores(tmp_path):
     manager, folder, net, opt = _checkpoint(tmp_path)
     assert manager.restore({"net": net}, {"opt": opt}, max_step=5)[0] == 5
+
+
+def test_a_transfer_model_folder_with_zero_spreads_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from folder_helpers import rewrite_manifest
+    from medgap.io import SpectraSet
+    from medgap.transfer.apply import load_transfer
+    from medgap.transfer.config import TransferConfig
+    from medgap.transfer.trainer import train
+
+    rng = np.random.default_rng(0)
+    sets = [SpectraSet(rng.random((40, 6)).astype(np.float32) + 0.1, np.linspace(500, 600, 6)) for _ in range(2)]
+    folder = tmp_path / "m"
+    train(TransferConfig.from_preset("cpu-small", overrides=["method=coral"]), tuple(sets), folder, progress=False)
+    stats = load_file(str(folder / "stats.safetensors"))
+    stats["real_std"] = torch.zeros_like(stats["real_std"])
+    save_file(stats, str(folder / "stats.safetensors"))
+    rewrite_manifest(folder)
+    with pytest.raises(ModelFolderError, match="real_std holds values that are not positive"):
+        load_transfer(folder, device="cpu")

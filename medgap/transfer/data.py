@@ -234,6 +234,11 @@ class DomainStats:
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor], prefix: str) -> "DomainStats":
         l2 = t.get(f"{prefix}_l2")  # absent in folders written before hsi.brightness existed: l2
+        for key in (f"{prefix}_std", f"{prefix}_scale", f"{prefix}_class_std"):
+            value = t.get(key)
+            if value is not None and not bool((torch.isfinite(value) & (value > 0)).all()):
+                raise ValueError(f"{key} holds values that are not positive and finite: a standardisation by "
+                                 "it would divide by zero")
         return cls(t[f"{prefix}_mean"], t[f"{prefix}_std"], t[f"{prefix}_scale"], t.get(f"{prefix}_whiten"),
                    t.get(f"{prefix}_unwhiten"), True if l2 is None else bool(l2.item() > 0.5),
                    t.get(f"{prefix}_class_mean"), t.get(f"{prefix}_class_std"))
