@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+
 from medgap.errors import InputError
 from medgap.outputs import json_text
 

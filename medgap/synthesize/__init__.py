@@ -5,8 +5,15 @@ Networks in :mod:`.model`, bounded-memory generation in :mod:`.slabwise`, data i
 :mod:`.evaluate`, the full-resolution baseline in :mod:`.baseline`.
 """
 
-from medgap.synthesize.api import Synthesizer
-from medgap.synthesize.config import SynthesizeConfig
-from medgap.synthesize.model import HAGAN, Architecture
+from importlib import import_module
 
 __all__ = ["Synthesizer", "SynthesizeConfig", "HAGAN", "Architecture"]
+
+_WHERE = {"Synthesizer": "api", "SynthesizeConfig": "config", "HAGAN": "model", "Architecture": "model"}
+
+
+def __getattr__(name: str):
+    # imported on first use, like medgap.harmonize and medgap.transfer: `medgap --help` stays free of torch
+    if name in _WHERE:
+        return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
