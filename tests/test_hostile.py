@@ -8,7 +8,6 @@ checkpoints, settings outside their range, and inputs given in the wrong role.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import zlib
 from pathlib import Path
@@ -24,22 +23,14 @@ from medgap.errors import ConfigError, InputError, ModelFolderError
 from medgap.io import read_volume, write_nifti
 from medgap.training.checkpoint import CheckpointManager
 
+from folder_helpers import edit_nifti_header
+
 runner = CliRunner()
 
 
 def _nifti(path: Path, shape=(20, 20, 20), dtype=np.float32) -> Path:
     data = (np.arange(np.prod(shape)) % 97).astype(dtype).reshape(shape) + 1
     nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
-    return path
-
-
-def _edit(path: Path, **fields) -> Path:
-    raw = bytearray(path.read_bytes())
-    header = nib.Nifti1Header.from_fileobj(io.BytesIO(bytes(raw[:348])), check=False)
-    for key, value in fields.items():
-        header[key] = value
-    raw[:348] = header.binaryblock
-    path.write_bytes(bytes(raw))
     return path
 
 
@@ -57,7 +48,8 @@ def _refused_everywhere(path: Path, fragment: str) -> None:
 
 def test_a_datatype_that_does_not_match_the_data_is_refused(tmp_path):
     # int16 declared over float32 voxels: nibabel would read garbage in +-32k
-    _refused_everywhere(_edit(_nifti(tmp_path / "dt.nii"), datatype=4, bitpix=16), "more than the header declares")
+    _refused_everywhere(edit_nifti_header(_nifti(tmp_path / "dt.nii"), datatype=4, bitpix=16),
+                        "more than the header declares")
     gz = tmp_path / "dt.nii.gz"
     gz.write_bytes(gzip.compress((tmp_path / "dt.nii").read_bytes()))
     _refused_everywhere(gz, "more than the header declares")
@@ -75,14 +67,15 @@ def test_extra_data_and_a_second_gzip_member_are_refused(tmp_path):
 
 def test_header_fields_that_would_be_invented_or_misread_are_refused(tmp_path):
     # a qform without voxel sizes: nibabel would invent 1 mm
-    _refused_everywhere(_edit(_nifti(tmp_path / "q.nii"), sform_code=0, qform_code=1,
-                              pixdim=[1, 0, 0, 0, 1, 1, 1, 1]), "geometry is unknown")
+    _refused_everywhere(edit_nifti_header(_nifti(tmp_path / "q.nii"), sform_code=0, qform_code=1,
+                                          pixdim=[1, 0, 0, 0, 1, 1, 1, 1]), "geometry is unknown")
     # the magic of a .hdr/.img pair in a single-file .nii
-    _refused_everywhere(_edit(_nifti(tmp_path / "m.nii"), magic=b"ni1"), "separate .img")
-    _refused_everywhere(_edit(_nifti(tmp_path / "s.nii"), scl_slope=np.inf), "scl_slope is inf")
-    _refused_everywhere(_edit(_nifti(tmp_path / "i.nii"), scl_slope=1.0, scl_inter=-np.inf), "scl_inter is -inf")
+    _refused_everywhere(edit_nifti_header(_nifti(tmp_path / "m.nii"), magic=b"ni1"), "separate .img")
+    _refused_everywhere(edit_nifti_header(_nifti(tmp_path / "s.nii"), scl_slope=np.inf), "scl_slope is inf")
+    _refused_everywhere(edit_nifti_header(_nifti(tmp_path / "i.nii"), scl_slope=1.0, scl_inter=-np.inf),
+                        "scl_inter is -inf")
     # NaN is nibabel's own "no scaling" and reads as the stored values (a deliberate acceptance)
-    vol = read_volume(_edit(_nifti(tmp_path / "n.nii"), scl_slope=np.nan))
+    vol = read_volume(edit_nifti_header(_nifti(tmp_path / "n.nii"), scl_slope=np.nan))
     assert vol.data.max() == 97
 
 

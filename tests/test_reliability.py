@@ -27,7 +27,7 @@ from medgap.io import SpectraSet, list_files, read_nifti, read_spectra, write_ni
 from medgap.modelio import check_output_folder, load_model, save_model
 from medgap.training.rundir import RunFolder
 
-from folder_helpers import rewrite_manifest
+from folder_helpers import edit_nifti_header, rewrite_manifest
 
 runner = CliRunner()
 
@@ -174,24 +174,13 @@ def test_npz_bombs_truncation_and_empty_files_are_refused(tmp_path):
             assert result.exit_code != 0 and isinstance(result.exception, InputError), (args, result.exception)
 
 
-def _edit_header(path: Path, **fields) -> Path:
-    """Set raw header fields of an uncompressed .nii in place (nibabel's save would recompute them)."""
-    raw = bytearray(path.read_bytes())
-    header = nib.Nifti1Header.from_fileobj(io.BytesIO(bytes(raw[:348])), check=False)
-    for key, value in fields.items():
-        header[key] = value
-    raw[:348] = header.binaryblock
-    path.write_bytes(bytes(raw))
-    return path
-
-
 def test_bad_geometry_and_voxel_types_are_refused(tmp_path):
     vol = np.ones((6, 5, 4), np.float32)
 
     def save(name, data=vol, affine=np.eye(4), **fields):
         path = tmp_path / name
         nib.save(nib.Nifti1Image(data, affine), str(path))
-        return _edit_header(path, **fields)
+        return edit_nifti_header(path, **fields)
 
     nan_sform = {f"srow_{a}": [np.nan] * 4 for a in "xyz"}
     cases = {

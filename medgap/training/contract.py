@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from medgap.training.checkpoint import CheckpointManager
 from medgap.training.rundir import RunFolder
@@ -76,9 +76,8 @@ def make_run(out: str | Path, method: str, settings: dict, data_sha256: str, *, 
              prepared: Iterable[str] = (), path: str | Path | None = None) -> RunFolder:
     """The run folder of the model folder ``out`` (or ``path``) for one training of ``method``: use it as
     ``with make_run(...) as run:`` (checked, locked and recorded on entry, unlocked on exit)."""
-    barrier: Callable[[], None] = ctx.barrier
     return RunFolder(Path(path) if path is not None else run_folder(out), method, settings, data_sha256,
-                     resume=resume, is_main=ctx.is_main, barrier=barrier, clear=RUN_ENTRIES, prepared=prepared)
+                     resume=resume, is_main=ctx.is_main, barrier=ctx.barrier, clear=RUN_ENTRIES, prepared=prepared)
 
 
 def checkpoints(run: RunFolder, keep_last: int = 2) -> CheckpointManager:
