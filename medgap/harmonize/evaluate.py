@@ -30,6 +30,7 @@ from medgap.harmonize.train import ICBM_NAME, TrainingSet, load_training_set
 from medgap.io import atomic_write_text
 from medgap.outputs import json_text, staged_output_folder
 from medgap.metrics import dice, iou, psnr, ssim
+from medgap.metrics.atropos import atropos_tissues, tissue_agreement
 from medgap.report.figures import plt, save_figure
 from medgap.training.runtime import track
 
@@ -92,8 +93,12 @@ def heldout_subject_slices(image_size: tuple[int, int], every: int = 2, seed: in
 
 def compare_methods(h: Harmonizer, truth: torch.Tensor, brain: torch.Tensor, position: torch.Tensor,
                     domains: list[str], methods: dict[str, tuple[str, Harmonizer | None]], seed: int = 1,
-                    separate: bool = False, segmenter=None) -> dict:
+                    separate: bool = False, segmenter=None, tissues: bool = False) -> dict:
     """PSNR/SSIM in the brain of each method on each simulated domain of ``truth``.
+
+    ``segmenter``: also the Dice of its white matter against its white matter of the truth;
+    ``tissues``: also ANTs Atropos' CSF/GM/WM of the result against its classes of the truth
+    (:mod:`medgap.metrics.atropos`: mean Dice ``tissue_dice`` and volume error in % ``tissue_volume_error``).
 
     ``methods``: column name -> (method, harmonizer or None for ``h``), so one column can be
     another configuration of the same model (an ablation). ``separate``: each slice is its own
@@ -104,6 +109,8 @@ def compare_methods(h: Harmonizer, truth: torch.Tensor, brain: torch.Tensor, pos
     out: dict = {}
     seconds = {c: 0.0 for c in methods}
     wm_truth = _segment(segmenter, truth) if segmenter is not None else None
+    brain_np = brain[:, 0].numpy()
+    tissue_truth = atropos_tissues(truth[:, 0].numpy(), brain_np, slices=True) if tissues else None
     for d_i, domain in enumerate(domains):
         xs = simulate(truth, domain, seed=seed + d_i)
         per = {}
@@ -120,6 +127,10 @@ def compare_methods(h: Harmonizer, truth: torch.Tensor, brain: torch.Tensor, pos
                         "ssim_brain": ssim(xh[:, 0], truth[:, 0], mask=brain[:, 0], stack=True)}
             if segmenter is not None:
                 per[col]["wm_dice"] = dice(_segment(segmenter, xh), wm_truth)
+            if tissues:
+                agree = tissue_agreement(atropos_tissues(xh[:, 0].numpy(), brain_np, slices=True), tissue_truth)
+                per[col].update({"tissue_dice": agree["dice"], "tissue_volume_error": agree["volume_error"],
+                                 **{f"tissue_{k}": v for k, v in agree.items() if k[-3:] in ("CSF", "_GM", "_WM")}})
         out[domain] = per
     out["seconds"] = seconds
     return out
