@@ -48,6 +48,7 @@ class Harmonizer:
         self.info = info or {}
         self.last_gate: float | None = None  # the restore gate's weight for the last volume
         self.last_doubt: float | None = None  # how much the net's corrections of it and its mirror disagree
+        self.last_bias: dict | None = None  # the 3D bias stage on the last volume: N4 field spread, weight
 
     @property
     def default_method(self) -> str:
@@ -70,7 +71,7 @@ class Harmonizer:
                 raise ConfigError("flow", "the flow of a trained model cannot be changed")
             if "context" in changes.get("restore", {}):
                 raise ConfigError("restore.context", "the restoration net of a trained model cannot be changed")
-            cfg = HarmonizeConfig.load_json(_deep_update(cfg.to_dict(), changes))
+            cfg = HarmonizeConfig.load_json(_deep_update(cfg.to_dict(), changes)).check()
         model = SliceFlow.from_config(cfg.flow, cfg.data.template_bins)
         if "flow" not in saved.weights:
             raise ModelFolderError(folder, "flow.safetensors is not among the folder's weights")
@@ -170,9 +171,29 @@ class Harmonizer:
         if detail not in ("keep", "resample"):
             raise InputError(None, f"detail must be 'keep' or 'resample', not {detail!r}")
         stack = self.prepare(volume, mask)
-        out = self.harmonize_slices(torch.from_numpy(stack.slices), torch.from_numpy(stack.position), method,
-                                    progress)
+        slices = self.correct_bias_3d(torch.from_numpy(stack.slices), torch.from_numpy(stack.masks), method)
+        out = self.harmonize_slices(slices, torch.from_numpy(stack.position), method, progress)
         return restore_volume(stack, out.numpy(), volume.data, detail)
+
+    def correct_bias_3d(self, slices: torch.Tensor, masks: torch.Tensor, method: str = "auto") -> torch.Tensor:
+        """Consecutive slices of one volume after the default's 3D bias stage (``restore.bias_correction``):
+        N4's field over the whole stack, applied with a weight that grows with its spread
+        (``restore.bias_gate_low``/``high``), so an image without such a field is left as it is.
+        Unchanged for other methods or with ``none``; :attr:`last_bias` records what was done."""
+        used = self.default_method if method == "auto" else method
+        self.last_bias = None
+        if used != "restore" or self.cfg.restore.bias_correction == "none":
+            return slices
+        from medgap.harmonize.baselines import n4_log_field, n4_volume
+
+        r = self.cfg.restore
+        field = n4_log_field(slices, masks, self.cfg.harmonize.foreground_threshold)
+        if field is None:
+            return slices
+        spread = float(field[0][field[1]].std())
+        weight = float(np.clip((spread - r.bias_gate_low) / max(r.bias_gate_high - r.bias_gate_low, 1e-6), 0, 1))
+        self.last_bias = {"field_spread": round(spread, 4), "weight": round(weight, 3)}
+        return n4_volume(slices, masks, weight=weight, field=field) if weight > 0 else slices
 
     def apply_file(self, source: str | Path, out: str | Path, method: str = "auto",
                    mask: str | Path | None = None, progress: bool = False, detail: str = "keep",
@@ -208,7 +229,7 @@ class Harmonizer:
         if z is not None and z > 10:
             notes.append(f"the source is far from the target look ({z:.0f} target standard deviations in bits/dim): "
                          "check it is the same kind of image (contrast, modality, skull stripping)")
-        return {"method": used, "restore_weight": self.last_gate, "restore_disagreement": self.last_doubt,
+        return {"method": used, "bias_correction_3d": self.last_bias, "restore_weight": self.last_gate, "restore_disagreement": self.last_doubt,
                 "source_bits_per_dim": bpd, "source_z_score": z, "notes": notes}
 
     def score_file(self, image: str | Path, mask: str | Path | None = None) -> dict:

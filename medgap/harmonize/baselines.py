@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["identity", "match_ranks", "histogram_match", "lowfreq_replace", "n4_histogram_match", "BASELINES"]
+__all__ = ["identity", "match_ranks", "histogram_match", "lowfreq_replace", "n4_histogram_match", "n4_log_field", "n4_volume", "BASELINES"]
 
 
 def identity(xs: Tensor, templates: Tensor, quantiles: Tensor, threshold: float = 0.05) -> Tensor:
@@ -93,6 +93,42 @@ def n4_correct(xs: Tensor, threshold: float = 0.05) -> Tensor:
                                                       sitk.GetImageFromArray(fg.astype(np.uint8))))
         out[i, 0] = torch.from_numpy(np.where(fg, corrected, image)).to(xs)
     return out
+
+
+def n4_log_field(slices: Tensor, masks: Tensor | None = None, threshold: float = 0.05,
+                 shrink: int = 4) -> tuple[np.ndarray, np.ndarray] | None:
+    """The log bias field (N, H, W) that SimpleITK's N4 estimates over consecutive slices ``(N, 1, H, W)``
+    of one volume, in 3D (a field that varies from slice to slice is one smooth 3D field; a per-slice
+    N4 sees each slice alone), centred to mean 0 over the foreground; and that foreground. Fitted on a
+    copy shrunk by ``shrink`` in-plane (half that along z) inside ``masks`` (else the intensity
+    foreground), three fitting levels of 50 iterations. None where there is too little to fit."""
+    import SimpleITK as sitk
+
+    image = slices[:, 0].detach().cpu().numpy().astype(np.float32)
+    fg = ((masks[:, 0].cpu().numpy() > 0) if masks is not None else image > threshold) & (image > 0)
+    if fg.sum() < 500 or len(image) < 4:
+        return None
+    img, msk = sitk.GetImageFromArray(image), sitk.GetImageFromArray(fg.astype(np.uint8))
+    factors = [shrink, shrink, max(1, shrink // 2)]  # SimpleITK order x, y, z (slices are often thicker)
+    n4 = sitk.N4BiasFieldCorrectionImageFilter()
+    n4.SetMaximumNumberOfIterations([50] * 3)  # a fourth level's finer mesh starts to fit the anatomy
+    n4.SetConvergenceThreshold(1e-6)
+    n4.Execute(sitk.Shrink(img, factors), sitk.Shrink(msk, factors))
+    log_field = sitk.GetArrayFromImage(n4.GetLogBiasFieldAsImage(img))
+    return log_field - log_field[fg].mean(), fg
+
+
+def n4_volume(slices: Tensor, masks: Tensor | None = None, threshold: float = 0.05, weight: float = 1.0,
+              field: tuple[np.ndarray, np.ndarray] | None = None) -> Tensor:
+    """``slices`` divided by ``weight`` x the 3D N4 field (:func:`n4_log_field`, or ``field`` from it):
+    the overall brightness is kept (the field's mean over the foreground is 1), the background unchanged."""
+    field = field if field is not None else n4_log_field(slices, masks, threshold)
+    if field is None or weight <= 0:
+        return slices.clone()
+    log_field, fg = field
+    image = slices[:, 0].detach().cpu().numpy().astype(np.float32)
+    corrected = np.where(fg, image / np.exp(weight * log_field), image)
+    return torch.from_numpy(np.clip(corrected, 0, 1)[:, None]).to(slices)
 
 
 def n4_histogram_match(xs: Tensor, templates: Tensor, quantiles: Tensor, threshold: float = 0.05) -> Tensor:

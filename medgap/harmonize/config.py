@@ -114,6 +114,13 @@ class RestoreConfig(MedgapConfig):
     # validation subject: in-family changes <= 2.8, residual dura and ghosting >= 3.6)
     doubt_low: float | None = Field(3.0, gt=0)
     doubt_high: float = Field(3.5, gt=0)
+    # volumes (harmonize apply, Harmonizer.harmonize_volume): "n4" first undoes a smooth bias field in 3D
+    # (SimpleITK N4 over the volume's slices: a slice-wise net cannot see it vary along z), weighted by the
+    # spread (sd over the brain) of N4's log field: none up to bias_gate_low, all from bias_gate_high on
+    # (chosen on Colin 27: its own field 0.04, changes without a 3D field <= 0.06, 3D fields >= 0.16)
+    bias_correction: Literal["none", "n4"] = "n4"
+    bias_gate_low: float = Field(0.08, ge=0)
+    bias_gate_high: float = Field(0.12, gt=0)
     seed: int = Field(0, ge=0, le=2**32 - 1)
 
 
@@ -153,4 +160,7 @@ class HarmonizeConfig(MedgapConfig):
         if self.restore_steps and (h % u or w % u or len(self.restore.channels) < 2):
             raise ConfigError("restore.channels", f"{len(self.restore.channels)} levels need image sides "
                                                   f"divisible by {u} (and at least 2 levels)")
+        if self.restore.bias_gate_high <= self.restore.bias_gate_low:
+            raise ConfigError("restore.bias_gate_high", f"{self.restore.bias_gate_high} must be above "
+                                                        f"restore.bias_gate_low = {self.restore.bias_gate_low}")
         return self

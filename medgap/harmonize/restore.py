@@ -121,7 +121,7 @@ def restore_slices(net: nn.Module, xs: Tensor, threshold: float = 0.05, batch: i
 
 def train_restoration(slices: Tensor, cfg, augment_cfg, seed: int = 0, device: str | torch.device = "cpu",
                       progress: bool = False, log=None, counts: list[int] | None = None,
-                      threshold: float = 0.05) -> tuple[nn.Module, dict]:
+                      threshold: float = 0.05, change=None) -> tuple[nn.Module, dict]:
     """Train :func:`build_restoration_net` on target ``slices (N, 1, H, W)``.
 
     ``cfg``: :class:`~medgap.harmonize.config.RestoreConfig`; ``augment_cfg``: the data
@@ -130,7 +130,9 @@ def train_restoration(slices: Tensor, cfg, augment_cfg, seed: int = 0, device: s
     volume). A slice and its neighbours get the same geometry and the same scanner change
     (one scanner), their own noise. Batches are seeded by (seed, step). L1 loss inside the
     target's foreground (intensities above ``threshold``, ``harmonize.foreground_threshold``).
-    Returns (net in eval mode, summary).
+    ``change(clean, generator) -> source``: the scanner change of each training pair (default: the
+    random family of :func:`~medgap.harmonize.augment.random_scanner_change`; one fixed change
+    gives the supervised model of bench_harmonize_supervised). Returns (net in eval mode, summary).
     """
     from medgap.harmonize.augment import augment, match_own_histogram, random_scanner_change, random_sharpen
     from medgap.training.runtime import check_finite_loss, track
@@ -151,7 +153,11 @@ def train_restoration(slices: Tensor, cfg, augment_cfg, seed: int = 0, device: s
         clean = augment(slices[neighbours[idx], 0], augment_cfg, g)
         if cfg.sharpen > 0:
             clean = random_sharpen(clean, g, cfg.sharpen, threshold=threshold)
-        source = random_scanner_change(clean, g, threshold, bias_strength=cfg.bias_strength, max_noise=cfg.max_noise)
+        if change is None:
+            source = random_scanner_change(clean, g, threshold, bias_strength=cfg.bias_strength,
+                                           max_noise=cfg.max_noise)
+        else:
+            source = change(clean, g)
         if cfg.standardize_inputs:
             source = match_own_histogram(source, clean, threshold)
         clean, source = clean[:, k:k + 1].to(device), source.to(device)

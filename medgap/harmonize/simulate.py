@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["DOMAINS", "PAPER_DOMAINS", "HARD_DOMAINS", "COMBINED_DOMAINS", "OUT_OF_FAMILY", "OUT_OF_FAMILY_COMBINED",
-           "simulate"]
+           "simulate", "VOLUME_DOMAINS", "simulate_volume"]
 
 PAPER_DOMAINS = ["gamma0.7", "gamma0.8", "gamma0.9", "gamma1.2", "gamma1.3", "gamma1.5", "exp", "log"]
 HARD_DOMAINS = ["bias", "wm_dark", "lowres_noise"]
@@ -46,6 +46,8 @@ DOMAINS = PAPER_DOMAINS + HARD_DOMAINS
 COMBINED_DOMAINS = ["bias+gamma1.3", "wm_dark+lowres_noise"]  # "a+b": a, then b
 OUT_OF_FAMILY = ["gibbs", "ghost", "thick", "dura", "spgr15"]
 OUT_OF_FAMILY_COMBINED = ["gibbs+gamma1.3", "spgr15+bias", "dura+lowres_noise"]
+# changes of a whole volume (consecutive slices), :func:`simulate_volume`
+VOLUME_DOMAINS = ["bias3d", "bias3d+gamma1.3"]
 
 # 1.5 T tissue parameters (T1 ms, T2* ms, proton density) of WM, GM, CSF; SPGR TR 20 ms, TE 5 ms, 25 deg
 _TISSUE_15T = {"wm": (650.0, 55.0, 0.69), "gm": (1100.0, 65.0, 0.80), "csf": (4000.0, 500.0, 1.00)}
@@ -131,6 +133,39 @@ def _bias_field(shape, generator: torch.Generator, strength: float = 0.4) -> Ten
             2 * math.pi * (fy[:, None, None] * yy + fx[:, None, None] * xx) + ph[:, None, None])[:, None]
     field = field / field.flatten(1).abs().amax(dim=1).clamp_min(1e-6)[:, None, None, None]
     return torch.exp(strength * field)
+
+
+def _bias_field_3d(shape, generator: torch.Generator, strength: float = 0.5) -> Tensor:
+    """exp of a random sum of three low-frequency cosines over (z, y, x), spanning about +-strength."""
+    n, _, h, w = shape
+    zz, yy, xx = torch.meshgrid(torch.linspace(0, 1, n), torch.linspace(0, 1, h), torch.linspace(0, 1, w),
+                                indexing="ij")
+    field = torch.zeros(n, h, w)
+    for _ in range(3):
+        fz, fy, fx = (torch.rand(3, generator=generator) * 1.5 + 0.25).tolist()
+        phase, amp = float(torch.rand(1, generator=generator)) * 2 * math.pi, float(torch.randn(1, generator=generator))
+        field += amp * torch.cos(2 * math.pi * (fz * zz + fy * yy + fx * xx) + phase)
+    field = field / field.abs().max().clamp_min(1e-6)
+    return torch.exp(strength * field)[:, None]
+
+
+def simulate_volume(x: Tensor, domain: str, seed: int = 0, threshold: float = 0.05) -> Tensor:
+    """Apply a whole-volume change to consecutive slices ``x (N, 1, H, W)`` of one volume in [0, 1]:
+    ``bias3d`` is a smooth multiplicative field that varies in all three directions (so also from
+    slice to slice), rescaled once for the volume (max 1) as a scanner's reconstruction would;
+    ``bias3d+<change>`` then applies a slice change of :func:`simulate` (e.g. ``bias3d+gamma1.3``)."""
+    first, _, rest = domain.partition("+")
+    if first != "bias3d":
+        raise ValueError(f"unknown volume change {domain!r}; choose from {VOLUME_DOMAINS}")
+    g = torch.Generator().manual_seed(seed)
+    x = x.float()
+    y = x * _bias_field_3d(x.shape, g)
+    y = torch.where(x > threshold, y, x).clamp_min(0)
+    y = y / y.max().clamp_min(1e-8)
+    if rest:  # monotone slice changes (gamma) commute with a per-slice rescale: applied to the volume at once
+        y = simulate(y, rest, seed=seed + 1000, threshold=threshold) if not rest.startswith("gamma") else \
+            torch.where(y > threshold, y.clamp_min(0) ** float(rest[5:]), y)
+    return y
 
 
 def simulate(x: Tensor, domain: str, seed: int = 0, threshold: float = 0.05) -> Tensor:

@@ -292,3 +292,87 @@ def test_training_with_context_feeds_neighbours_and_the_model_round_trips(tmp_pa
     assert out.shape == x.shape and torch.isfinite(out).all()
     with pytest.raises(ConfigError, match="restore.context"):
         Harmonizer.load(tmp_path / "m", device="cpu", overrides=("restore.context=0",))
+
+
+def _ball_volume(n=24, size=(40, 40)):
+    """Consecutive slices of a ball of two tissues, in [0, 1]."""
+    zz, yy, xx = torch.meshgrid(torch.linspace(-1, 1, n), torch.linspace(-1, 1, size[0]),
+                                torch.linspace(-1, 1, size[1]), indexing="ij")
+    r = zz**2 + yy**2 + xx**2
+    x = torch.where(r < 0.9, 0.5, 0.0) + torch.where(r < 0.3, 0.4, 0.0)
+    return x[:, None].clamp(0, 1), (r < 0.9)[:, None]
+
+
+def test_bias3d_varies_along_z_and_keeps_background_and_is_seeded():
+    from medgap.harmonize.simulate import simulate_volume
+
+    x, brain = _ball_volume()
+    y = simulate_volume(x, "bias3d", seed=2)
+    assert torch.equal(y, simulate_volume(x, "bias3d", seed=2)) and not torch.equal(y, simulate_volume(x, "bias3d", seed=3))
+    assert float(y[~brain].abs().max()) == 0.0 and float(y.max()) == pytest.approx(1.0)
+    ratio = (y / x.clamp_min(1e-6))[brain[:, 0:1].expand_as(y)].reshape(-1)
+    per_slice = [float((y[i] / x[i].clamp_min(1e-6))[brain[i]].mean()) for i in range(4, 20)]
+    assert max(per_slice) / min(per_slice) > 1.1  # the field changes from slice to slice
+    assert float(ratio.std()) > 0.02
+    g = simulate_volume(x, "bias3d+gamma1.3", seed=2)
+    assert torch.allclose(g[brain], y[brain] ** 1.3)
+    with pytest.raises(ValueError, match="unknown volume change"):
+        simulate_volume(x, "gamma1.3")
+
+
+def test_n4_over_the_volume_undoes_a_3d_bias_field():
+    from medgap.harmonize.baselines import n4_log_field, n4_volume
+    from medgap.harmonize.simulate import simulate_volume
+
+    x, brain = _ball_volume(n=32, size=(64, 64))
+    y = simulate_volume(x, "bias3d", seed=5)
+    corrected = n4_volume(y, brain)
+    assert corrected.shape == y.shape and float(corrected[~brain].abs().max()) == 0.0
+
+    def spread(v):  # relative spread of the inner tissue: 0 for a flat (unbiased) tissue
+        inner = v[(x > 0.8)]
+        return float(inner.std() / inner.mean())
+
+    assert spread(corrected) < 0.7 * spread(y)
+    log_field, fg = n4_log_field(y, brain)
+    assert abs(float(log_field[fg].mean())) < 1e-4 and float(log_field[fg].std()) > 0.1
+    assert torch.equal(n4_volume(y, brain, weight=0.0), y)
+    # too little to fit: returned unchanged
+    assert n4_log_field(y[:2], brain[:2]) is None and torch.equal(n4_volume(y[:2], brain[:2]), y[:2])
+
+
+def test_3d_bias_stage_acts_on_a_3d_field_only_and_for_the_default_only(restore_model):
+    from medgap.harmonize.simulate import simulate_volume
+
+    out, _ = restore_model
+    x, brain = _ball_volume(n=32, size=(64, 80))
+    on = Harmonizer.load(out, device="cpu")
+    off = Harmonizer.load(out, device="cpu", overrides=("restore.bias_correction=none",))
+    assert on.cfg.restore.bias_correction == "n4"
+    y = simulate_volume(x, "bias3d", seed=5)
+    assert torch.equal(off.correct_bias_3d(y, brain), y) and off.last_bias is None
+    assert torch.equal(on.correct_bias_3d(y, brain, "nyul"), y)
+    corrected = on.correct_bias_3d(y, brain)
+    assert on.last_bias["weight"] == 1.0 and not torch.equal(corrected, y)
+    assert torch.equal(on.correct_bias_3d(x, brain), x)  # no field: the gate stays shut
+    assert on.last_bias["weight"] == 0.0 and on.last_bias["field_spread"] < 0.08
+    from medgap.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="bias_gate_high"):
+        Harmonizer.load(out, device="cpu", overrides=("restore.bias_gate_high=0.05",))
+
+
+def test_restoration_trains_on_a_given_change_when_asked():
+    from medgap.harmonize.config import RestoreConfig
+    from medgap.harmonize.restore import train_restoration
+
+    seen = []
+
+    def change(clean, g):
+        seen.append(clean.shape)
+        return simulate(clean, "gamma1.3", seed=int(torch.randint(1000, (1,), generator=g)))
+
+    cfg = HarmonizeConfig()
+    net, summary = train_restoration(_slices(6, size=(32, 32)), RestoreConfig(steps=3, batch_size=2), cfg.data,
+                                     change=change)
+    assert len(seen) == 3 and seen[0][0] == 2 and summary["steps"] == 3
