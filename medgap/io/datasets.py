@@ -1,4 +1,9 @@
-"""Spectra and spectral-image datasets (``.npz``) and :func:`describe_file`."""
+"""Spectra and spectral-image datasets (``.npz``) and :func:`describe_file`.
+
+Both kinds speak one vocabulary, so code that transfers either asks the same questions once:
+``samples`` (the (N, C) spectra or (N, C, H, W) images), ``labels`` (a class per spectrum, or per
+pixel: the segmentation), ``label_names``, ``n_classes``, ``wavelengths``, ``modality`` (``"hsi"``
+or ``"pat"``) and ``image_shape`` (None for spectra)."""
 
 from __future__ import annotations
 
@@ -18,6 +23,12 @@ from medgap.io.atomic import atomic_save_npz
 PathLike = str | os.PathLike
 
 # --------------------------------------------------------------------------- spectra
+
+
+def _n_classes(names: list[str] | None, labels: np.ndarray | None) -> int | None:
+    if names is not None:
+        return len(names)
+    return None if labels is None else int(labels.max()) + 1
 
 
 @dataclass
@@ -60,16 +71,19 @@ class SpectraSet:
             if self.groups.shape[0] != len(self):
                 raise InputError(p, f"'groups' has {self.groups.shape[0]} entries but there are {len(self)} spectra")
 
+    modality = "hsi"
+    image_shape = None
+
     def __len__(self) -> int:
         return int(self.spectra.shape[0])
 
     @property
+    def samples(self) -> np.ndarray:
+        return self.spectra
+
+    @property
     def n_classes(self) -> int | None:
-        if self.label_names is not None:
-            return len(self.label_names)
-        if self.labels is not None:
-            return int(self.labels.max()) + 1
-        return None
+        return _n_classes(self.label_names, self.labels)
 
     def subset(self, index: np.ndarray) -> "SpectraSet":
         return SpectraSet(
@@ -147,8 +161,27 @@ class ImageSet:
             flat = _check_labels(seg.reshape(n, -1), n, self.label_names, p, "segmentation")
             self.segmentation = flat.reshape(n, h, w)
 
+    modality = "pat"
+
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    @property
+    def samples(self) -> np.ndarray:
+        return self.images
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        """The class of every pixel (the segmentation), as ``SpectraSet.labels`` is of every spectrum."""
+        return self.segmentation
+
+    @property
+    def n_classes(self) -> int | None:
+        return _n_classes(self.label_names, self.segmentation)
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return tuple(self.images.shape[2:])
 
 
 def read_images(path: PathLike) -> ImageSet:

@@ -71,13 +71,13 @@ def apply_transfer(model: LoadedTransfer | str | Path, data: SpectraSet | ImageS
         raise InputError(path, f"wavelength grid ({len(data.wavelengths)} channels) differs from the model's "
                                f"({len(wl)} channels, {wl[0]:g}-{wl[-1]:g} nm)")
     is_images = ex["image_shape"] is not None
-    if is_images != isinstance(data, ImageSet):
+    kind = {"hsi": "spectra", "pat": "images"}
+    if is_images != (data.modality == "pat"):
         raise InputError(path, f"the model transfers {'images' if is_images else 'spectra'}, "
-                               f"the input holds {'images' if isinstance(data, ImageSet) else 'spectra'}")
-    if is_images and list(data.images.shape[2:]) != list(ex["image_shape"]):
-        raise InputError(path, f"image size {tuple(data.images.shape[2:])} differs from the model's {tuple(ex['image_shape'])}")
-    x_all = data.images if is_images else data.spectra
-    labels = data.segmentation if is_images else data.labels
+                               f"the input holds {kind[data.modality]}")
+    if is_images and list(data.image_shape) != list(ex["image_shape"]):
+        raise InputError(path, f"image size {data.image_shape} differs from the model's {tuple(ex['image_shape'])}")
+    x_all, labels = data.samples, data.labels
     if not is_images:
         check_spectra(data, path)
     if model.model.method == "cinn" and ex["n_classes"]:

@@ -99,7 +99,7 @@ def train(
     wl = _wavelengths(wavelengths)
     sim_data, _ = load_data(sim, wl)
     real_data, _ = load_data(real, wl)
-    data_modality = "pat" if sim_data.__class__.__name__ == "ImageSet" else "hsi"
+    data_modality = sim_data.modality
     if modality is not None and modality != data_modality:
         raise InputError(sim, f"--modality {modality} but the file holds {data_modality} data")
     run(cfg.replace(modality=data_modality), (sim_data, real_data), out, device=device, resume=resume,

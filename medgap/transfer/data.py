@@ -136,20 +136,20 @@ def check_pair(sim, real, sim_path=None, real_path=None, *, need_labels: bool) -
                                     f"{real.wavelengths[-1]:g} nm) differs from the simulation's "
                                     f"({len(sim.wavelengths)} channels, {sim.wavelengths[0]:g}-{sim.wavelengths[-1]:g} nm);"
                                     " resample one of them to the other's grid first")
-    if isinstance(sim, SpectraSet):
+    if sim.modality == "hsi":
         for data, path in ((sim, sim_path), (real, real_path)):
             check_spectra(data, path)
             _check_learnable(data, path)
         if need_labels and sim.labels is None:
             raise InputError(sim_path, "condition 'domain+label' needs labels in the simulated data; "
                                        "add 'labels' or use --condition domain")
-        return "hsi"
-    if sim.images.shape[2:] != real.images.shape[2:]:
-        raise InputError(real_path, f"image size {real.images.shape[2:]} differs from the simulation's {sim.images.shape[2:]}")
-    if need_labels and sim.segmentation is None:
+        return sim.modality
+    if sim.image_shape != real.image_shape:
+        raise InputError(real_path, f"image size {real.image_shape} differs from the simulation's {sim.image_shape}")
+    if need_labels and sim.labels is None:
         raise InputError(sim_path, "condition 'domain+label' needs 'segmentation' in the simulated images; "
                                    "add it or use --condition domain")
-    return "pat"
+    return sim.modality
 
 
 @dataclass

@@ -64,7 +64,7 @@ def pixel_spectra(data: ImageSet, max_per_image: int = 200, seed: int = 0,
 
 
 def _as_spectra(data, seed: int) -> SpectraSet:
-    return pixel_spectra(data, seed=seed) if isinstance(data, ImageSet) else data
+    return pixel_spectra(data, seed=seed) if data.modality == "pat" else data
 
 
 def _subsample(n: int, k: int, rng) -> np.ndarray:

@@ -67,9 +67,7 @@ class BatchSampler:
 
 
 def _arrays(data):
-    if isinstance(data, SpectraSet):
-        return data.spectra, data.labels
-    return data.images, data.segmentation
+    return data.samples, data.labels
 
 
 def _batch(x: np.ndarray, y: np.ndarray | None, idx: torch.Tensor, stats: DomainStats, device, noise_std: float,
@@ -151,8 +149,7 @@ def n_classes_of(data, need_labels: bool) -> int:
         return 0
     if data.label_names is not None:
         return len(data.label_names)
-    labels = data.labels if isinstance(data, SpectraSet) else data.segmentation
-    return int(labels.max()) + 1
+    return int(data.labels.max()) + 1
 
 
 @dataclass
@@ -207,7 +204,7 @@ def train(cfg: TransferConfig, data: tuple[SpectraSet | ImageSet, SpectraSet | I
 def _prepare(cfg: TransferConfig, sim, real, need_labels: bool, modality: str, ctx) -> _Prepared:
     net = cfg.net
     seed_everything(cfg.seed)  # FrEIA draws its fixed permutations from numpy's global RNG
-    class_aligned = cfg.class_aligned(isinstance(sim, SpectraSet) and sim.labels is not None)
+    class_aligned = cfg.class_aligned(sim.modality == "hsi" and sim.labels is not None)
     # class-aligned statistics need every real spectrum's estimated class: none is held out
     real, x_heldout = (real, None) if class_aligned else _hold_out(real, cfg)
     x_sim, y_sim = _arrays(sim)
@@ -216,8 +213,7 @@ def _prepare(cfg: TransferConfig, sim, real, need_labels: bool, modality: str, c
     if not need_labels:
         y_sim = None
     k = n_classes_of(sim, need_labels)
-    image_shape = None if modality == "hsi" else tuple(x_sim.shape[2:])
-    model = build_model(cfg, x_sim.shape[1], k, image_shape).to(ctx.device)
+    model = build_model(cfg, x_sim.shape[1], k, sim.image_shape).to(ctx.device)
     set_precision(model, cfg.train.precision, ctx.device)
     if cfg.method == "cinn" and getattr(net, "compile", False):
         model.generator.compile_blocks()
@@ -231,7 +227,7 @@ def _hold_out(real, cfg: TransferConfig):
     """Keep ``train.heldout_fraction`` of the real spectra (at most 5,000) out of training: the cINN's
     exact likelihood of them is reported per epoch. Returns (real for training, held-out array or None)."""
     n_out = min(5000, int(cfg.train.heldout_fraction * len(real)))
-    if cfg.method != "cinn" or not isinstance(real, SpectraSet) or n_out < 10:
+    if cfg.method != "cinn" or real.modality != "hsi" or n_out < 10:
         return real, None
     order = np.random.default_rng(cfg.seed + 12345).permutation(len(real))
     return real.subset(np.sort(order[n_out:])), real.spectra[np.sort(order[:n_out])]
@@ -295,7 +291,7 @@ def _fit(cfg: TransferConfig, sim, out: Path, p: _Prepared, ctx, run: RunFolder,
     if ctx.world_size > batch:
         raise InputError(None, f"batch size {batch} is smaller than the {ctx.world_size} processes")
     iters = t.iterations_per_epoch or max(1, math.ceil(max(len(p.x_sim), len(p.x_real)) / batch))
-    sample_sim = BatchSampler(len(p.x_sim), sim.labels if isinstance(sim, SpectraSet) else None, cfg.seed,
+    sample_sim = BatchSampler(len(p.x_sim), sim.labels if sim.modality == "hsi" else None, cfg.seed,
                               balanced=True)
     sample_real = BatchSampler(len(p.x_real), None, cfg.seed + 1, balanced=False)
     logger = MetricLogger(run.path, enabled=ctx.is_main)
@@ -352,10 +348,9 @@ def _fit_closed_form(cfg: TransferConfig, sim, real, out: Path, overwrite: bool)
     stats_sim = fit_stats(sim, whiten, cfg.train.whiten_ridge, l2=cfg.hsi.brightness == "l2")
     stats_real = fit_stats(real, whiten, cfg.train.whiten_ridge, l2=cfg.hsi.brightness == "l2")
     estimate = None
-    if cfg.class_aligned(isinstance(sim, SpectraSet) and sim.labels is not None):
+    if cfg.class_aligned(sim.modality == "hsi" and sim.labels is not None):
         estimate = align_classes(stats_sim, stats_real, sim, real)
-    image_shape = None if isinstance(sim, SpectraSet) else tuple(sim.images.shape[2:])
-    model = build_model(cfg, len(sim.wavelengths), 0, image_shape)
+    model = build_model(cfg, len(sim.wavelengths), 0, sim.image_shape)
     _save(out, cfg, model, stats_sim, stats_real, sim, real, 0, [], overwrite, estimate)
     return TrainResult(out, run_folder(out), 0, 0, 0.0, {"closed_form": cfg.method})
 
@@ -374,7 +369,7 @@ def _save(out, cfg, model: TransferModel, stats_sim, stats_real, sim, real, k, h
         "subject_design": None if estimate is None else estimate.design,
         "wavelengths_nm": [float(w) for w in sim.wavelengths],
         "n_channels": int(sim.wavelengths.shape[0]),
-        "image_shape": None if isinstance(sim, SpectraSet) else list(sim.images.shape[2:]),
+        "image_shape": None if sim.image_shape is None else list(sim.image_shape),
         "parameters": {"generator_trainable": count_parameters(model.generator, True),
                        "generator_total": count_parameters(model.generator)},
         "history": history,
