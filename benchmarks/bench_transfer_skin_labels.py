@@ -57,6 +57,11 @@ def main() -> None:
     print(markdown_table(["target labels estimated by", "balanced accuracy (%)", "worst pair (%)"],
                          [[k, mean_sd_cell([np.mean(s) for s in v], 100, 1),
                            f"{100 * np.min(np.mean(v, axis=0)):.1f}"] for k, v in scores.items()]))
+    print("\nPer pair (mean +- sd over seeds):\n")
+    pairs = list(itertools.permutations(DEVELOPMENT_LABS, 2))
+    print(markdown_table(["pair", *scores], [[f"{a} -> {b}", *[mean_sd_cell([s[i] for s in v], 100, 1)
+                                                               for v in scores.values()]]
+                                             for i, (a, b) in enumerate(pairs)]))
 
 
 if __name__ == "__main__":

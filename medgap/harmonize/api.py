@@ -26,7 +26,19 @@ from medgap.modelio import load_model, load_weights_into
 from medgap.outputs import check_output_file, json_text
 from medgap.training.runtime import resolve_device, track
 
-__all__ = ["Harmonizer", "METHODS"]
+__all__ = ["Harmonizer", "METHODS", "READY_MODELS", "resolve_model"]
+
+# ready models shipped in medgap/data/models (benchmarks/train_ready_harmonize_model.py trains them):
+# name -> folder. A path that exists always wins over a name.
+READY_MODELS = {"cohort-t1": "harmonize-cohort-t1"}
+
+
+def resolve_model(folder: str | Path) -> Path:
+    """``folder`` itself, or the shipped model of that name (:data:`READY_MODELS`) where no such path exists."""
+    path = Path(folder)
+    if not path.exists() and str(folder) in READY_MODELS:
+        return Path(__file__).resolve().parent.parent / "data" / "models" / READY_MODELS[str(folder)]
+    return path
 
 # one registry: the CLI, evaluation and benchmarks list these. "restore" (the default where the model
 # has it) is medgap.harmonize.restore; "blindharmony" is the publication's Eq. 1-2 optimiser.
@@ -58,7 +70,9 @@ class Harmonizer:
     @classmethod
     def load(cls, folder: str | Path, device: str = "auto", overrides: tuple[str, ...] = ()) -> "Harmonizer":
         """Load a model folder written by ``medgap harmonize train``; ``overrides`` change
-        optimiser settings (``harmonize.alpha=0.01``); flow settings cannot change."""
+        optimiser settings (``harmonize.alpha=0.01``); flow settings cannot change. ``folder`` may
+        also name a ready model (``"cohort-t1"``: the bundled real T1 cohort's look)."""
+        folder = resolve_model(folder)
         saved = load_model(folder, method="harmonize")
         cfg = HarmonizeConfig.load_json(saved.config)
         if overrides:

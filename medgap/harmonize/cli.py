@@ -70,7 +70,8 @@ def train(
 
 @app.command()
 def apply(
-    model: Path = typer.Argument(..., help="Model folder from `medgap harmonize train`."),
+    model: Path = typer.Argument(..., help="Model folder from `medgap harmonize train`, or 'cohort-t1': the "
+                                           "ready model of the bundled real T1 cohort's look."),
     source: Path = typer.Argument(..., help="Source-domain volume, or a BIDS dataset root."),
     out: Path = typer.Option(..., "--out", help="Output NIfTI (.nii/.nii.gz), on the source's grid; for a BIDS "
                                                 "dataset, the derivatives folder."),
@@ -99,8 +100,10 @@ def apply(
     from medgap.adapters.bids import harmonize_bids, is_bids_root
     from medgap.harmonize.api import Harmonizer
 
+    from medgap.harmonize.api import resolve_model
     from medgap.outputs import check_output_file
 
+    model = resolve_model(model)
     if not is_bids_root(source):  # before anything is read: the output is never an input
         check_output_file(out, (source, mask, model), suffixes=(".nii", ".nii.gz"))
         if report is not None:
@@ -130,7 +133,7 @@ def apply(
 
 @app.command()
 def score(
-    model: Path = typer.Argument(..., help="Model folder."),
+    model: Path = typer.Argument(..., help="Model folder, or 'cohort-t1' (the ready model)."),
     images: list[Path] = typer.Argument(..., help="NIfTI volumes to score."),
     mask: Optional[Path] = typer.Option(None, "--mask", help="Brain mask (same for every image)."),
     as_json: bool = typer.Option(False, "--json", help="Print full JSON (per-slice bits/dim)."),

@@ -1,0 +1,56 @@
+"""The ready model shipped with medgap: the bundled real T1 cohort's look, out of the box."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+from typer.testing import CliRunner
+
+from medgap.cli import app
+from medgap.harmonize.api import READY_MODELS, Harmonizer, resolve_model
+from medgap.metrics import psnr
+
+runner = CliRunner()
+
+
+def test_the_ready_model_is_shipped_whole_and_checksummed():
+    folder = resolve_model("cohort-t1")
+    assert folder.name == READY_MODELS["cohort-t1"] and folder.is_dir()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert {"config.json", "flow.safetensors", "restore.safetensors"} <= set(manifest)
+    assert not (folder.parent / f"{folder.name}.run").exists()  # no run folder shipped
+    h = Harmonizer.load("cohort-t1", device="cpu")  # verifies every sha256
+    assert h.default_method == "restore" and h.cfg.restore.bias_correction == "n4"
+    assert not any("colin" in t or "s1" in t.lower() for t in h.info["trained_on"]["targets"])
+
+
+def test_apply_with_the_ready_model_brings_a_changed_held_out_brain_closer(tmp_path):
+    from medgap.data.cohort import load_brain
+
+    brain = load_brain("colin27")  # held out from the ready model's training
+    truth = np.where(brain.mask, brain.t1.data, 0).astype(np.float32)
+    source = tmp_path / "colin_gamma.nii.gz"
+    nib.save(nib.Nifti1Image(truth ** 1.5 * 800.0, brain.t1.affine), str(source))
+    out, report = tmp_path / "h.nii.gz", tmp_path / "h.json"
+    res = runner.invoke(app, ["harmonize", "apply", "cohort-t1", str(source), "--out", str(out),
+                              "--report", str(report), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    result = np.asarray(nib.load(str(out)).dataobj, dtype=np.float32)
+
+    def fitted(x):  # the best linear map of x onto the truth inside the brain: units do not count
+        a, b = np.polyfit(x[brain.mask], truth[brain.mask], 1)
+        return np.where(brain.mask, a * x + b, 0)
+
+    before = psnr(fitted(truth ** 1.5 * 800.0), truth, mask=brain.mask)
+    after = psnr(fitted(result), truth, mask=brain.mask)
+    assert after > before + 3, (before, after)
+    assert json.loads(report.read_text())["method"] == "restore"
+
+
+def test_a_local_folder_of_that_name_wins(tmp_path, monkeypatch):
+    shutil.copytree(resolve_model("cohort-t1"), tmp_path / "cohort-t1")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model("cohort-t1") == tmp_path.joinpath("cohort-t1").relative_to(tmp_path)
