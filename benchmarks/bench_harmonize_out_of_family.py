@@ -30,8 +30,7 @@ from machine import markdown_table, mean_sd_cell
 
 from medgap.harmonize.api import Harmonizer
 from medgap.harmonize.config import HarmonizeConfig
-from medgap.harmonize.data import load_test_slices
-from medgap.harmonize.evaluate import compare_methods, heldout_subject_slices, perturb
+from medgap.harmonize.evaluate import compare_methods, heldout_sets
 from medgap.harmonize.simulate import COMBINED_DOMAINS, HARD_DOMAINS, OUT_OF_FAMILY, OUT_OF_FAMILY_COMBINED
 from medgap.harmonize.train import train
 
@@ -52,15 +51,8 @@ def run_seed(seed: int, tmp: Path, steps: int, every: int, domains: list[str]) -
     train(cfg, None, tmp / f"model{seed}", progress=False)
     h = Harmonizer.load(tmp / f"model{seed}", device="cpu")
     methods = _methods(h, tmp / f"model{seed}")
-    res = {}
-    s1 = heldout_subject_slices(cfg.flow.image_size, every=every, seed=seed + 1, name="s1")
-    res["test_volume"] = compare_methods(h, *s1, domains, methods, seed=seed + 1)
-    test, test_brain, test_pos, _ = load_test_slices(cfg.flow.image_size)
-    test, test_brain = perturb(test, test_brain, seed=seed + 1)
-    res["test"] = compare_methods(h, test, test_brain, test_pos, domains, methods, seed=seed + 1, separate=True)
-    colin = heldout_subject_slices(cfg.flow.image_size, every=every, seed=seed + 1)
-    res["validation"] = compare_methods(h, *colin, domains, methods, seed=seed + 1)
-    return res
+    return {part: compare_methods(h, truth, brain, pos, domains, methods, seed=seed + 1, separate=separate)
+            for part, (truth, brain, pos, separate) in heldout_sets(cfg.flow.image_size, every, seed + 1).items()}
 
 
 def _table(runs: list[dict], domains: list[str]) -> tuple[str, dict]:

@@ -28,8 +28,7 @@ from machine import markdown_table, mean_sd_cell
 
 from medgap.harmonize.api import Harmonizer
 from medgap.harmonize.config import HarmonizeConfig
-from medgap.harmonize.data import load_test_slices
-from medgap.harmonize.evaluate import compare_methods, heldout_subject_slices, perturb
+from medgap.harmonize.evaluate import compare_methods, heldout_sets
 from medgap.harmonize.restore import train_restoration
 from medgap.harmonize.simulate import COMBINED_DOMAINS, HARD_DOMAINS, simulate
 from medgap.harmonize.train import load_training_set, train
@@ -59,17 +58,13 @@ def run_seed(seed: int, tmp: Path, steps: int, every: int, domains: list[str]) -
     train(cfg, None, tmp / f"model{seed}", progress=False)
     h = Harmonizer.load(tmp / f"model{seed}", device="cpu")
     data = load_training_set(cfg)
-    s1 = heldout_subject_slices(cfg.flow.image_size, every=every, seed=seed + 1, name="s1")
-    test, test_brain, test_pos, _ = load_test_slices(cfg.flow.image_size)
-    test, test_brain = perturb(test, test_brain, seed=seed + 1)
-    colin = heldout_subject_slices(cfg.flow.image_size, every=every, seed=seed + 1)
+    held = heldout_sets(cfg.flow.image_size, every, seed + 1)
     # compare_methods draws the change of the j-th domain with seed + j: each domain keeps its own draw
     res: dict = {"test_volume": {}, "test": {}, "validation": {}}
     for i, domain in enumerate(domains):
         methods = {**METHODS, BOUND: ("restore", supervised(h, cfg, data, domain, seed))}
-        for part, held, separate in (("test_volume", s1, False), ("test", (test, test_brain, test_pos), True),
-                                     ("validation", colin, False)):
-            out = compare_methods(h, *held, [domain], methods, seed=seed + 1 + i, separate=separate)
+        for part, (truth, brain, pos, separate) in held.items():
+            out = compare_methods(h, truth, brain, pos, [domain], methods, seed=seed + 1 + i, separate=separate)
             res[part][domain] = out[domain]
     return res
 

@@ -34,7 +34,7 @@ from medgap.metrics.atropos import atropos_tissues, tissue_agreement
 from medgap.report.figures import plt, save_figure
 from medgap.training.runtime import track
 
-__all__ = ["evaluate", "train_wm_segmenter", "perturb", "heldout_subject_slices", "compare_methods",
+__all__ = ["evaluate", "train_wm_segmenter", "perturb", "heldout_subject_slices", "heldout_sets", "compare_methods",
            "slice_flicker"]
 
 
@@ -89,6 +89,20 @@ def heldout_subject_slices(image_size: tuple[int, int], every: int = 2, seed: in
     if seed is not None:
         truth, brain = perturb(truth, brain, seed=seed)
     return truth, brain, torch.from_numpy(st.position[sel])
+
+
+def heldout_sets(image_size: tuple[int, int], every: int = 2, seed: int = 1) -> dict[str, tuple]:
+    """The held-out real subjects the harmonisation benchmarks score on, each as (truth, brain,
+    position, separate): "test_volume" S1 and "test" the six test slices (TEST), "validation" Colin 27;
+    every ``every``-th slice, each slice randomly moved with ``seed``; ``separate``: slices of
+    different subjects, harmonised one by one."""
+    from medgap.harmonize.data import load_test_slices
+
+    test, test_brain, test_pos, _ = load_test_slices(image_size)
+    test, test_brain = perturb(test, test_brain, seed=seed)
+    return {"test_volume": (*heldout_subject_slices(image_size, every=every, seed=seed, name="s1"), False),
+            "test": (test, test_brain, test_pos, True),
+            "validation": (*heldout_subject_slices(image_size, every=every, seed=seed), False)}
 
 
 def compare_methods(h: Harmonizer, truth: torch.Tensor, brain: torch.Tensor, position: torch.Tensor,
