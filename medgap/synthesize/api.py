@@ -44,7 +44,7 @@ class Synthesizer:
     spacing_mm: float
     label_names: list[str]
     device: torch.device = torch.device("cpu")
-    latent_prior: dict[str, torch.Tensor] | None = None  # mean/std of z; None: N(0, I)
+    latent_prior: dict[str, torch.Tensor] | None = None  # mean/std (and basis) of z; None: N(0, I)
 
     @property
     def arch(self) -> Architecture:
@@ -66,12 +66,16 @@ class Synthesizer:
             elif name != "discriminator":
                 raise ModelFolderError(folder, f"{name}.safetensors is missing")
         prior = None
-        if extras.get("latent_prior", "normal") == "encoded":
+        if extras.get("latent_prior", "normal") != "normal":
             prior = saved.weights.get("latent_prior")
             shape = (arch.latent_dim,)
             if prior is None or any(tuple(prior.get(k, torch.empty(0)).shape) != shape for k in ("mean", "std")):
                 raise ModelFolderError(folder, f"latent_prior.safetensors is missing or lacks mean/std of shape {shape}")
-            prior = {k: prior[k].float() for k in ("mean", "std")}
+            basis = prior.get("basis")
+            if basis is not None and (basis.ndim != 2 or basis.shape[1] != arch.latent_dim or len(basis) < 2):
+                raise ModelFolderError(folder, f"latent_prior.safetensors: basis of shape {tuple(basis.shape)}, "
+                                               f"expected (n >= 2, {arch.latent_dim})")
+            prior = {k: prior[k].float() for k in ("mean", "std", "basis") if k in prior}
         dev = resolve_device(device)
         return cls(model.to(dev).eval(), cfg, float(extras.get("spacing_mm", 1.0)), list(extras.get("label_names", [])),
                    dev, prior)
@@ -104,10 +108,15 @@ class Synthesizer:
         return self.generate(self.sample_latents(n, seed), labels, max_memory_gb)
 
     def sample_latents(self, n: int, seed: int = 0) -> torch.Tensor:
-        """(n, latent_dim) codes: N(0, I), or the Gaussian fitted to training codes (``latent_prior="encoded"``)."""
-        z = torch.randn(n, self.arch.latent_dim, generator=torch.Generator().manual_seed(seed))
-        if self.latent_prior is not None:
-            z = self.latent_prior["mean"] + self.latent_prior["std"] * z
+        """(n, latent_dim) codes: N(0, I), or the Gaussian fitted to training codes (``latent_prior``
+        ``encoded``: their full covariance; ``encoded-diagonal`` or a folder without a basis: per dimension)."""
+        draws = torch.Generator().manual_seed(seed)
+        prior = self.latent_prior
+        if prior is not None and "basis" in prior:
+            return prior["mean"] + torch.randn(n, len(prior["basis"]), generator=draws) @ prior["basis"]
+        z = torch.randn(n, self.arch.latent_dim, generator=draws)
+        if prior is not None:
+            z = prior["mean"] + prior["std"] * z
         return z
 
     def affine(self, center_mm: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:

@@ -15,6 +15,8 @@ from medgap.outputs import json_text
 app = typer.Typer(help="HA-GAN: generate and encode high-resolution 3D CT/MR volumes.", no_args_is_help=True)
 console = Console()
 _ICBM = "icbm152"  # medgap.synthesize.data.ICBM152 (not imported here: `medgap --help` stays free of torch)
+_COHORT = "t1-cohort"  # medgap.synthesize.data.T1_COHORT
+_INSTALLED = (_ICBM, _COHORT, "head-ct")
 
 
 def _load_data(data: list[str], cfg, labels: Optional[str], cache_dir: Optional[Path]):
@@ -31,7 +33,10 @@ def _load_data(data: list[str], cfg, labels: Optional[str], cache_dir: Optional[
 
 @app.command()
 def train(
-    data: list[str] = typer.Argument(..., help="NIfTI files and/or folders, 'icbm152' (the sample T1) or 'head-ct' (the installed real head CT)."),
+    data: Optional[list[str]] = typer.Argument(None, help="NIfTI/NRRD/DICOM files and/or folders; or 't1-cohort' "
+                                               "(the default: five real T1 brains that install offline, one more "
+                                               "held out), 'icbm152' (one template) or 'head-ct' (the installed "
+                                               "real head CT)."),
     out: Path = typer.Option(..., "--out", help="Model folder to write."),
     preset: str = typer.Option("cpu-small", "--preset", help="cpu-small | paper"),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON/YAML config file."),
@@ -65,6 +70,13 @@ def train(
     if labels is not None:
         overrides.append("conditional=true")
     cfg = SynthesizeConfig.from_preset(preset, config, overrides)
+    if not data:
+        if cfg.modality != "mr":
+            raise InputError(None, "no volumes given: the default training set, the installed T1 cohort, is MR; "
+                                   "give CT volumes (or 'head-ct') to train a CT model")
+        data = [_COHORT]
+        console.print("no volumes given: training on the installed real T1 cohort (5 brains; pycortex's S1 held "
+                      "out; score with `medgap synthesize evaluate MODEL --real t1-cohort`)")
     work = run_folder(out)
     # checked before the data cache is written into the run folder
     check_output_folder(out, "synthesize", overwrite=overwrite)
@@ -123,8 +135,9 @@ def encode(
 @app.command()
 def evaluate(
     model_dir: Path = typer.Argument(...),
-    real: list[str] = typer.Option(..., "--real", help="Real volumes (files/folders), or 'icbm152' "
-                                   "(augmented copies of the bundled template)."),
+    real: list[str] = typer.Option(..., "--real", help="Real volumes (files/folders), 't1-cohort' (the installed "
+                                   "cohort's six brains, its held-out subject included) or 'icbm152' (augmented "
+                                   "copies of the bundled template)."),
     out: Path = typer.Option(..., "--out", help="Report folder (metrics.json, montage.png)."),
     n: int = typer.Option(8, "--n", min=2, max=10_000, help="Number of generated volumes (>= 2: FID and "
                                                            "diversity compare volumes with one another)."),
@@ -147,9 +160,14 @@ def evaluate(
 
     from medgap.outputs import check_not_inside_inputs
 
-    check_not_inside_inputs(out, [model_dir] + [r for r in real if r != _ICBM])
+    check_not_inside_inputs(out, [model_dir] + [r for r in real if r not in _INSTALLED])
     syn = Synthesizer.load(model_dir, device=device)
-    ts = _load_data(real, syn.config.replace(conditional=False), None, None)
+    if real == [_COHORT]:
+        from medgap.synthesize.data import cohort_dataset
+
+        ts = cohort_dataset(syn.config.replace(conditional=False), split="all")
+    else:
+        ts = _load_data(real, syn.config.replace(conditional=False), None, None)
     volumes = np.asarray(ts.volumes, dtype=np.float32)
     if real == [_ICBM]:  # one template brain: compare with augmented copies of it
         from medgap.synthesize.data import augmented_copies

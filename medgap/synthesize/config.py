@@ -20,13 +20,22 @@ class SynthesizeConfig(MedgapConfig):
     multiplier), ``latent_dim``, ``conditional`` (class labels from the data).
     Data: ``modality`` ``ct`` (HU window ``ct_window`` -> [-1, 1]) or ``mr``
     (percentile clip ``mr_percentiles`` -> [-1, 1]); ``spacing_mm`` isotropic
-    resampling target (None: the finest spacing of each volume); ``augment``.
+    resampling target (None: the finest spacing of each volume); ``augment`` (random affine, elastic and
+    intensity changes, MONAI); ``augment_pool`` > 0 draws that many augmented copies once before
+    training and samples batches from them (0: augments every batch on the fly, the publication's way;
+    a pool larger than 2 GiB falls back to that).
+    Small-data GAN training (all off in ``paper``): ``diff_augment`` applies differentiable colour,
+    translation and cutout to what both discriminators see, real and generated alike
+    (:mod:`medgap.synthesize.diffaugment`); ``minibatch_std`` gives both discriminators the batch's
+    spread; ``ema_decay`` > 0 samples from an exponential moving average of G's weights;
+    ``r1_gamma`` > 0 adds an R1 penalty (gamma/2 x squared gradient of D on real inputs, every 4th
+    D step).
     Optimisation: Adam(``beta1``, ``beta2``), ``lr_g`` (G and both encoders),
     ``lr_d``; ``recon_weight`` > 0 lets G learn from the E^G reconstruction loss as well (the
     publication freezes G there: ``paper`` sets 0; see docs/synthesize.md for why cpu-small does
     not); ``latent_prior`` ``normal`` samples z ~ N(0, I) (the publication), ``encoded`` from a
-    diagonal Gaussian fitted to E^G's codes of augmented training volumes when the model is
-    saved; ``batch_size`` is the global batch (split over DDP ranks); ``precision`` ``bf16``
+    Gaussian with the mean and full covariance of E^G's codes of augmented training volumes (fitted
+    when the model is saved), ``encoded-diagonal`` from one with their per-dimension spread only; ``batch_size`` is the global batch (split over DDP ranks); ``precision`` ``bf16``
     trains with bfloat16 mixed precision (convolutions in bfloat16, weights, optimiser and losses in
     float32; :mod:`medgap.training.precision`), ``fp32`` all in float32, ``auto`` (cpu-small) bf16 where
     the device has native bfloat16 products, else fp32; ``seed`` the training seed (recorded in the
@@ -44,26 +53,32 @@ class SynthesizeConfig(MedgapConfig):
     spacing_mm: float | None = Field(None, gt=0)
     cache_dtype: Literal["float16", "float32"] = "float16"
     augment: bool = True
+    augment_pool: int = Field(128, ge=0, le=100_000)
 
-    iterations: int = Field(600, ge=1, le=10_000_000)
+    iterations: int = Field(750, ge=1, le=10_000_000)
     batch_size: int = Field(4, ge=1, le=1024)
     lr_g: float = Field(4e-4, gt=0, le=1)
     lr_d: float = Field(4e-4, gt=0, le=1)
-    beta1: float = Field(0.0, ge=0, lt=1)
+    beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     keep_last: int = Field(2, ge=1)
     precision: Precision = "auto"
-    recon_weight: float = Field(1.0, ge=0)
-    latent_prior: Literal["normal", "encoded"] = "encoded"
+    recon_weight: float = Field(10.0, ge=0)
+    latent_prior: Literal["normal", "encoded", "encoded-diagonal"] = "encoded"
+    diff_augment: bool = True
+    minibatch_std: bool = True
+    ema_decay: float = Field(0.99, ge=0, lt=1)
+    r1_gamma: float = Field(1.0, ge=0, le=1e4)
     seed: int = Field(0, ge=0, le=2**32 - 1)
 
     presets: ClassVar[dict[str, dict]] = {
         "cpu-small": {},
         "paper": {"size": 256, "width": 1.0, "latent_dim": 1024, "iterations": 80000, "batch_size": 4,
                   "checkpoint_every": 1000, "lr_g": 1e-4, "precision": "fp32", "recon_weight": 0.0,
-                  "latent_prior": "normal"},
+                  "latent_prior": "normal", "augment_pool": 0, "diff_augment": False, "minibatch_std": False,
+                  "ema_decay": 0.0, "r1_gamma": 0.0, "beta1": 0.0},
     }
 
     @field_validator("size")
@@ -81,4 +96,5 @@ class SynthesizeConfig(MedgapConfig):
         return v
 
     def architecture(self, num_classes: int = 0) -> Architecture:
-        return Architecture(self.size, self.width, self.latent_dim, num_classes if self.conditional else 0)
+        return Architecture(self.size, self.width, self.latent_dim, num_classes if self.conditional else 0,
+                            self.minibatch_std)

@@ -38,6 +38,9 @@ from medgap.synthesize.config import SynthesizeConfig
 __all__ = [
     "ICBM152",
     "HEAD_CT",
+    "T1_COHORT",
+    "COHORT_HELDOUT",
+    "cohort_dataset",
     "Prepared",
     "TrainingSet",
     "cube_affine",
@@ -47,6 +50,7 @@ __all__ = [
     "sample_dataset",
     "Augment",
     "augmented_copies",
+    "augmented_pool",
 ]
 
 # Below this minimum a CT volume holds no air, so it is not in Hounsfield units.
@@ -117,6 +121,11 @@ def _to_cube(data: np.ndarray, size: int) -> np.ndarray:
 # names of the installed data sets load_training_set accepts instead of files
 ICBM152 = "icbm152"
 HEAD_CT = "head-ct"
+T1_COHORT = "t1-cohort"
+# the cohort brain kept out of training, for scoring (a real single subject)
+COHORT_HELDOUT = "s1"
+# the field of view every cohort brain is cut to, centred on its brain (mm per side)
+COHORT_FOV_MM = 192.0
 # the least a volume needs along every axis to be a 3D image worth resampling to the model cube
 MIN_SIZE = (8, 8, 8)
 
@@ -243,6 +252,10 @@ def load_training_set(
 
     if [str(i) for i in inputs] == [ICBM152]:
         return sample_dataset(cfg)
+    if [str(i) for i in inputs] == [T1_COHORT]:
+        if cfg.modality != "mr":
+            raise InputError(None, "the installed T1 cohort is MR: train it with --modality mr")
+        return cohort_dataset(cfg, progress=progress)
     if [str(i) for i in inputs] == [HEAD_CT]:
         from medgap.data.install import HEAD_CT as head_ct_file
         from medgap.data.install import installed_path
@@ -293,6 +306,48 @@ def sample_dataset(cfg: SynthesizeConfig, resolution_mm: float = 2.0) -> Trainin
     return _assemble([preprocess(v, mr) for v in maps], [0, 1, 2], ["t1", "gm", "wm"])
 
 
+def _brain_box(brain) -> Volume:
+    """A cohort brain (1 mm isotropic, RAS) cut to a COHORT_FOV_MM cube centred on its brain mask's box
+    (zeros where the cube reaches past the image)."""
+    vol = _canonical(brain.t1)
+    if max(abs(s - 1.0) for s in vol.spacing) > 1e-3:
+        vol = resample_isotropic(vol, 1.0, order=1)
+    inside = np.argwhere(vol.data > 0)
+    centre = np.round((inside.min(0) + inside.max(0)) / 2.0).astype(int)
+    side = int(round(COHORT_FOV_MM / vol.spacing[0]))
+    start = centre - side // 2
+    cube = np.zeros((side,) * 3, np.float32)
+    src = tuple(slice(max(0, a), min(n, a + side)) for a, n in zip(start, vol.shape))
+    dst = tuple(slice(s.start - a, s.stop - a) for s, a in zip(src, start))
+    cube[dst] = vol.data[src]
+    affine = vol.affine.copy()
+    affine[:3, 3] = vol.affine[:3, :3] @ start + vol.affine[:3, 3]
+    return Volume(cube, affine, None, vol.path)
+
+
+def cohort_dataset(cfg: SynthesizeConfig, split: str = "train", progress: bool = False) -> TrainingSet:
+    """The real T1 mini-cohort that installs offline, on one grid: ``split="train"`` the five training
+    brains (ICBM 2009a and 2009c, FSL's MNI152, SRI24, Colin 27), ``"heldout"`` the real subject kept
+    out for scoring (pycortex's S1), ``"all"`` the six.
+
+    Every brain is skull-stripped and in one intensity look (:mod:`medgap.data.cohort`), cut to a
+    COHORT_FOV_MM cube centred on its brain at 1 mm and shrunk to ``cfg.size`` (64: 3 mm voxels), so
+    the brains keep their real sizes and differ in anatomy only. Four are population averages and two
+    are single subjects: a small cohort, for what a GAN can learn from six brains.
+    """
+    from medgap.data.cohort import HELDOUT, TRAINING, load_brain
+    from medgap.training.runtime import track
+
+    names = {"train": [n for n in TRAINING + HELDOUT if n != COHORT_HELDOUT], "heldout": [COHORT_HELDOUT],
+             "all": TRAINING + HELDOUT + [COHORT_HELDOUT]}[split]
+    mr = cfg.replace(modality="mr", spacing_mm=None)
+    prepared = [preprocess(_brain_box(load_brain(n)), mr) for n in track(names, description="T1 cohort",
+                                                                          disable=not progress)]
+    for p, n in zip(prepared, names):
+        p.source = f"{T1_COHORT}:{n}"
+    return _assemble(prepared, [0] * len(names), ["t1"])
+
+
 class Augment:
     """Random spatial and intensity augmentation of a cube in [-1, 1] (MONAI transforms).
 
@@ -332,6 +387,32 @@ class Augment:
         y = self.transform(y)
         y = y.as_tensor() if hasattr(y, "as_tensor") else torch.as_tensor(y)  # drop MONAI metadata
         return (y.clamp(0.0, 1.0) * 2.0 - 1.0).float()
+
+
+POOL_LIMIT_BYTES = 2 * 2**30
+
+
+def augmented_pool(data: TrainingSet, count: int, augment: Augment, dtype: str = "float16",
+                   progress: bool = False) -> TrainingSet | None:
+    """``count`` (at least one per volume) training cubes drawn once: every volume as it is, then
+    augmented copies, volume by volume in turn -- so training draws batches without augmenting each
+    one (a third of an iteration's time at 64^3 on a CPU). None (with a warning) when the pool would
+    take more than 2 GiB: the trainer then augments on the fly."""
+    import warnings
+
+    from medgap.training.runtime import track
+
+    n, size = len(data), data.volumes.shape[1]
+    count = max(count, n)
+    if count * size**3 * np.dtype(dtype).itemsize > POOL_LIMIT_BYTES:
+        warnings.warn(f"an augmentation pool of {count} cubes of {size}^3 would exceed 2 GiB: augmenting every "
+                      "batch on the fly instead (set augment_pool=0 to say so)", stacklevel=2)
+        return None
+    pool = np.empty((count, size, size, size), dtype=dtype)
+    for i in track(range(count), description="augmentation pool", disable=not progress):
+        x = data.batch([i % n], augment if i >= n else None)
+        pool[i] = x[0, 0].numpy()
+    return TrainingSet(pool, data.labels[np.arange(count) % n], data.label_names, data.spacing_mm, data.sources)
 
 
 def augmented_copies(volume: np.ndarray, n: int, seed: int = 0, intensity: bool = True) -> np.ndarray:

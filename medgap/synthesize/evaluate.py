@@ -207,8 +207,9 @@ def memorisation_scores(generated: np.ndarray, real: np.ndarray) -> dict:
     """Root-mean-square distance (intensities in [-1, 1]) of each generated volume to its nearest real
     volume, and of each real volume to its nearest *other* real volume (N, S, S, S) vs (M >= 2, S, S, S).
 
-    ``copies``: samples closer to a real volume than the closest pair of real volumes are to each
-    other -- nothing a model that learned the distribution rather than the examples should make.
+    ``copies``: samples closer to their nearest real volume than that volume is to its nearest *other*
+    real volume -- nothing a model that learned the distribution rather than the examples should make
+    (``nearest_real`` names the index of each sample's nearest real volume).
     """
     gen = np.asarray(generated, dtype=np.float32).reshape(len(generated), -1)
     ref = np.asarray(real, dtype=np.float32).reshape(len(real), -1)
@@ -219,13 +220,15 @@ def memorisation_scores(generated: np.ndarray, real: np.ndarray) -> dict:
         squares = (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2.0 * a @ b.T
         return np.sqrt(np.clip(squares, 0, None) / a.shape[1])
 
-    to_real = rms(gen, ref).min(axis=1)
+    distances = rms(gen, ref)
+    nearest = distances.argmin(axis=1)
+    to_real = distances.min(axis=1)
     between = rms(ref, ref)
     np.fill_diagonal(between, np.inf)
     real_nearest = between.min(axis=1)
-    return {"sample_to_nearest_real": [float(v) for v in to_real],
+    return {"sample_to_nearest_real": [float(v) for v in to_real], "nearest_real": [int(i) for i in nearest],
             "real_to_nearest_other_real": [float(v) for v in real_nearest],
-            "copies": int((to_real < real_nearest.min()).sum())}
+            "copies": int((to_real < real_nearest[nearest]).sum())}
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:

@@ -53,12 +53,16 @@ class Architecture:
     width: channel multiplier (1.0 = the publication's widths).
     latent_dim: length of z.
     num_classes: 0 for an unconditional model; else the number of labels.
+    minibatch_std: both discriminators also see how much their batch varies (the mean standard
+    deviation of their last features over the batch; Karras et al. 2018), so a generator whose
+    samples are all alike is told apart from a varied real batch. Off in the publication.
     """
 
     size: int = 256
     width: float = 1.0
     latent_dim: int = 1024
     num_classes: int = 0
+    minibatch_std: bool = False
 
     def __post_init__(self) -> None:
         if self.size < 32 or self.size & (self.size - 1):
@@ -268,6 +272,13 @@ def _sn_conv(c_in, c_out, k, s, p):
     return spectral_norm(nn.Conv3d(c_in, c_out, kernel_size=k, stride=s, padding=p))
 
 
+def minibatch_std(h: torch.Tensor) -> torch.Tensor:
+    """Append one channel (axis 1): the mean over features of their standard deviation over the batch."""
+    # + 1e-8 under the root: identical samples (std 0) must not give an infinite gradient
+    std = (h.float().var(dim=0, unbiased=False) + 1e-8).sqrt().mean() if h.shape[0] > 1 else h.new_zeros((), dtype=torch.float32)
+    return torch.cat([h, std.to(h.dtype).expand(h.shape[0], 1, *h.shape[2:])], dim=1)
+
+
 class HighResDiscriminator(nn.Module):
     """D^H: slab (B, 1, S/8, S, S) and slab position -> (logit (B, 1), features (B, 64w)).
 
@@ -291,13 +302,16 @@ class HighResDiscriminator(nn.Module):
         c_last = arch.ch(128)
         layers += [_sn_conv(c_prev, c_last, (1, 4, 4), 1, 0), nn.LeakyReLU(0.2, inplace=True)]
         self.convs = nn.Sequential(*layers)
-        self.fc1 = spectral_norm(nn.Linear(c_last + 1, arch.ch(64)))
+        self.batch_std = arch.minibatch_std
+        self.fc1 = spectral_norm(nn.Linear(c_last + 1 + self.batch_std, arch.ch(64)))
         self.fc2 = spectral_norm(nn.Linear(arch.ch(64), 1))
         self.position_scale = 1.0 / (arch.size - arch.slab_depth)
 
     def forward(self, slab: torch.Tensor, start: torch.Tensor):
         """start: (B,) full-resolution slab start index k."""
         h = self.convs(slab).flatten(1)
+        if self.batch_std:
+            h = minibatch_std(h)
         pos = (start.to(h) * self.position_scale).view(-1, 1)
         h = F.leaky_relu(self.fc1(torch.cat([h, pos], dim=1)), 0.2)
         return self.fc2(h), h
@@ -318,11 +332,14 @@ class LowResDiscriminator(nn.Module):
         for c in chans:
             layers += [_sn_conv(c_prev, c, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
             c_prev = c
-        layers.append(_sn_conv(c_prev, 1 + arch.num_classes, 4, 1, 0))
+        self.batch_std = arch.minibatch_std
+        layers.append(_sn_conv(c_prev + self.batch_std, 1 + arch.num_classes, 4, 1, 0))
         self.net = nn.Sequential(*layers)
 
     def forward(self, low: torch.Tensor) -> torch.Tensor:
-        return self.net(low).flatten(1)
+        if not self.batch_std:
+            return self.net(low).flatten(1)
+        return self.net[-1](minibatch_std(self.net[:-1](low))).flatten(1)
 
 
 class Discriminator(nn.Module):

@@ -31,6 +31,7 @@ the run folder ``OUT.run/checkpoints`` (:mod:`medgap.training.contract`); a reru
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 import warnings
 from pathlib import Path
@@ -42,7 +43,8 @@ import torch.nn.functional as F
 from medgap.errors import InputError, ModelFolderError
 from medgap.modelio import check_output_folder, save_model
 from medgap.synthesize.config import SynthesizeConfig
-from medgap.synthesize.data import Augment, TrainingSet
+from medgap.synthesize.data import Augment, TrainingSet, augmented_pool
+from medgap.synthesize.diffaugment import diff_augment
 from medgap.synthesize.model import HAGAN
 from medgap.training.contract import TrainResult, checkpoints, make_run
 from medgap.training.distributed import setup_distributed
@@ -53,6 +55,7 @@ from medgap.training.runtime import MetricLogger, check_finite_loss, count_param
 __all__ = ["TrainResult", "train", "run_settings", "save_hagan", "HAGANStep", "encoded_prior"]
 
 METHOD = "synthesize"
+R1_EVERY = 4  # lazy R1 (StyleGAN2): the penalty every 4th D step, weighted x4
 
 
 def _frozen(module: torch.nn.Module, frozen: bool) -> None:
@@ -81,6 +84,13 @@ class HAGANStep:
         self.EG = wrap(model.encoder_global)
         self.precision = cfg.precision
         self.recon_weight = cfg.recon_weight
+        self.diff_augment = cfg.diff_augment
+        self.r1_gamma = cfg.r1_gamma
+        self.ema_decay = cfg.ema_decay
+        # the sampling generator: an exponential moving average of G's weights (None: G itself)
+        self.generator_ema = copy.deepcopy(model.generator).requires_grad_(False) if cfg.ema_decay > 0 else None
+        self.draws = torch.Generator().manual_seed(cfg.seed)  # DiffAugment's draws (same on every rank)
+        self.d_steps = 0
         betas = (cfg.beta1, cfg.beta2)
         self.opt = {
             "g": torch.optim.Adam(model.generator.parameters(), lr=cfg.lr_g, betas=betas),
@@ -91,8 +101,27 @@ class HAGANStep:
 
     def modules(self) -> dict[str, torch.nn.Module]:
         m = self.model
-        return {"generator": m.generator, "discriminator": m.discriminator,
-                "encoder_high": m.encoder_high, "encoder_global": m.encoder_global}
+        modules = {"generator": m.generator, "discriminator": m.discriminator,
+                   "encoder_high": m.encoder_high, "encoder_global": m.encoder_global}
+        if self.generator_ema is not None:
+            modules["generator_ema"] = self.generator_ema
+        return modules
+
+    def sampling_generator(self) -> torch.nn.Module:
+        """The generator a model folder keeps: the moving average when ``ema_decay`` > 0, else G."""
+        return self.generator_ema if self.generator_ema is not None else self.model.generator
+
+    def _seen_by_d(self, slab: torch.Tensor, low: torch.Tensor):
+        return diff_augment(slab, low, self.draws) if self.diff_augment else (slab, low)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.generator_ema is None:
+            return
+        for avg, p in zip(self.generator_ema.parameters(), self.model.generator.parameters()):
+            avg.lerp_(p, 1.0 - self.ema_decay)
+        for avg, b in zip(self.generator_ema.buffers(), self.model.generator.buffers()):
+            avg.copy_(b)
 
     def __call__(self, x: torch.Tensor, z: torch.Tensor, k: int, y_real=None, y_fake=None) -> dict[str, float]:
         """x (b, 1, S, S, S) real; z (b, latent) noise; k slab start (multiple of 4); labels (b,) or None."""
@@ -112,12 +141,21 @@ class HAGANStep:
         # ---- D step (fake detached; the same fake batch serves the G step)
         with self.phase("d"):
             fake_slab, fake_low = self.G(z, k // 4, y_fake)
-            real_logit, real_cls = self.D(x_slab, x_low, kvec)
-            fake_logit, _ = self.D(fake_slab.detach(), fake_low.detach(), kvec)
+            real_in = self._seen_by_d(x_slab, x_low)
+            r1 = self.r1_gamma > 0 and self.d_steps % R1_EVERY == 0
+            if r1:
+                real_in = tuple(t.detach().requires_grad_(True) for t in real_in)
+            real_logit, real_cls = self.D(*real_in, kvec)
+            fake_logit, _ = self.D(*self._seen_by_d(fake_slab.detach(), fake_low.detach()), kvec)
             loss_d = (F.binary_cross_entropy_with_logits(real_logit, ones)
                       + F.binary_cross_entropy_with_logits(fake_logit, zeros))
             if cond:
                 loss_d = loss_d + F.cross_entropy(real_cls, y_real)
+            if r1:
+                grads = torch.autograd.grad(real_logit.float().sum(), real_in, create_graph=True)
+                penalty = sum(g.float().pow(2).flatten(1).sum(1) for g in grads).mean()
+                loss_d = loss_d + 0.5 * self.r1_gamma * R1_EVERY * penalty
+            self.d_steps += 1
             self.opt["d"].zero_grad(set_to_none=True)
             loss_d.backward()
             self.opt["d"].step()
@@ -125,7 +163,7 @@ class HAGANStep:
         # ---- G step (D frozen: no weight gradients, no DDP sync needed)
         with self.phase("g"):
             _frozen(m.discriminator, True)
-            g_logit, g_cls = m.discriminator(fake_slab, fake_low, kvec)
+            g_logit, g_cls = m.discriminator(*self._seen_by_d(fake_slab, fake_low), kvec)
             loss_g = F.binary_cross_entropy_with_logits(g_logit, ones)
             if cond:
                 loss_g = loss_g + F.cross_entropy(g_cls, y_fake)
@@ -162,17 +200,23 @@ class HAGANStep:
                         p.grad.mul_(self.recon_weight)
                 self.opt["g"].step()
             _frozen(m.generator, False)
+        self._update_ema()
         return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "loss_eh": loss_eh.item(), "loss_eg": loss_eg.item(),
                 "d_real": torch.sigmoid(real_logit).mean().item(), "d_fake": torch.sigmoid(fake_logit).mean().item()}
 
 
 @torch.no_grad()
-def encoded_prior(model: HAGAN, data: TrainingSet, augment: Augment | None, n: int = 32) -> dict[str, torch.Tensor]:
-    """Mean and per-dimension sd of E^G's codes of ``n`` (augmented) training volumes.
+def encoded_prior(model: HAGAN, data: TrainingSet, augment: Augment | None, n: int = 64,
+                  covariance: bool = True) -> dict[str, torch.Tensor]:
+    """A Gaussian over E^G's codes of ``n`` (augmented) training volumes: ``mean``, per-dimension ``std``
+    and, with ``covariance``, ``basis`` (n, latent_dim) = the centred codes / sqrt(n - 1), so that
+    z = mean + w @ basis, w ~ N(0, I_n), has the codes' full covariance.
 
-    Sampling from N(mean, diag(sd^2)) instead of N(0, I) draws codes where G was taught to
-    decode real volumes (cpu-small's ``latent_prior="encoded"``; measured in
-    bench_synthesize_anatomy). Conditional models: one prior over all classes' codes.
+    Sampling there instead of from N(0, I) draws codes where G was taught to decode real volumes
+    (cpu-small's ``latent_prior="encoded"``). The codes lie near a low-dimensional set; a diagonal
+    Gaussian (``encoded-diagonal``) draws every dimension independently, off that set, and G turns
+    such codes into one average volume (measured: bench_synthesize_cohort). Conditional models: one
+    prior over all classes' codes.
     """
     device = next(model.parameters()).device
     codes = []
@@ -180,12 +224,15 @@ def encoded_prior(model: HAGAN, data: TrainingSet, augment: Augment | None, n: i
         x = data.batch([i % len(data)], augment).to(device)
         codes.append(model.encode(x)[0].float().cpu())
     z = torch.stack(codes)
-    return {"mean": z.mean(0).contiguous(), "std": z.std(0).contiguous()}
+    prior = {"mean": z.mean(0).contiguous(), "std": z.std(0).contiguous()}
+    if covariance:
+        prior["basis"] = ((z - prior["mean"]) / (n - 1) ** 0.5).contiguous()
+    return prior
 
 
 def save_hagan(folder: Path, model: HAGAN, cfg: SynthesizeConfig, data: TrainingSet, steps: int, seconds: float,
-               overwrite: bool = False) -> Path:
-    """Write a model folder (generator, both encoders, discriminator, metadata)."""
+               overwrite: bool = False, generator: torch.nn.Module | None = None) -> Path:
+    """Write a model folder (``generator``, default the model's, both encoders, discriminator, metadata)."""
     extras = {"architecture": model.arch.to_dict(), "spacing_mm": data.spacing_mm, "label_names": data.label_names,
               "steps": steps, "train_seconds": round(seconds, 1),
               "parameters": {k: count_parameters(v) for k, v in model.named_children()}}
@@ -194,11 +241,12 @@ def save_hagan(folder: Path, model: HAGAN, cfg: SynthesizeConfig, data: Training
             f"{len(data)} volume(s) ({data.spacing_mm:.3f} mm isotropic voxels, modality {cfg.modality}).\n\n"
             "Sample: `medgap synthesize sample THIS_FOLDER --n 4 --out samples/`\n"
             "Encode: `medgap synthesize encode THIS_FOLDER volume.nii.gz --out z.npy`\n")
-    weights = {"generator": model.generator, "encoder_high": model.encoder_high,
+    weights = {"generator": generator or model.generator, "encoder_high": model.encoder_high,
                "encoder_global": model.encoder_global, "discriminator": model.discriminator}
     extras["latent_prior"] = cfg.latent_prior
-    if cfg.latent_prior == "encoded":
-        weights["latent_prior"] = encoded_prior(model, data, Augment.for_config(cfg, seed=12345))
+    if cfg.latent_prior != "normal":
+        weights["latent_prior"] = encoded_prior(model, data, Augment.for_config(cfg, seed=12345),
+                                                covariance=cfg.latent_prior == "encoded")
     return save_model(folder, method=METHOD, config=cfg, weights=weights, trained_on=data.describe(),
                       card=card, extras=extras, overwrite=overwrite)
 
@@ -269,7 +317,13 @@ def _fit(data: TrainingSet, cfg: SynthesizeConfig, model_dir, ctx, run: RunFolde
         elapsed_before = float(elapsed_before)
     logger = MetricLogger(run.path, enabled=ctx.is_main)
     augment = Augment.for_config(cfg, seed=seed + start)
-    a, n, B = model.arch, len(data), cfg.batch_size
+    source = data
+    if augment is not None and cfg.augment_pool:
+        pool = augmented_pool(data, cfg.augment_pool, Augment.for_config(cfg, seed=seed), cfg.cache_dtype,
+                              progress=progress and ctx.is_main)
+        if pool is not None:
+            source, augment = pool, None
+    a, n, B = model.arch, len(source), cfg.batch_size
     window: list[float] = []
     last: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -291,8 +345,8 @@ def _fit(data: TrainingSet, cfg: SynthesizeConfig, model_dir, ctx, run: RunFolde
         y_fake = torch.randint(max(a.num_classes, 1), (B,))
         k = 4 * int(torch.randint(a.positions, (1,)))
         local = ctx.shard(torch.arange(B))
-        x = data.batch(idx[local], augment).to(ctx.device)
-        y_real = torch.as_tensor(data.labels[idx[local].numpy()], device=ctx.device) if a.num_classes else None
+        x = source.batch(idx[local], augment).to(ctx.device)
+        y_real = torch.as_tensor(source.labels[idx[local].numpy()], device=ctx.device) if a.num_classes else None
         y_f = y_fake[local].to(ctx.device) if a.num_classes else None
         last = step_fn(x, z[local].to(ctx.device), k, y_real, y_f)
         check_finite_loss(last, step + 1, "lr_g")
@@ -310,6 +364,6 @@ def _fit(data: TrainingSet, cfg: SynthesizeConfig, model_dir, ctx, run: RunFolde
     logger.close()
     out = None
     if ctx.is_main and model_dir is not None:
-        out = save_hagan(Path(model_dir), model, cfg, data, done, seconds, overwrite)
+        out = save_hagan(Path(model_dir), model, cfg, data, done, seconds, overwrite, step_fn.sampling_generator())
     ctx.barrier()
     return TrainResult(out, run.path, done, start, seconds, last)

@@ -74,7 +74,7 @@ def test_memorisation_flags_samples_closer_to_a_real_volume_than_real_volumes_ar
     copy = real[1] + 0.001  # a memorised training volume
     new = np.roll(_head(7, True), 4, axis=1)  # the same kind of anatomy, somewhere else
     scores = memorisation_scores(np.stack([copy, new]), real)
-    assert scores["copies"] == 1
+    assert scores["copies"] == 1 and scores["nearest_real"][0] == 1
     assert scores["sample_to_nearest_real"][0] < 0.01 < min(scores["real_to_nearest_other_real"])
     assert scores["sample_to_nearest_real"][1] > min(scores["real_to_nearest_other_real"])
     with pytest.raises(InputError, match="at least 2 real"):
