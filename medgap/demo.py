@@ -131,11 +131,12 @@ def _measure_gaps(section_dir: Path, pairs: list[dict], quick: bool) -> dict:
 
 
 STAND_IN_NOTE = (
-    "What is real and what is a stand-in: the MR data is the real ICBM152 template brain shipped inside "
-    "nilearn; other-scanner MR images are simulated from it; spectral 'real' data comes from medgap's richer "
-    "physics simulator because no real tissue spectra ship offline. Sizes and training lengths are the "
-    "cpu-small presets: the figures show the mechanics and the direction of each effect, not the "
-    "publications' numbers (see docs/benchmarks.md for those runs)."
+    "What is real and what is a stand-in: the MR brains are real T1 images that install offline (the ICBM "
+    "2009a/2009c templates, FSL's MNI152, SRI24, Colin 27 and pycortex's S1); other scanners' looks are "
+    "simulated changes of them; the skin spectra are real in-vivo measurements of 11 labs (the International "
+    "Skin Spectra Archive); the head CT is a real CT; the HSI and photoacoustic extras come from medgap's "
+    "simulators. Sizes and training lengths are the cpu-small presets: the figures show the mechanics and the "
+    "direction of each effect, not the publications' numbers (see docs/benchmarks.md for those runs)."
 )
 
 

@@ -42,36 +42,44 @@ class SynthesizeConfig(MedgapConfig):
     model folder with the rest of the configuration).
     """
 
-    size: int = 64
-    width: float = Field(0.25, gt=0, le=4)
-    latent_dim: int = Field(128, ge=1, le=4096)
-    conditional: bool = False
+    size: int = Field(64, description="voxels per side of the generated cube (power of two, 32..512)")
+    width: float = Field(0.25, gt=0, le=4, description="channel multiplier of every network (1 = the publication's)")
+    latent_dim: int = Field(128, ge=1, le=4096, description="length of the latent code z")
+    conditional: bool = Field(False, description="condition G and D on the class labels of the training volumes")
 
-    modality: Literal["mr", "ct"] = "mr"
-    ct_window: tuple[float, float] = (-1024.0, 600.0)
-    mr_percentiles: tuple[float, float] = (0.5, 99.5)
-    spacing_mm: float | None = Field(None, gt=0)
-    cache_dtype: Literal["float16", "float32"] = "float16"
-    augment: bool = True
-    augment_pool: int = Field(128, ge=0, le=100_000)
+    modality: Literal["mr", "ct"] = Field("mr", description="ct: Hounsfield window; mr: percentile clip")
+    ct_window: tuple[float, float] = Field((-1024.0, 600.0), description="CT: HU range mapped to [-1, 1]")
+    mr_percentiles: tuple[float, float] = Field((0.5, 99.5), description="MR: percentiles mapped to [-1, 1]")
+    spacing_mm: float | None = Field(None, gt=0, description="isotropic resampling target before the cube "
+                                                              "(None: each volume's finest spacing)")
+    cache_dtype: Literal["float16", "float32"] = Field("float16", description="storage of cached/pooled cubes")
+    augment: bool = Field(True, description="random affine, elastic and intensity changes (MONAI; CT: spatial only)")
+    augment_pool: int = Field(128, ge=0, le=100_000, description="augmented copies drawn once before training "
+                                                                 "(0: augment every batch on the fly)")
 
-    iterations: int = Field(750, ge=1, le=10_000_000)
-    batch_size: int = Field(4, ge=1, le=1024)
-    lr_g: float = Field(4e-4, gt=0, le=1)
-    lr_d: float = Field(4e-4, gt=0, le=1)
-    beta1: float = Field(0.5, ge=0, lt=1)
-    beta2: float = Field(0.999, ge=0, lt=1)
-    log_every: int = Field(10, ge=1)
-    checkpoint_every: int = Field(100, ge=1)
-    keep_last: int = Field(2, ge=1)
-    precision: Precision = "auto"
-    recon_weight: float = Field(10.0, ge=0)
-    latent_prior: Literal["normal", "encoded", "encoded-diagonal"] = "encoded"
-    diff_augment: bool = True
-    minibatch_std: bool = True
-    ema_decay: float = Field(0.99, ge=0, lt=1)
-    r1_gamma: float = Field(1.0, ge=0, le=1e4)
-    seed: int = Field(0, ge=0, le=2**32 - 1)
+    iterations: int = Field(750, ge=1, le=10_000_000, description="training iterations (D, G, E^H, E^G steps each)")
+    batch_size: int = Field(4, ge=1, le=1024, description="global batch (split over DDP ranks)")
+    lr_g: float = Field(4e-4, gt=0, le=1, description="Adam learning rate of G and both encoders")
+    lr_d: float = Field(4e-4, gt=0, le=1, description="Adam learning rate of both discriminators")
+    beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1 (the publication: 0)")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2")
+    log_every: int = Field(10, ge=1, description="iterations between rows of metrics.csv")
+    checkpoint_every: int = Field(100, ge=1, description="iterations between checkpoints")
+    keep_last: int = Field(2, ge=1, description="checkpoints kept besides the best")
+    precision: Precision = Field("auto", description="fp32, bf16 mixed precision, or auto (bf16 where native)")
+    recon_weight: float = Field(10.0, ge=0, description="weight of E^G's reconstruction loss on G (0: G frozen "
+                                                        "there, the publication)")
+    latent_prior: Literal["normal", "encoded", "encoded-diagonal"] = Field(
+        "encoded", description="where samples draw z: N(0, I), or a Gaussian fitted to training codes (full or "
+                               "diagonal covariance)")
+    diff_augment: bool = Field(True, description="differentiable colour/translation/cutout before both "
+                                                 "discriminators, real and generated")
+    minibatch_std: bool = Field(True, description="both discriminators see the spread of their batch")
+    ema_decay: float = Field(0.99, ge=0, lt=1, description="sample from a moving average of G's weights "
+                                                           "(0: G itself)")
+    r1_gamma: float = Field(1.0, ge=0, le=1e4, description="R1 penalty on D's gradient at real inputs (every 4th "
+                                                           "D step; 0: off)")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="training seed (initial weights, draws)")
 
     presets: ClassVar[dict[str, dict]] = {
         "cpu-small": {},

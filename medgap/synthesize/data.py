@@ -278,8 +278,14 @@ def load_training_set(
         cached = _read_cache(arr_path, meta_path, len(files), cfg)
         if cached is not None:
             return cached
-    prepared = [preprocess(read_volume(f), cfg) for f in track(files, description="preprocessing", disable=not progress)]
+    prepared, geometry = [], set()
+    for f in track(files, description="preprocessing", disable=not progress):
+        vol = read_volume(f)
+        geometry.add((vol.shape, tuple(round(s, 3) for s in vol.spacing), vol.orientation))
+        prepared.append(preprocess(vol, cfg))
     ts = _assemble(prepared, labels, names)
+    if len(geometry) > 1:
+        _say_resampled(geometry, len(files), cfg.size, ts.spacing_mm)
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(arr_path) as tmp:
@@ -289,6 +295,17 @@ def load_training_set(
                                                  "spacing_mm": ts.spacing_mm, "sources": ts.sources}))
         ts.volumes = np.load(arr_path, mmap_mode="r", allow_pickle=False)
     return ts
+
+
+def _say_resampled(geometry: set, n: int, size: int, spacing_mm: float) -> None:
+    """Warn that volumes of several sizes, spacings or orientations were brought onto one grid."""
+    import warnings
+
+    shapes, spacings, orientations = ({g[i] for g in geometry} for i in range(3))
+    kinds = [f"{len(v)} {what}" for v, what in ((shapes, "sizes"), (spacings, "spacings"),
+                                                (orientations, "orientations")) if len(v) > 1]
+    warnings.warn(f"{n} volumes of {', '.join(kinds)}: each was reoriented to RAS, resampled to isotropic voxels "
+                  f"and fitted into one {size}^3 cube ({spacing_mm:.2f} mm voxels, the median)", stacklevel=3)
 
 
 def sample_dataset(cfg: SynthesizeConfig, resolution_mm: float = 2.0) -> TrainingSet:

@@ -151,7 +151,7 @@ def evaluate_model(synth, real: np.ndarray, out_dir: str | Path, n: int = 8, see
         report["ms_ssim_real"] = ms_ssim_diversity(real) if len(real) > 1 else None
         report["anatomy"] = anatomy_scores(fake, np.asarray(real))
         report["memorisation"] = memorisation_scores(fake, np.asarray(real))
-        save_montage(staging / "montage.png", {"generated": fake, "real": np.asarray(real)})
+        save_montage(staging / "montage.png", {"generated": fake, "real": np.asarray(real)}, per_row=8)
         atomic_write_text(staging / "metrics.json", json_text(report, indent=2))
         return report
 

@@ -35,7 +35,8 @@ def test_mixed_shapes_are_cached_as_memmap(tmp_path, tiny_cfg, make_vol):
     (tmp_path / "d").mkdir()
     make_vol(tmp_path / "d" / "a.nii.gz", shape=(30, 26, 20))
     make_vol(tmp_path / "d" / "b.nii.gz", shape=(20, 24, 28), spacing=(1.5, 1.5, 1.5), seed=1)
-    ts = load_training_set([tmp_path / "d"], tiny_cfg, cache_dir=tmp_path / "cache", progress=False)
+    with pytest.warns(UserWarning, match="2 volumes of 2 sizes, 2 spacings.*resampled.*one 32\\^3 cube"):
+        ts = load_training_set([tmp_path / "d"], tiny_cfg, cache_dir=tmp_path / "cache", progress=False)
     assert ts.volumes.shape == (2, 32, 32, 32)
     again = load_training_set([tmp_path / "d"], tiny_cfg, cache_dir=tmp_path / "cache", progress=False)
     assert isinstance(again.volumes, np.memmap)

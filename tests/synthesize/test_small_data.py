@@ -15,7 +15,7 @@ from medgap.synthesize import Synthesizer
 from medgap.synthesize.config import SynthesizeConfig
 from medgap.synthesize.diffaugment import diff_augment
 from medgap.synthesize.model import Architecture, LowResDiscriminator, HAGAN
-from medgap.synthesize.train import HAGANStep, train
+from medgap.synthesize.train import HAGANStep
 
 TINY = ["size=32", "width=0.125", "latent_dim=16", "batch_size=2", "augment=false", "log_every=1", "precision=fp32"]
 
