@@ -48,9 +48,11 @@ def _worker(spec: dict) -> dict:
     if spec["kind"] in ("train", "train_fullres"):
         from medgap.synthesize.config import SynthesizeConfig
 
+        # the publication's iteration (what the reference timings are of): no small-data pieces
         cfg = SynthesizeConfig(size=size, width=arch.width, latent_dim=arch.latent_dim,
                                precision=spec.get("precision", "fp32"),
-                               recon_weight=spec.get("recon_weight", 0.0))
+                               recon_weight=spec.get("recon_weight", 0.0), diff_augment=False,
+                               minibatch_std=False, ema_decay=0.0, r1_gamma=0.0)
         x = torch.rand(batch, 1, size, size, size) * 2 - 1
         if spec["kind"] == "train":
             from medgap.synthesize.train import HAGANStep
@@ -266,7 +268,8 @@ def quality_section(seconds: float, n: int, size: int, width: float,
         f"size={size}", f"width={width}", "iterations=1000000", "checkpoint_every=1000000", "augment=false",
         # the publication's recipe (as when these numbers were first recorded); the cpu-small recipe's
         # gains are measured by bench_synthesize_anatomy
-        "lr_g=1e-4", "recon_weight=0", "latent_prior=normal"])
+        "lr_g=1e-4", "recon_weight=0", "latent_prior=normal", "beta1=0", "augment_pool=0", "diff_augment=false",
+        "minibatch_std=false", "ema_decay=0", "r1_gamma=0"])
     template = sample_dataset(base_cfg)
     t1 = np.asarray(template.volumes[0], np.float32)
     data = TrainingSet(augmented_copies(t1, n, seed=99), np.zeros(n, np.int64), ["t1"], template.spacing_mm,

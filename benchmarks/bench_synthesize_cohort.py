@@ -140,7 +140,7 @@ def main() -> None:
         at = [r[key] if key else r for r in runs]
         return [name, len(runs), f"{np.mean([r['seconds'] for r in runs]):.0f}",
                 *[mean_sd_cell([a[k] for a in at], digits=3) for k in ("ms_ssim", "interior_r", "r", "dice", "nearest")],
-                f"{np.mean([a['copies'] for a in at]):.1f}", mean_sd_cell([a["fid"] for a in at], digits=1)]
+                f"{np.mean([a['copies'] for a in at]):.1f}", mean_sd_cell([a["fid"] for a in at], digits=4)]
 
     rows = []
     for name, runs in results.items():

@@ -12,7 +12,10 @@ from safetensors.torch import load_file
 ROOT = Path(__file__).resolve().parents[2]
 ARGS = ["--set", "size=32", "--set", "width=0.125", "--set", "latent_dim=16", "--set", "batch_size=2",
         "--set", "augment=false", "--set", "iterations=1", "--set", "precision=fp32", "--set", "lr_g=1e-4",
-        "--device", "cpu"]
+        "--set", "beta1=0",
+        # DiffAugment's draws and the minibatch spread are per rank (local batch), so with them on a
+        # 2 x B/2 run is a different run from 1 x B; the EMA generator and R1 stay on
+        "--set", "diff_augment=false", "--set", "minibatch_std=false", "--device", "cpu"]
 
 
 def _run(cmd, cwd):
