@@ -19,6 +19,13 @@ Per iteration, with a global batch x (B, 1, S, S, S) in [-1, 1]:
 * ``precision="bf16"`` (cpu-small's ``auto`` where the device supports it): all four steps under bfloat16 autocast (weights,
   optimiser, losses float32).
 
+Small-data pieces (cpu-small; all off in ``paper``; measured one by one in bench_synthesize_cohort):
+batches come from a pool of augmented cubes drawn once (``augment_pool``); ``diff_augment`` passes what
+D sees in the D and G steps, real and generated, through :func:`~medgap.synthesize.diffaugment.diff_augment`;
+``minibatch_std`` is part of the architecture; ``r1_gamma`` adds the R1 penalty on D's gradient at the
+(augmented) real inputs every ``R1_EVERY``-th D step; ``ema_decay`` keeps a moving average of G's
+weights after every iteration, which the model folder keeps as its generator.
+
 Conditional models (``conditional=True``) concatenate a one-hot label to z and add
 auxiliary-classifier cross-entropy terms (real labels in the D step, sampled labels in
 the G step).
