@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -299,8 +300,6 @@ def load_training_set(
 
 def _say_resampled(geometry: set, n: int, size: int, spacing_mm: float) -> None:
     """Warn that volumes of several sizes, spacings or orientations were brought onto one grid."""
-    import warnings
-
     shapes, spacings, orientations = ({g[i] for g in geometry} for i in range(3))
     kinds = [f"{len(v)} {what}" for v, what in ((shapes, "sizes"), (spacings, "spacings"),
                                                 (orientations, "orientations")) if len(v) > 1]
@@ -355,7 +354,7 @@ def cohort_dataset(cfg: SynthesizeConfig, split: str = "train", progress: bool =
     from medgap.data.cohort import HELDOUT, TRAINING, load_brain
     from medgap.training.runtime import track
 
-    names = {"train": [n for n in TRAINING + HELDOUT if n != COHORT_HELDOUT], "heldout": [COHORT_HELDOUT],
+    names = {"train": TRAINING + HELDOUT, "heldout": [COHORT_HELDOUT],
              "all": TRAINING + HELDOUT + [COHORT_HELDOUT]}[split]
     mr = cfg.replace(modality="mr", spacing_mm=None)
     prepared = [preprocess(_brain_box(load_brain(n)), mr) for n in track(names, description="T1 cohort",
@@ -415,8 +414,6 @@ def augmented_pool(data: TrainingSet, count: int, augment: Augment, dtype: str =
     augmented copies, volume by volume in turn -- so training draws batches without augmenting each
     one (a third of an iteration's time at 64^3 on a CPU). None (with a warning) when the pool would
     take more than 2 GiB: the trainer then augments on the fly."""
-    import warnings
-
     from medgap.training.runtime import track
 
     n, size = len(data), data.volumes.shape[1]

@@ -323,13 +323,14 @@ def _fit(data: TrainingSet, cfg: SynthesizeConfig, model_dir, ctx, run: RunFolde
             raise ModelFolderError(ckpt.latest(), f"damaged checkpoint: seconds {elapsed_before!r}")
         elapsed_before = float(elapsed_before)
     logger = MetricLogger(run.path, enabled=ctx.is_main)
-    augment = Augment.for_config(cfg, seed=seed + start)
-    source = data
-    if augment is not None and cfg.augment_pool:
+    source, pool = data, None
+    if cfg.augment and cfg.augment_pool:  # drawn with the run's seed, so a resumed run has the same pool
         pool = augmented_pool(data, cfg.augment_pool, Augment.for_config(cfg, seed=seed), cfg.cache_dtype,
                               progress=progress and ctx.is_main)
-        if pool is not None:
-            source, augment = pool, None
+    if pool is not None:
+        source, augment = pool, None
+    else:
+        augment = Augment.for_config(cfg, seed=seed + start)
     a, n, B = model.arch, len(source), cfg.batch_size
     window: list[float] = []
     last: dict[str, float] = {}
