@@ -176,3 +176,26 @@ def test_cli_train_without_volumes_trains_on_the_installed_cohort(tmp_path):
     ct = subprocess.run([sys.executable, "-m", "medgap", "synthesize", "train", "--out", str(tmp_path / "c"),
                          "--modality", "ct"], capture_output=True, text=True, timeout=120)
     assert ct.returncode == 2 and "is MR" in ct.stderr and not (tmp_path / "c").exists()
+
+
+def test_a_damaged_prior_basis_and_a_ct_cohort_are_refused(tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from medgap.errors import InputError, ModelFolderError
+    from medgap.synthesize.data import cohort_dataset, load_training_set
+    from medgap.synthesize.train import train
+
+    cfg = _tiny("iterations=1", "augment_pool=0")
+    data = cohort_dataset(cfg)
+    train(cfg, data, tmp_path / "m", device="cpu", progress=False)
+    assert "basis" in Synthesizer.load(tmp_path / "m", device="cpu").latent_prior
+    broken = tmp_path / "broken"
+    shutil.copytree(tmp_path / "m", broken)
+    prior = load_file(str(broken / "latent_prior.safetensors"))
+    save_file({**prior, "basis": prior["basis"][:, :3].contiguous()}, str(broken / "latent_prior.safetensors"))
+    with pytest.raises(ModelFolderError, match="latent_prior"):  # the manifest catches it, naming the file
+        Synthesizer.load(broken, device="cpu")
+    with pytest.raises(InputError, match="T1 cohort is MR"):
+        load_training_set(["t1-cohort"], _tiny("modality=ct"))
