@@ -51,6 +51,11 @@ class TrainConfig(_Section):
                             "target has groups), so the untrained network is class-wise CORAL (every real spectrum "
                             "is used: none is held out); global = one map for all classes (publication); auto = "
                             "class for the cINN with a labelled source, else global")
+    align_strength: float | None = Field(
+        None, ge=0, le=1, description="class alignment: how far each source class moves from where the global "
+                                      "alignment puts it to its estimated target class (0 = global, 1 = fully "
+                                      "class-wise); None = chosen from 1, 0.5, 0 by reverse validation against "
+                                      "the estimated labels of other target subjects (medgap.transfer.labels)")
     precision: Precision = Field(
         "fp32", description="bf16: subnets and discriminators compute in bfloat16 mixed precision (the "
                             "invertible data path, losses and optimiser stay float32); fp32: all float32")

@@ -213,6 +213,10 @@ class DomainStats:
             if labels is None:
                 raise ValueError("class-aligned statistics need the class of every sample to denormalise")
             x = x * self.class_std[labels] + self.class_mean[labels]
+        return self.from_whitened(x)
+
+    def from_whitened(self, x: torch.Tensor) -> torch.Tensor:
+        """Whitened samples (after any per-class step is undone) -> raw units of this domain."""
         if self.unwhiten is not None:
             x = self._channels_last(x, self.unwhiten)
         if x.ndim == 2:

@@ -33,7 +33,7 @@ from medgap.training.runtime import MetricLogger, count_parameters, seed_everyth
 from .cinn import REAL
 from .config import TransferConfig
 from .data import DomainStats, check_pair, fit_stats
-from .labels import LabelEstimate, class_moments, estimate_labels, subject_design
+from .labels import LabelEstimate, alignment_strength, class_moments, estimate_labels, shrink_moments, subject_design
 from medgap.flows.likelihood import standard_normal_nll
 
 from .model import CLOSED_FORM, DiscriminatorObjective, GeneratorObjective, TransferModel, build_model
@@ -219,7 +219,8 @@ def _prepare(cfg: TransferConfig, sim, real, need_labels: bool, modality: str, c
         model.generator.compile_blocks()
     stats_sim = fit_stats(sim, cfg.train.whiten, cfg.train.whiten_ridge, l2=cfg.hsi.brightness == "l2")
     stats_real = fit_stats(real, cfg.train.whiten, cfg.train.whiten_ridge, l2=cfg.hsi.brightness == "l2")
-    estimate = align_classes(stats_sim, stats_real, sim, real) if class_aligned else None
+    estimate = (align_classes(stats_sim, stats_real, sim, real, cfg.train.align_strength, cfg.seed)
+                if class_aligned else None)
     return _Prepared(model, stats_sim, stats_real, x_sim, y_sim, x_real, x_heldout, k, y_sim_classes, estimate, real)
 
 
@@ -252,19 +253,28 @@ def heldout_bits_per_dim(model: TransferModel, x: np.ndarray, stats: DomainStats
     return total / (len(x) * x.shape[1] * math.log(2.0))
 
 
-def align_classes(stats_sim: DomainStats, stats_real: DomainStats, sim: SpectraSet, real: SpectraSet) -> LabelEstimate:
+def align_classes(stats_sim: DomainStats, stats_real: DomainStats, sim: SpectraSet, real: SpectraSet,
+                  strength: float | None = None, seed: int = 0) -> LabelEstimate:
     """Estimate the real spectra's classes and add per-class statistics to both domains (in place).
 
-    Returns the estimate (labels, class proportions, the subject design used). With the class
-    statistics the untrained network maps each simulated class onto the real spectra estimated to
-    be of that class (class-wise CORAL)."""
+    Returns the estimate (labels, class proportions, the subject design used, the alignment
+    strength). With the class statistics the untrained network maps each simulated class onto the
+    real spectra estimated to be of that class (class-wise CORAL), ``strength`` of the way from where
+    a global alignment puts it (None: chosen by reverse validation, :func:`labels.alignment_strength`)."""
     k = sim.n_classes
     z_sim = stats_sim.whitened(torch.from_numpy(sim.spectra).float()).numpy()
     z_real = stats_real.whitened(torch.from_numpy(real.spectra).float()).numpy()
     design = subject_design(sim.labels, sim.groups, k)  # the study design the labelled source shows
     estimate = estimate_labels(z_sim, sim.labels, z_real, k, groups=real.groups, design=design)
-    for stats, z, labels in ((stats_sim, z_sim, sim.labels), (stats_real, z_real, estimate.labels)):
-        mean, std = class_moments(z, labels, k)
+    source, target = class_moments(z_sim, sim.labels, k), class_moments(z_real, estimate.labels, k)
+    if strength is None:
+        def to_raw(z: np.ndarray) -> np.ndarray:
+            return stats_real.from_whitened(torch.from_numpy(z).float()).numpy()
+
+        strength, estimate.strength_scores = alignment_strength(
+            z_sim, sim.labels, z_real, estimate.labels, real.spectra, to_raw, k, groups=real.groups, seed=seed)
+    estimate.strength = float(strength)
+    for stats, (mean, std) in ((stats_sim, source), (stats_real, shrink_moments(source, target, strength))):
         stats.class_mean, stats.class_std = torch.from_numpy(mean).float(), torch.from_numpy(std).float()
     return estimate
 
@@ -349,7 +359,7 @@ def _fit_closed_form(cfg: TransferConfig, sim, real, out: Path, overwrite: bool)
     stats_real = fit_stats(real, whiten, cfg.train.whiten_ridge, l2=cfg.hsi.brightness == "l2")
     estimate = None
     if cfg.class_aligned(sim.modality == "hsi" and sim.labels is not None):
-        estimate = align_classes(stats_sim, stats_real, sim, real)
+        estimate = align_classes(stats_sim, stats_real, sim, real, cfg.train.align_strength, cfg.seed)
     model = build_model(cfg, len(sim.wavelengths), 0, sim.image_shape)
     _save(out, cfg, model, stats_sim, stats_real, sim, real, 0, [], overwrite, estimate)
     return TrainResult(out, run_folder(out), 0, 0, 0.0, {"closed_form": cfg.method})
@@ -367,6 +377,9 @@ def _save(out, cfg, model: TransferModel, stats_sim, stats_real, sim, real, k, h
             name: round(float(p), 4) for name, p in zip(sim.label_names or range(len(estimate.prevalence)),
                                                          estimate.prevalence)},
         "subject_design": None if estimate is None else estimate.design,
+        "class_alignment_strength": None if estimate is None else estimate.strength,
+        "class_alignment_scores": None if estimate is None or not estimate.strength_scores else {
+            str(c): round(v, 4) for c, v in estimate.strength_scores.items()},
         "wavelengths_nm": [float(w) for w in sim.wavelengths],
         "n_channels": int(sim.wavelengths.shape[0]),
         "image_shape": None if sim.image_shape is None else list(sim.image_shape),

@@ -3,6 +3,8 @@ class-aware transfer that works on them."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -137,6 +139,10 @@ def test_class_aligned_transfer_keeps_brightness_and_moves_each_class_onto_its_o
         cfg = TransferConfig.from_preset("cpu-small", overrides=[f"train.align={align}", "method=coral"])
         train(cfg, (source, unlabelled), tmp_path / align, progress=False)
         out[align] = apply_transfer(tmp_path / align, source)
+    # classes that really move differently between the labs: reverse validation keeps the full class-wise map
+    saved = json.loads((tmp_path / "class" / "config.json").read_text())["extras"]
+    assert saved["class_alignment_strength"] == 1.0
+    assert set(saved["class_alignment_scores"]) == {"1.0", "0.5", "0.0"}
     norms = np.linalg.norm(out["class"].spectra, axis=1)
     assert norms.std() / norms.mean() > 0.05  # brightness kept, not reset to one norm
 
@@ -206,3 +212,38 @@ def test_interlab_protocol_keeps_subjects_apart_and_measures_realism():
     same, other = realism(known, test, seed=0), realism(skin_lab(3), test, seed=0)
     assert same["two_sample_accuracy"] < 0.65 < other["two_sample_accuracy"]
     assert same["mmd2"] < other["mmd2"]
+
+
+def _lab_effect_or_subject_noise(rng, lab_effect: float, subject_noise: float, k: int = 4, d: int = 5):
+    """Source classes around ``centres``; a target of two subjects whose classes sit ``lab_effect`` away
+    (the same for both subjects: a real lab difference) plus ``subject_noise`` (each subject's own)."""
+    centres = rng.normal(0, 2.0, (k, d))
+    y_s = np.repeat(np.arange(k), 200)
+    z_s = centres[y_s] + rng.normal(0, 1.0, (len(y_s), d))
+    lab = rng.normal(0, lab_effect, (k, d))
+    parts, labels, groups = [], [], []
+    for g in range(2):
+        y = np.repeat(np.arange(k), 100)
+        own = rng.normal(0, subject_noise, (k, d))
+        parts.append(centres[y] + lab[y] + own[y] + rng.normal(0, 1.0, (len(y), d)))
+        labels.append(y)
+        groups.append(np.full(len(y), g))
+    return z_s, y_s, np.concatenate(parts), np.concatenate(labels), np.concatenate(groups)
+
+
+def test_alignment_strength_follows_what_holds_for_other_subjects(rng):
+    from medgap.transfer.labels import alignment_strength, shrink_moments
+
+    source = (np.zeros((2, 3)), np.ones((2, 3)))
+    target = (np.full((2, 3), 2.0), np.full((2, 3), 4.0))
+    assert np.allclose(shrink_moments(source, target, 0.0)[0], 0.0) and np.allclose(shrink_moments(source, target, 1.0)[1], 4.0)
+    assert np.allclose(shrink_moments(source, target, 0.5)[0], 1.0) and np.allclose(shrink_moments(source, target, 0.5)[1], 2.0)
+
+    def choose(lab_effect, subject_noise):
+        z_s, y_s, z_t, y_t, groups = _lab_effect_or_subject_noise(rng, lab_effect, subject_noise)
+        return alignment_strength(z_s, y_s, z_t, y_t, z_t, lambda z: z, 4, groups=groups, trees=30)
+
+    strength, scores = choose(lab_effect=2.0, subject_noise=0.0)  # classes moved by the lab: align class-wise
+    assert strength == 1.0 and scores[1.0] > scores[0.0] + 0.1
+    strength, scores = choose(lab_effect=0.0, subject_noise=2.0)  # one subject's classes mislead about the other's
+    assert strength < 1.0 and max(scores.values()) > scores[1.0] + 0.05
