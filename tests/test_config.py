@@ -57,3 +57,37 @@ def test_the_config_reference_is_generated_from_the_models():
 
     page = Path(__file__).resolve().parent.parent / "docs" / "config.md"
     assert page.read_text() == config_reference() + "\n", "regenerate: python -m medgap.config_docs > docs/config.md"
+
+
+def _leaf_keys(model, prefix=""):
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            yield from _leaf_keys(field.annotation, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}"
+
+
+def test_every_config_key_is_read_by_the_code():
+    """A key nobody reads would be a setting that silently does nothing: every leaf key of every
+    method's configuration is read as an attribute (``.key``) or by name (``"key"``) somewhere in
+    medgap outside its own definition (in the method's config module only attribute reads count, so a
+    preset table naming a key does not)."""
+    import re
+    from pathlib import Path
+
+    import medgap
+    from medgap.config_docs import _methods
+
+    root = Path(medgap.__file__).parent
+    unread = []
+    for method, model in _methods().items():
+        own = root / method / "config.py"
+        code = "\n".join(p.read_text() for p in root.rglob("*.py") if p not in (own, root / "config_docs.py"))
+        own_code = own.read_text()
+        for key in _leaf_keys(model):
+            name = key.split(".")[-1]
+            if not (re.search(rf"\.{name}\b|[\"']{name}[\"']", code) or re.search(rf"\.{name}\b", own_code)):
+                unread.append(f"{method}: {key}")
+    assert not unread, f"configuration keys that no code reads: {unread}"
