@@ -272,7 +272,8 @@ def align_classes(stats_sim: DomainStats, stats_real: DomainStats, sim: SpectraS
             return stats_real.from_whitened(torch.from_numpy(z).float()).numpy()
 
         strength, estimate.strength_scores = alignment_strength(
-            z_sim, sim.labels, z_real, estimate.labels, real.spectra, to_raw, k, groups=real.groups, seed=seed)
+            z_sim, sim.labels, z_real, estimate.labels, real.spectra, to_raw, k, groups=real.groups, seed=seed,
+            n_jobs=torch.get_num_threads())  # the run's thread budget (medgap.training.threads)
     estimate.strength = float(strength)
     for stats, (mean, std) in ((stats_sim, source), (stats_real, shrink_moments(source, target, strength))):
         stats.class_mean, stats.class_std = torch.from_numpy(mean).float(), torch.from_numpy(std).float()
