@@ -8,9 +8,17 @@ import numpy as np
 SCRIPT = Path(__file__).with_name("ddp_train_step.py")
 
 
+# gloo's teardown race (see DistContext.close): a rank can still abort at exit, rarely (0 of 12 idle
+# runs here, 1 of ~10 fresh-clone suites); one retry for exactly that signature, any other failure counts
+GLOO_EXIT_ABORT = "terminate called without an active exception"
+
+
 def run(cmd, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(SCRIPT.parent.parent))
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    for _ in range(2):
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        if done.returncode == 0 or GLOO_EXIT_ABORT not in done.stderr:
+            break
     assert done.returncode == 0, done.stderr[-3000:]
 
 
