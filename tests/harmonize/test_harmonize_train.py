@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +14,8 @@ from medgap.harmonize.model import SliceFlow
 from medgap.harmonize.train import fit_statistics, load_training_set
 
 from harmonize_helpers import TINY
+from process_helpers import run_ok
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_icbm_training_set_with_holdout_and_wm_labels():
@@ -62,12 +59,9 @@ def test_training_under_torchrun_equals_one_process(tmp_path, target_file):
     sets = []
     for item in TINY + ["flow.batch_norm=false", "restore.steps=3"]:
         sets += ["--set", item]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), MEDGAP_NO_PROGRESS="1")
     train = ["-m", "medgap", "harmonize", "train", str(target_file), "--device", "cpu", *sets]
     for out, launcher in (("one", []), ("ddp", ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"])):
-        done = subprocess.run([sys.executable, *launcher, *train, "--out", str(tmp_path / out)], env=env,
-                              capture_output=True, text=True, timeout=600, cwd=tmp_path)
-        assert done.returncode == 0, done.stderr[-3000:]
+        run_ok([sys.executable, *launcher, *train, "--out", str(tmp_path / out)], tmp_path)
     meta = json.loads((tmp_path / "ddp" / "config.json").read_text())
     assert meta["extras"]["train"]["world_size"] == 2
     for name in ("flow", "restore"):

@@ -1,15 +1,12 @@
 """`medgap synthesize train` under torchrun: 2 processes x B/2 give the same model as 1 x B."""
 
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from process_helpers import run_ok
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[2]
 ARGS = ["--set", "size=32", "--set", "width=0.125", "--set", "latent_dim=16", "--set", "batch_size=2",
         "--set", "augment=false", "--set", "iterations=1", "--set", "precision=fp32", "--set", "lr_g=1e-4",
         "--set", "beta1=0",
@@ -19,9 +16,7 @@ ARGS = ["--set", "size=32", "--set", "width=0.125", "--set", "latent_dim=16", "-
 
 
 def _run(cmd, cwd):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), MEDGAP_NO_PROGRESS="1")
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=cwd)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_ok(cmd, cwd)
 
 
 @pytest.mark.slow

@@ -1,7 +1,5 @@
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from medgap.transfer.model import build_model
 from medgap.training.contract import run_folder
 from medgap.transfer.trainer import BatchSampler, make_optimizers
 
+from process_helpers import run_ok
 from transfer_helpers import tiny_overrides, unlabelled
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,14 +149,10 @@ def test_bad_inputs_are_refused_without_partial_outputs(hsi_pair, pat_pair, tmp_
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
                     reason="torchrun not installed")
 def test_two_process_torchrun_equals_one_process(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MEDGAP_NO_PROGRESS": "1"}
     script = str(ROOT / "tests" / "transfer" / "ddp_transfer.py")
     torchrun = str(Path(sys.executable).parent / "torchrun")
-    one = subprocess.run([sys.executable, script, str(tmp_path / "one")], env=env, capture_output=True, text=True)
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", script, str(tmp_path / "two")],
-                         env=env, capture_output=True, text=True)
-    assert two.returncode == 0, two.stderr[-2000:]
+    run_ok([sys.executable, script, str(tmp_path / "one")], tmp_path)
+    run_ok([torchrun, "--standalone", "--nproc_per_node", "2", script, str(tmp_path / "two")], tmp_path)
     a, b = (load_file(str(tmp_path / k / "generator.safetensors")) for k in ("one", "two"))
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
