@@ -170,11 +170,15 @@ class DomainStats:
     unwhiten: torch.Tensor | None = None  # (C, C) its inverse
     l2: bool = True  # spectra: divided by their L2 norm before standardising (hsi.brightness=l2)
     class_mean: torch.Tensor | None = None  # (K, C) per-class mean of the whitened samples (train.align=class)
-    class_std: torch.Tensor | None = None  # (K, C) their per-class std
+    class_root: torch.Tensor | None = None  # (K, C, C) symmetric square root of each class's covariance
 
     @property
     def class_aligned(self) -> bool:
         return self.class_mean is not None
+
+    @property
+    def class_root_inv(self) -> torch.Tensor:
+        return torch.linalg.inv(self.class_root)
 
     def _channels_last(self, x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
         if x.ndim == 2:
@@ -188,7 +192,7 @@ class DomainStats:
         z = self.whitened(x)
         if self.class_aligned and z.ndim == 2:
             labels = self.nearest_class(z) if labels is None else labels
-            z = (z - self.class_mean[labels]) / self.class_std[labels]
+            z = torch.einsum("bc,bcd->bd", z - self.class_mean[labels], self.class_root_inv[labels])
         return z
 
     def whitened(self, x: torch.Tensor) -> torch.Tensor:
@@ -202,17 +206,17 @@ class DomainStats:
         return x if self.whiten is None else self._channels_last(x, self.whiten)
 
     def nearest_class(self, z: torch.Tensor) -> torch.Tensor:
-        """The most likely class of whitened samples z (B, C) under the per-class diagonal Gaussians:
-        how class-aligned statistics treat data that come without labels."""
-        d = (z[:, None, :] - self.class_mean) / self.class_std
-        return (-0.5 * d.pow(2).sum(-1) - self.class_std.log().sum(-1)).argmax(1)
+        """The most likely class of whitened samples z (B, C) under the per-class Gaussians: how
+        class-aligned statistics treat data that come without labels."""
+        d = torch.einsum("bkc,kcd->bkd", z[:, None, :] - self.class_mean, self.class_root_inv)
+        return (-0.5 * d.pow(2).sum(-1) - torch.linalg.slogdet(self.class_root)[1]).argmax(1)
 
     def denormalize(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Network output -> raw units of this domain (spectra with ``l2``: L2 norm = the domain's mean norm)."""
         if self.class_aligned and x.ndim == 2:
             if labels is None:
                 raise ValueError("class-aligned statistics need the class of every sample to denormalise")
-            x = x * self.class_std[labels] + self.class_mean[labels]
+            x = torch.einsum("bc,bcd->bd", x, self.class_root[labels]) + self.class_mean[labels]
         return self.from_whitened(x)
 
     def from_whitened(self, x: torch.Tensor) -> torch.Tensor:
@@ -232,7 +236,7 @@ class DomainStats:
         if self.whiten is not None:
             out.update({f"{prefix}_whiten": self.whiten, f"{prefix}_unwhiten": self.unwhiten})
         if self.class_aligned:
-            out.update({f"{prefix}_class_mean": self.class_mean, f"{prefix}_class_std": self.class_std})
+            out.update({f"{prefix}_class_mean": self.class_mean, f"{prefix}_class_root": self.class_root})
         return out
 
     @classmethod
@@ -243,9 +247,15 @@ class DomainStats:
             if value is not None and not bool((torch.isfinite(value) & (value > 0)).all()):
                 raise ValueError(f"{key} holds values that are not positive and finite: a standardisation by "
                                  "it would divide by zero")
+        root = t.get(f"{prefix}_class_root")
+        if root is None and t.get(f"{prefix}_class_std") is not None:  # folders written with per-channel stds
+            root = torch.diag_embed(t[f"{prefix}_class_std"])
+        if root is not None and not bool(torch.isfinite(root).all() and (torch.linalg.eigvalsh(root) > 0).all()):
+            raise ValueError(f"{prefix}_class_root is not a positive definite matrix per class: a class-wise "
+                             "standardisation by it would divide by zero")
         return cls(t[f"{prefix}_mean"], t[f"{prefix}_std"], t[f"{prefix}_scale"], t.get(f"{prefix}_whiten"),
                    t.get(f"{prefix}_unwhiten"), True if l2 is None else bool(l2.item() > 0.5),
-                   t.get(f"{prefix}_class_mean"), t.get(f"{prefix}_class_std"))
+                   t.get(f"{prefix}_class_mean"), root)
 
 
 def _zca(z: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:

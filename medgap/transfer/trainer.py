@@ -275,8 +275,8 @@ def align_classes(stats_sim: DomainStats, stats_real: DomainStats, sim: SpectraS
             z_sim, sim.labels, z_real, estimate.labels, real.spectra, to_raw, k, groups=real.groups, seed=seed,
             n_jobs=torch.get_num_threads())  # the run's thread budget (medgap.training.threads)
     estimate.strength = float(strength)
-    for stats, (mean, std) in ((stats_sim, source), (stats_real, shrink_moments(source, target, strength))):
-        stats.class_mean, stats.class_std = torch.from_numpy(mean).float(), torch.from_numpy(std).float()
+    for stats, (mean, root) in ((stats_sim, source), (stats_real, shrink_moments(source, target, strength))):
+        stats.class_mean, stats.class_root = torch.from_numpy(mean).float(), torch.from_numpy(root).float()
     return estimate
 
 

@@ -234,10 +234,10 @@ def _lab_effect_or_subject_noise(rng, lab_effect: float, subject_noise: float, k
 def test_alignment_strength_follows_what_holds_for_other_subjects(rng):
     from medgap.transfer.labels import alignment_strength, shrink_moments
 
-    source = (np.zeros((2, 3)), np.ones((2, 3)))
-    target = (np.full((2, 3), 2.0), np.full((2, 3), 4.0))
-    assert np.allclose(shrink_moments(source, target, 0.0)[0], 0.0) and np.allclose(shrink_moments(source, target, 1.0)[1], 4.0)
-    assert np.allclose(shrink_moments(source, target, 0.5)[0], 1.0) and np.allclose(shrink_moments(source, target, 0.5)[1], 2.0)
+    source = (np.zeros((2, 3)), np.repeat(np.eye(3)[None], 2, 0))
+    target = (np.full((2, 3), 2.0), np.repeat(4.0 * np.eye(3)[None], 2, 0))
+    assert np.allclose(shrink_moments(source, target, 0.0)[0], 0.0) and np.allclose(shrink_moments(source, target, 1.0)[1], target[1])
+    assert np.allclose(shrink_moments(source, target, 0.5)[0], 1.0) and np.allclose(shrink_moments(source, target, 0.5)[1], 2.5 * np.eye(3))
 
     def choose(lab_effect, subject_noise):
         z_s, y_s, z_t, y_t, groups = _lab_effect_or_subject_noise(rng, lab_effect, subject_noise)
@@ -247,3 +247,45 @@ def test_alignment_strength_follows_what_holds_for_other_subjects(rng):
     assert strength == 1.0 and scores[1.0] > scores[0.0] + 0.1
     strength, scores = choose(lab_effect=0.0, subject_noise=2.0)  # one subject's classes mislead about the other's
     assert strength < 1.0 and max(scores.values()) > scores[1.0] + 0.05
+
+
+def test_class_moments_carry_each_class_correlations_across(rng):
+    from medgap.transfer.labels import class_moments, from_class, within_class
+
+    # class 0 of the target is correlated along (1, 1), class 1 along (1, -1); the source's are round
+    n = 4000
+    y = np.repeat([0, 1], n // 2)
+    z_s = rng.normal(0, 1.0, (n, 2)) + np.where(y[:, None] == 0, -3.0, 3.0)
+    shared = rng.normal(0, 1.0, n)
+    z_t = np.stack([shared, np.where(y == 0, shared, -shared)], 1) + 0.3 * rng.normal(0, 1.0, (n, 2))
+    source, target = class_moments(z_s, y, 2, shrink=0.0), class_moments(z_t, y, 2, shrink=0.0)
+    u = within_class(z_s, y, source)
+    assert np.allclose(np.cov(u[y == 0], rowvar=False), np.eye(2), atol=1e-6)
+    mapped = from_class(u, y, target)
+    for c in (0, 1):
+        assert np.allclose(np.cov(mapped[y == c], rowvar=False), np.cov(z_t[y == c], rowvar=False), atol=1e-6)
+        assert np.allclose(mapped[y == c].mean(0), z_t[y == c].mean(0), atol=1e-9)
+    assert np.corrcoef(mapped[y == 0].T)[0, 1] > 0.9 and np.corrcoef(mapped[y == 1].T)[0, 1] < -0.9
+    # shrinkage mixes in the pooled covariance; a class with too few samples takes the pooled moments
+    few = class_moments(z_t, np.r_[np.zeros(n - 3, int), np.ones(3, int)], 2)
+    assert np.allclose(few[1][1] @ few[1][1], np.cov(z_t, rowvar=False), atol=1e-9)
+
+
+def test_class_statistics_of_older_model_folders_still_load(rng):
+    from medgap.transfer.data import DomainStats
+
+    k, c = 3, 4
+    old = {"real_mean": torch.zeros(c), "real_std": torch.ones(c), "real_scale": torch.tensor(1.0), "real_l2": torch.tensor(0.0),
+           "real_class_mean": torch.randn(k, c), "real_class_std": torch.rand(k, c) + 0.5}
+    stats = DomainStats.from_tensors(old, "real")  # written with per-channel class stds
+    assert torch.allclose(stats.class_root, torch.diag_embed(old["real_class_std"]))
+    z, labels = torch.randn(50, c), torch.randint(0, k, (50,))
+    per_channel = (z - old["real_class_mean"][labels]) / old["real_class_std"][labels]
+    assert torch.allclose(stats.normalize(z, labels), per_channel, atol=1e-5)  # the same map as before
+    assert torch.allclose(stats.denormalize(stats.normalize(z, labels), labels), z, atol=1e-5)
+    broken = {**old, "real_class_std": -old["real_class_std"]}
+    with pytest.raises(ValueError, match="class_std"):
+        DomainStats.from_tensors(broken, "real")
+    singular = {**{key: v for key, v in old.items() if key != "real_class_std"}, "real_class_root": torch.zeros(k, c, c)}
+    with pytest.raises(ValueError, match="positive definite"):
+        DomainStats.from_tensors(singular, "real")
