@@ -45,12 +45,14 @@ class TrainConfig(_Section):
     whiten: bool = Field(True, description="decorrelate the channels of each domain (ZCA) besides standardising "
                                            "them, so the untrained network is CORAL; paper: standardise only")
     whiten_ridge: float = Field(1e-3, gt=0, description="added to the channel correlation's eigenvalues")
-    align: Literal["auto", "global", "class"] = Field(
+    align: Literal["auto", "global", "class", "class+global"] = Field(
         "auto", description="spectra: class = standardise each class of the source onto the same class of the "
                             "target, whose labels are estimated (medgap.transfer.labels: EM, per subject when the "
                             "target has groups), so the untrained network is class-wise CORAL (every real spectrum "
-                            "is used: none is held out); global = one map for all classes (publication); auto = "
-                            "class for the cINN with a labelled source, else global")
+                            "is used: none is held out); class+global = class, then the transferred set as a "
+                            "whole re-matched to the target's global mean and covariance (medgap.transfer.labels."
+                            "match_global); global = one map for all classes (publication); auto = class+global "
+                            "for the cINN with a labelled source, else global")
     align_strength: float | None = Field(
         None, ge=0, le=1, description="class alignment: how far each source class moves from where the global "
                                       "alignment puts it to its estimated target class (0 = global, 1 = fully "
@@ -162,7 +164,12 @@ class TransferConfig(MedgapConfig):
         """Whether spectra are aligned class by class (``train.align``; auto: the cINN with a labelled source)."""
         if self.modality != "hsi" or not labelled_source:
             return False
-        return self.train.align == "class" or (self.train.align == "auto" and self.method == "cinn")
+        return self.train.align in ("class", "class+global") or (self.train.align == "auto" and self.method == "cinn")
+
+    def matches_global_moments(self) -> bool:
+        """Whether a class-wise alignment is re-matched to the target's global moments (``train.align``
+        class+global, or auto)."""
+        return self.train.align in ("class+global", "auto")
 
     @property
     def learning_rate(self) -> float:

@@ -170,7 +170,7 @@ class DomainStats:
     unwhiten: torch.Tensor | None = None  # (C, C) its inverse
     l2: bool = True  # spectra: divided by their L2 norm before standardising (hsi.brightness=l2)
     class_mean: torch.Tensor | None = None  # (K, C) per-class mean of the whitened samples (train.align=class)
-    class_root: torch.Tensor | None = None  # (K, C, C) symmetric square root of each class's covariance
+    class_root: torch.Tensor | None = None  # (K, C, C) root R of each class's covariance (R^T R), row vectors: z = u R + mean
 
     @property
     def class_aligned(self) -> bool:
@@ -250,8 +250,8 @@ class DomainStats:
         root = t.get(f"{prefix}_class_root")
         if root is None and t.get(f"{prefix}_class_std") is not None:  # folders written with per-channel stds
             root = torch.diag_embed(t[f"{prefix}_class_std"])
-        if root is not None and not bool(torch.isfinite(root).all() and (torch.linalg.eigvalsh(root) > 0).all()):
-            raise ValueError(f"{prefix}_class_root is not a positive definite matrix per class: a class-wise "
+        if root is not None and not bool(torch.isfinite(root).all() and (torch.linalg.svdvals(root).amin(-1) > 1e-8).all()):
+            raise ValueError(f"{prefix}_class_root is not an invertible matrix per class: a class-wise "
                              "standardisation by it would divide by zero")
         return cls(t[f"{prefix}_mean"], t[f"{prefix}_std"], t[f"{prefix}_scale"], t.get(f"{prefix}_whiten"),
                    t.get(f"{prefix}_unwhiten"), True if l2 is None else bool(l2.item() > 0.5),

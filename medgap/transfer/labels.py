@@ -38,7 +38,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 __all__ = ["LabelEstimate", "estimate_labels", "class_moments", "within_class", "from_class", "subject_design",
-           "shrink_moments", "alignment_strength", "STRENGTHS"]
+           "shrink_moments", "match_global", "alignment_strength", "STRENGTHS"]
 
 # the alignment strengths reverse validation chooses from, preferred in this order on a tie
 STRENGTHS = (1.0, 0.5, 0.0)
@@ -198,6 +198,19 @@ def shrink_moments(source: tuple[np.ndarray, np.ndarray], target: tuple[np.ndarr
     (class-wise CORAL); 0: the source's (global CORAL)."""
     (mean_s, root_s), (mean_t, root_t) = source, target
     return mean_s + strength * (mean_t - mean_s), root_s + strength * (root_t - root_s)
+
+
+def match_global(moments: tuple[np.ndarray, np.ndarray], transferred: np.ndarray, target_mean: np.ndarray,
+                 target_cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Class means and covariance roots moved by one affine map -- CORAL of the class-wise map's
+    output ``transferred`` (N, C) as a whole onto the target's global mean and covariance -- so that
+    the transferred set matches the target's first two moments, as a global alignment does, even
+    where the source's class mix (a simulation's prior) is not the target's. Each class keeps its
+    shape relative to the others; the roots are no longer symmetric (root W)."""
+    means, roots = moments
+    transferred = np.asarray(transferred, np.float64)
+    w = _psd_root(np.atleast_2d(np.cov(transferred, rowvar=False)), inverse=True) @ _psd_root(np.atleast_2d(target_cov))
+    return (means - transferred.mean(0)) @ w + target_mean, roots @ w
 
 
 def alignment_strength(z_source: np.ndarray, y_source: np.ndarray, z_target: np.ndarray, target_labels: np.ndarray,

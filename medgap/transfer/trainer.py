@@ -33,7 +33,8 @@ from medgap.training.runtime import MetricLogger, count_parameters, seed_everyth
 from .cinn import REAL
 from .config import TransferConfig
 from .data import DomainStats, check_pair, fit_stats
-from .labels import LabelEstimate, alignment_strength, class_moments, estimate_labels, shrink_moments, subject_design
+from .labels import (LabelEstimate, alignment_strength, class_moments, estimate_labels, from_class, match_global,
+                     shrink_moments, subject_design, within_class)
 from medgap.flows.likelihood import standard_normal_nll
 
 from .model import CLOSED_FORM, DiscriminatorObjective, GeneratorObjective, TransferModel, build_model
@@ -219,7 +220,8 @@ def _prepare(cfg: TransferConfig, sim, real, need_labels: bool, modality: str, c
         model.generator.compile_blocks()
     stats_sim = fit_stats(sim, cfg.train.whiten, cfg.train.whiten_ridge, l2=cfg.hsi.brightness == "l2")
     stats_real = fit_stats(real, cfg.train.whiten, cfg.train.whiten_ridge, l2=cfg.hsi.brightness == "l2")
-    estimate = (align_classes(stats_sim, stats_real, sim, real, cfg.train.align_strength, cfg.seed)
+    estimate = (align_classes(stats_sim, stats_real, sim, real, cfg.train.align_strength, cfg.seed,
+                             cfg.matches_global_moments())
                 if class_aligned else None)
     return _Prepared(model, stats_sim, stats_real, x_sim, y_sim, x_real, x_heldout, k, y_sim_classes, estimate, real)
 
@@ -254,13 +256,15 @@ def heldout_bits_per_dim(model: TransferModel, x: np.ndarray, stats: DomainStats
 
 
 def align_classes(stats_sim: DomainStats, stats_real: DomainStats, sim: SpectraSet, real: SpectraSet,
-                  strength: float | None = None, seed: int = 0) -> LabelEstimate:
+                  strength: float | None = None, seed: int = 0, match: bool = False) -> LabelEstimate:
     """Estimate the real spectra's classes and add per-class statistics to both domains (in place).
 
     Returns the estimate (labels, class proportions, the subject design used, the alignment
     strength). With the class statistics the untrained network maps each simulated class onto the
     real spectra estimated to be of that class (class-wise CORAL), ``strength`` of the way from where
-    a global alignment puts it (None: chosen by reverse validation, :func:`labels.alignment_strength`)."""
+    a global alignment puts it (None: chosen by reverse validation, :func:`labels.alignment_strength`);
+    ``match``: then re-matched as a whole to the real domain's global mean and covariance
+    (:func:`labels.match_global`)."""
     k = sim.n_classes
     z_sim = stats_sim.whitened(torch.from_numpy(sim.spectra).float()).numpy()
     z_real = stats_real.whitened(torch.from_numpy(real.spectra).float()).numpy()
@@ -275,7 +279,11 @@ def align_classes(stats_sim: DomainStats, stats_real: DomainStats, sim: SpectraS
             z_sim, sim.labels, z_real, estimate.labels, real.spectra, to_raw, k, groups=real.groups, seed=seed,
             n_jobs=torch.get_num_threads())  # the run's thread budget (medgap.training.threads)
     estimate.strength = float(strength)
-    for stats, (mean, root) in ((stats_sim, source), (stats_real, shrink_moments(source, target, strength))):
+    placed = shrink_moments(source, target, strength)
+    if match:
+        transferred = from_class(within_class(z_sim, sim.labels, source), sim.labels, placed)
+        placed = match_global(placed, transferred, z_real.mean(0), np.cov(z_real, rowvar=False))
+    for stats, (mean, root) in ((stats_sim, source), (stats_real, placed)):
         stats.class_mean, stats.class_root = torch.from_numpy(mean).float(), torch.from_numpy(root).float()
     return estimate
 
@@ -360,7 +368,8 @@ def _fit_closed_form(cfg: TransferConfig, sim, real, out: Path, overwrite: bool)
     stats_real = fit_stats(real, whiten, cfg.train.whiten_ridge, l2=cfg.hsi.brightness == "l2")
     estimate = None
     if cfg.class_aligned(sim.modality == "hsi" and sim.labels is not None):
-        estimate = align_classes(stats_sim, stats_real, sim, real, cfg.train.align_strength, cfg.seed)
+        estimate = align_classes(stats_sim, stats_real, sim, real, cfg.train.align_strength, cfg.seed,
+                             cfg.matches_global_moments())
     model = build_model(cfg, len(sim.wavelengths), 0, sim.image_shape)
     _save(out, cfg, model, stats_sim, stats_real, sim, real, 0, [], overwrite, estimate)
     return TrainResult(out, run_folder(out), 0, 0, 0.0, {"closed_form": cfg.method})

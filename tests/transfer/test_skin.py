@@ -287,5 +287,24 @@ def test_class_statistics_of_older_model_folders_still_load(rng):
     with pytest.raises(ValueError, match="class_std"):
         DomainStats.from_tensors(broken, "real")
     singular = {**{key: v for key, v in old.items() if key != "real_class_std"}, "real_class_root": torch.zeros(k, c, c)}
-    with pytest.raises(ValueError, match="positive definite"):
+    with pytest.raises(ValueError, match="invertible"):
         DomainStats.from_tensors(singular, "real")
+
+
+def test_matching_the_global_moments_keeps_the_classes_apart(rng):
+    from medgap.transfer.labels import class_moments, from_class, match_global, within_class
+
+    y = np.repeat([0, 1, 2], [600, 300, 100])
+    z = rng.normal(0, 1.0, (len(y), 3)) * [1.0, 0.5, 2.0] + np.array([[-2, 0, 1], [0, 1, 0], [3, -1, 0]])[y]
+    moments = class_moments(z, y, 3)  # shrunk: the map's output is not exactly the modelled mixture
+    target_mean, a = np.array([1.0, -1.0, 0.5]), rng.normal(0, 1.0, (3, 3))
+    target_cov = a @ a.T + np.eye(3)
+    u = within_class(z, y, moments)
+    matched = match_global(moments, from_class(u, y, moments), target_mean, target_cov)
+    out = from_class(u, y, matched)
+    assert np.allclose(out.mean(0), target_mean) and np.allclose(np.cov(out, rowvar=False), target_cov)
+    # one affine map for all classes: how far apart the classes are, in each one's own spread, is kept
+
+    def separation(m, r):
+        return [[(m[j] - m[k]) @ np.linalg.inv(r[k].T @ r[k]) @ (m[j] - m[k]) for k in range(3)] for j in range(3)]
+    assert np.allclose(separation(*matched), separation(*moments), rtol=1e-6)
