@@ -308,3 +308,14 @@ def test_matching_the_global_moments_keeps_the_classes_apart(rng):
     def separation(m, r):
         return [[(m[j] - m[k]) @ np.linalg.inv(r[k].T @ r[k]) @ (m[j] - m[k]) for k in range(3)] for j in range(3)]
     assert np.allclose(separation(*matched), separation(*moments), rtol=1e-6)
+
+
+def test_demo_brings_the_skin_simulation_towards_real_spectra(tmp_path):
+    from medgap.transfer.demo import _skin_sim_part
+
+    metrics, line = _skin_sim_part(tmp_path, quick=True)
+    assert metrics["skin_sim_cINN_two_sample_accuracy"] < metrics["skin_sim_simulation_two_sample_accuracy"] - 0.1
+    assert metrics["skin_sim_cINN_mmd2"] < 0.2 * metrics["skin_sim_simulation_mmd2"]
+    assert "cINN" in line and (tmp_path / "skin_sim_to_real.png").stat().st_size > 10_000
+    for name in ("skin_sim", "skin_sim_cinn", "skin_real_test"):
+        assert read_spectra(tmp_path / "data" / f"{name}.npz").wavelengths[0] == 450
