@@ -388,6 +388,7 @@ def _save(out, cfg, model: TransferModel, stats_sim, stats_real, sim, real, k, h
                                                          estimate.prevalence)},
         "subject_design": None if estimate is None else estimate.design,
         "class_alignment_strength": None if estimate is None else estimate.strength,
+        "global_moments_matched": None if estimate is None else cfg.matches_global_moments(),
         "class_alignment_scores": None if estimate is None or not estimate.strength_scores else {
             str(c): round(v, 4) for c, v in estimate.strength_scores.items()},
         "wavelengths_nm": [float(w) for w in sim.wavelengths],
