@@ -39,8 +39,7 @@ def main() -> None:
     import torch
 
     from medgap.data.skin import DEVELOPMENT_LABS, skin_lab
-    from medgap.data.spectra.skin import simulate_skin
-    from medgap.io import SpectraSet
+    from medgap.data.spectra.skin import on_skin_grid, simulate_skin
     from medgap.transfer.interlab import realism, split_target, transfer_source, without_labels
 
     parser = argparse.ArgumentParser()
@@ -49,9 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     seeds = range(1 if args.quick else args.seeds)
-    real = skin_lab(list(DEVELOPMENT_LABS))
-    keep = real.wavelengths >= 450
-    real = SpectraSet(real.spectra[:, keep], real.wavelengths[keep], real.labels, real.label_names, real.groups)
+    real = on_skin_grid(skin_lab(list(DEVELOPMENT_LABS)))
     rows: dict[str, list[dict]] = {"simulation (no transfer)": [], **{m: [] for m in METHODS}}
     seconds: dict[str, list[float]] = {m: [] for m in METHODS}
     started = time.perf_counter()

@@ -60,13 +60,11 @@ def _skin_sim_part(out_dir: Path, quick: bool) -> tuple[dict, str]:
     """Sim-to-real on real skin: the two-layer skin simulation transferred to the development labs' real
     spectra (450-700 nm), realism against held-out real subjects; returns (metrics, summary line)."""
     from medgap.data.skin import DEVELOPMENT_LABS, skin_lab
-    from medgap.data.spectra.skin import simulate_skin
+    from medgap.data.spectra.skin import on_skin_grid, simulate_skin
 
     from .interlab import realism, split_target, transfer_source, without_labels
 
-    real = skin_lab(list(DEVELOPMENT_LABS))
-    keep = real.wavelengths >= 450  # where the simulator's chromophore tables start
-    real = SpectraSet(real.spectra[:, keep], real.wavelengths[keep], real.labels, real.label_names, real.groups)
+    real = on_skin_grid(skin_lab(list(DEVELOPMENT_LABS)))
     sim = simulate_skin(150 if quick else 600, seed=0)
     known, test = split_target(real, seed=0)
     outputs = {"simulation": sim}

@@ -29,7 +29,7 @@ from medgap.io import SpectraSet
 from .chromophores import absorption, chromophore_spectra, reduced_scattering
 from .hsi import diffuse_reflectance
 
-__all__ = ["SKIN_WAVELENGTHS", "SKIN_TYPES", "simulate_skin"]
+__all__ = ["SKIN_WAVELENGTHS", "SKIN_TYPES", "simulate_skin", "on_skin_grid"]
 
 SKIN_WAVELENGTHS = np.arange(450.0, 701.0, 10.0)
 SKIN_TYPES = ["light", "intermediate", "dark"]
@@ -57,3 +57,10 @@ def simulate_skin(n_subjects: int, wavelengths: np.ndarray | None = None, seed: 
     reflectance *= 1.0 + 0.005 * rng.standard_normal(reflectance.shape)
     labels = np.digitize(melanin, _MELANIN_EDGES)
     return SpectraSet((100.0 * reflectance).astype(np.float32), wl, labels, list(SKIN_TYPES), subject)
+
+
+def on_skin_grid(real: SpectraSet) -> SpectraSet:
+    """Measured spectra restricted to the simulator's default channels (:data:`SKIN_WAVELENGTHS`), so that
+    simulated and real spectra can be compared and transferred channel by channel."""
+    keep = np.isin(real.wavelengths, SKIN_WAVELENGTHS)
+    return SpectraSet(real.spectra[:, keep], real.wavelengths[keep], real.labels, real.label_names, real.groups)
