@@ -42,6 +42,9 @@ class SpectraSet:
         label_names: K class names, or None.
         groups: (N,) subject/image id per spectrum for grouped splits, or None.
         path: the file it came from (used in error messages).
+        weights: (N,) non-negative float64 weight per spectrum, or None. ``medgap transfer apply``
+            writes them where the target's class shares were estimated: train a classifier with
+            them (``sample_weight``) and it follows the target's class mix, absent classes weighing 0.
     """
 
     spectra: np.ndarray
@@ -50,6 +53,7 @@ class SpectraSet:
     label_names: list[str] | None = None
     groups: np.ndarray | None = None
     path: Path | None = None
+    weights: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         p = self.path
@@ -70,6 +74,8 @@ class SpectraSet:
             self.groups = np.asarray(self.groups).reshape(-1)
             if self.groups.shape[0] != len(self):
                 raise InputError(p, f"'groups' has {self.groups.shape[0]} entries but there are {len(self)} spectra")
+        if self.weights is not None:
+            self.weights = _check_weights(self.weights, len(self), p)
 
     modality = "hsi"
     image_shape = None
@@ -93,7 +99,21 @@ class SpectraSet:
             self.label_names,
             None if self.groups is None else self.groups[index],
             self.path,
+            None if self.weights is None else self.weights[index],
         )
+
+
+def _check_weights(weights, n: int, path) -> np.ndarray:
+    w = np.asarray(weights)
+    if w.ndim != 1 or w.shape[0] != n:
+        raise InputError(path, f"'weights' must have one entry per spectrum ({n}), got shape {w.shape}")
+    if w.dtype.kind not in "fiu":
+        raise InputError(path, f"'weights' must be numeric, got dtype {w.dtype}")
+    w = w.astype(np.float64, copy=False)
+    check_finite(w, path, "'weights'")
+    if (w < 0).any():
+        raise InputError(path, "'weights' must not be negative")
+    return w
 
 
 def read_spectra(path: PathLike) -> SpectraSet:
@@ -106,6 +126,7 @@ def read_spectra(path: PathLike) -> SpectraSet:
         label_names=_optional_names(arrays, "label_names"),
         groups=arrays.get("groups"),
         path=Path(path),
+        weights=arrays.get("weights"),
     )
 
 
@@ -118,6 +139,8 @@ def write_spectra(path: PathLike, data: SpectraSet) -> Path:
     if data.groups is not None:
         groups = np.asarray(data.groups)
         arrays["groups"] = groups.astype(str) if groups.dtype == object else groups
+    if data.weights is not None:
+        arrays["weights"] = data.weights
     return atomic_save_npz(path, **arrays)
 
 

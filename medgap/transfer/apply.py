@@ -16,6 +16,7 @@ from medgap.training.runtime import resolve_device
 from .cinn import REAL, SIM
 from .config import TransferConfig
 from .data import DomainStats, check_spectra
+from .labels import sample_weights
 from .model import CLOSED_FORM, TransferModel, build_model
 from .trainer import METHOD
 
@@ -58,7 +59,10 @@ def apply_transfer(model: LoadedTransfer | str | Path, data: SpectraSet | ImageS
 
     Returns the same kind of set, in the target domain's raw units (spectra of an ``hsi.brightness=l2``
     model: L2 norm equal to the target domain's mean norm), with labels, label names and groups
-    carried over. Deterministic.
+    carried over. Labelled spectra transferred sim2real by a class-aligned model also get ``weights``:
+    the target's estimated share of each spectrum's class over the input's own
+    (:func:`~medgap.transfer.labels.sample_weights`), so that a classifier trained with them follows
+    the target lab's class mix (a class the target lacks weighs 0). Deterministic.
     """
     if not isinstance(model, LoadedTransfer):
         model = load_transfer(model, device)
@@ -107,4 +111,8 @@ def apply_transfer(model: LoadedTransfer | str | Path, data: SpectraSet | ImageS
                                "nothing was written")
     if is_images:
         return ImageSet(out, data.wavelengths, data.segmentation, data.label_names)
-    return SpectraSet(out, data.wavelengths, data.labels, data.label_names, data.groups)
+    shares = ex.get("target_class_shares")
+    weights = None
+    if shares and data.labels is not None and direction == "sim2real":  # the target's class mix (labels.sample_weights)
+        weights = sample_weights(np.array(list(shares.values()), np.float64), data.labels)
+    return SpectraSet(out, data.wavelengths, data.labels, data.label_names, data.groups, weights=weights)

@@ -148,8 +148,15 @@ def apply(
     check_output_file(out, (input, model_dir), suffixes=(".npz",))
     model = load_transfer(model_dir, device)
     data, layout = load_data(input, _wavelengths(wavelengths))
-    write_like(out, apply_transfer(model, data, direction, batch_size=batch_size), layout)
+    result = apply_transfer(model, data, direction, batch_size=batch_size)
+    write_like(out, result, layout)
     console.print(f"wrote {out}")
+    if layout is None and getattr(result, "weights", None) is not None:
+        shares = model.extras["target_class_shares"]
+        absent = [name for name, share in shares.items() if share == 0]
+        console.print("with 'weights': the target's estimated class mix "
+                      f"({', '.join(f'{n} {v:.0%}' for n, v in shares.items())}); train a classifier with them "
+                      "(sample_weight)" + (f" -- the target seems to lack {', '.join(absent)}, which weigh 0" if absent else ""))
 
 
 @app.command()

@@ -39,8 +39,10 @@ def without_labels(data: SpectraSet, groups: bool = True) -> SpectraSet:
 
 
 def downstream_accuracy(train: SpectraSet, test: SpectraSet, seed: int, trees: int = 200) -> float:
-    """Balanced accuracy on ``test`` of a random forest trained on ``train`` (spectra as written)."""
-    forest = RandomForestClassifier(trees, random_state=seed, n_jobs=-1).fit(train.spectra, train.labels)
+    """Balanced accuracy on ``test`` of a random forest trained on ``train`` (spectra and, where the
+    file has them, weights as written)."""
+    forest = RandomForestClassifier(trees, random_state=seed, n_jobs=-1).fit(train.spectra, train.labels,
+                                                                             sample_weight=train.weights)
     return float(balanced_accuracy_score(test.labels, forest.predict(test.spectra)))
 
 

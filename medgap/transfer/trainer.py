@@ -280,9 +280,12 @@ def align_classes(stats_sim: DomainStats, stats_real: DomainStats, sim: SpectraS
             n_jobs=torch.get_num_threads())  # the run's thread budget (medgap.training.threads)
     estimate.strength = float(strength)
     placed = shrink_moments(source, target, strength)
+    absent = estimate.prevalence == 0  # a class the real data lacks keeps the global placement
+    placed[0][absent], placed[1][absent] = source[0][absent], source[1][absent]
     if match:
         transferred = from_class(within_class(z_sim, sim.labels, source), sim.labels, placed)
-        placed = match_global(placed, transferred, z_real.mean(0), np.cov(z_real, rowvar=False))
+        placed = match_global(placed, transferred, z_real.mean(0), np.cov(z_real, rowvar=False),
+                              (~absent[sim.labels]).astype(np.float64))
     for stats, (mean, root) in ((stats_sim, source), (stats_real, placed)):
         stats.class_mean, stats.class_root = torch.from_numpy(mean).float(), torch.from_numpy(root).float()
     return estimate

@@ -319,3 +319,86 @@ def test_demo_brings_the_skin_simulation_towards_real_spectra(tmp_path):
     assert "cINN" in line and (tmp_path / "skin_sim_to_real.png").stat().st_size > 10_000
     for name in ("skin_sim", "skin_sim_cinn", "skin_real_test"):
         assert read_spectra(tmp_path / "data" / f"{name}.npz").wavelengths[0] == 450
+
+
+def _shifted(data: SpectraSet, keep: list[int]) -> SpectraSet:
+    return data.subset(np.flatnonzero(np.isin(data.labels, keep)))
+
+
+def test_a_target_lab_without_some_classes_is_recognised_and_weighted(tmp_path, rng):
+    """Label shift: the target measured two of the four sites. The estimate keeps only those two,
+    the transferred classes the target lacks weigh 0, and a classifier trained on the written file
+    with its weights predicts only the target's classes."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from medgap.transfer.apply import apply_transfer
+    from medgap.transfer.config import TransferConfig
+    from medgap.transfer.labels import subject_design
+    from medgap.transfer.trainer import train
+
+    source, target = _two_labs(rng, shift=0.5)
+    target = _shifted(target, [0, 2])
+    s, t = fit_stats(source, True), fit_stats(target, True)
+    z_s = s.normalize(torch.from_numpy(source.spectra)).numpy()
+    z_t = t.normalize(torch.from_numpy(target.spectra)).numpy()
+    design = subject_design(source.labels, source.groups, 4)
+    est = estimate_labels(z_s, source.labels, z_t, 4, groups=target.groups, design=design, components=5)
+    assert est.prevalence[[1, 3]].sum() == 0 and est.prevalence[[0, 2]] == pytest.approx([0.5, 0.5], abs=0.05)
+    assert np.mean(est.labels == target.labels) > 0.9
+
+    unlabelled = SpectraSet(target.spectra, target.wavelengths, None, None, target.groups)
+    cfg = TransferConfig.from_preset("cpu-small", overrides=["method=coral", "train.align=class+global"])
+    train(cfg, (source, unlabelled), tmp_path / "m", progress=False)
+    out = apply_transfer(tmp_path / "m", source)
+    assert out.weights is not None and out.weights.mean() == pytest.approx(1.0)
+    assert (out.weights[np.isin(out.labels, [1, 3])] == 0).all() and (out.weights[np.isin(out.labels, [0, 2])] > 0).all()
+    forest = RandomForestClassifier(50, random_state=0).fit(out.spectra, out.labels, sample_weight=out.weights)
+    assert set(np.unique(forest.predict(target.spectra))) <= {0, 2}
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())["extras"]["target_class_shares"]
+    assert saved["c1"] == 0 and saved["c3"] == 0
+    # the weights travel with the file; without the model's estimate (real2sim, closed form global) none
+    from medgap.io import write_spectra
+    write_spectra(tmp_path / "out.npz", out)
+    assert np.array_equal(read_spectra(tmp_path / "out.npz").weights, out.weights)
+    assert apply_transfer(tmp_path / "m", target, direction="real2sim").weights is None
+    # the command line says so
+    write_spectra(tmp_path / "source.npz", source)
+    result = runner.invoke(app, ["transfer", "apply", str(tmp_path / "m"), str(tmp_path / "source.npz"),
+                                 "--out", str(tmp_path / "cli.npz")])
+    assert result.exit_code == 0, result.output
+    assert "weights" in result.output and "lack c1, c3" in result.output
+    assert np.allclose(read_spectra(tmp_path / "cli.npz").weights, out.weights)
+
+
+def test_sample_weights_give_the_target_class_mix():
+    from medgap.transfer.labels import sample_weights
+
+    labels = np.array([0, 0, 1, 2])
+    w = sample_weights(np.array([0.5, 0.5, 0.0]), labels)
+    assert w.mean() == pytest.approx(1.0) and w[3] == 0
+    shares = np.bincount(labels, weights=w, minlength=3) / w.sum()
+    assert shares == pytest.approx([0.5, 0.5, 0.0])
+
+
+def test_bad_weights_in_a_spectra_file_are_refused_naming_the_file(tmp_path):
+    good = {"spectra": np.ones((3, 4), np.float32), "wavelengths": np.arange(4.0) * 10 + 400}
+    for bad, words in ((np.array([1.0, -1.0, 1.0]), "negative"), (np.ones(2), "one entry per spectrum"),
+                       (np.array([1.0, np.nan, 1.0]), "'weights'")):
+        path = tmp_path / "w.npz"
+        np.savez(path, **good, weights=bad)
+        with pytest.raises(InputError, match=words) as err:
+            read_spectra(path)
+        assert "w.npz" in str(err.value)
+
+
+def test_a_class_the_target_lacks_does_not_pull_the_global_match(rng):
+    from medgap.transfer.labels import class_moments, from_class, match_global, within_class
+
+    y = np.repeat([0, 1, 2], [300, 300, 300])
+    z = rng.normal(0, 1.0, (len(y), 3)) + np.array([[-2, 0, 1], [0, 1, 0], [6, -3, 0]])[y]
+    moments = class_moments(z, y, 3)
+    target_mean, target_cov = np.array([1.0, -1.0, 0.5]), np.diag([2.0, 1.0, 0.5])
+    u = within_class(z, y, moments)
+    present = (y != 2).astype(float)
+    out = from_class(u, y, match_global(moments, from_class(u, y, moments), target_mean, target_cov, present))
+    assert np.allclose(out[y != 2].mean(0), target_mean) and np.allclose(np.cov(out[y != 2], rowvar=False), target_cov)
