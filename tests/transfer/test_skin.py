@@ -402,3 +402,20 @@ def test_a_class_the_target_lacks_does_not_pull_the_global_match(rng):
     present = (y != 2).astype(float)
     out = from_class(u, y, match_global(moments, from_class(u, y, moments), target_mean, target_cov, present))
     assert np.allclose(out[y != 2].mean(0), target_mean) and np.allclose(np.cov(out[y != 2], rowvar=False), target_cov)
+
+
+def test_subjects_with_their_own_subsets_keep_every_class(rng):
+    """Each target subject measured a random two of the four sites: no lab-wide set of classes exists,
+    and the search keeps them all (the description-length check)."""
+    from medgap.transfer.labels import subject_design
+
+    source, target = _two_labs(rng, shift=0.5)
+    keep = np.concatenate([rng.choice(np.flatnonzero(target.groups == g), 2, replace=False)
+                           for g in np.unique(target.groups)])
+    target = target.subset(np.sort(keep))
+    s, t = fit_stats(source, True), fit_stats(target, True)
+    z_s = s.normalize(torch.from_numpy(source.spectra)).numpy()
+    z_t = t.normalize(torch.from_numpy(target.spectra)).numpy()
+    design = subject_design(source.labels, source.groups, 4)
+    est = estimate_labels(z_s, source.labels, z_t, 4, groups=target.groups, design=design, components=5)
+    assert (est.prevalence > 0.1).all()
