@@ -185,9 +185,20 @@ class Harmonizer:
         if detail not in ("keep", "resample"):
             raise InputError(None, f"detail must be 'keep' or 'resample', not {detail!r}")
         stack = self.prepare(volume, mask)
-        slices = self.correct_bias_3d(torch.from_numpy(stack.slices), torch.from_numpy(stack.masks), method)
+        slices = self.volume_stage(torch.from_numpy(stack.slices), torch.from_numpy(stack.masks), method)
         out = self.harmonize_slices(slices, torch.from_numpy(stack.position), method, progress)
         return restore_volume(stack, out.numpy(), volume.data, detail)
+
+    def volume_stage(self, slices: torch.Tensor, masks: torch.Tensor, method: str = "auto") -> torch.Tensor:
+        """What the default does to consecutive slices of one volume before the slice-wise part: each
+        slice's brightness levelled along z (``restore.level_slices``, :func:`~medgap.harmonize.baselines.level_slices`),
+        then :meth:`correct_bias_3d`. Unchanged for other methods."""
+        used = self.default_method if method == "auto" else method
+        if used == "restore" and self.cfg.restore.level_slices:
+            from medgap.harmonize.baselines import level_slices
+
+            slices = level_slices(slices, self.cfg.harmonize.foreground_threshold)
+        return self.correct_bias_3d(slices, masks, method)
 
     def correct_bias_3d(self, slices: torch.Tensor, masks: torch.Tensor, method: str = "auto") -> torch.Tensor:
         """Consecutive slices of one volume after the default's 3D bias stage (``restore.bias_correction``):

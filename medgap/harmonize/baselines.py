@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["identity", "match_ranks", "histogram_match", "lowfreq_replace", "n4_histogram_match", "n4_log_field", "n4_volume", "BASELINES"]
+__all__ = ["identity", "match_ranks", "histogram_match", "lowfreq_replace", "n4_histogram_match", "n4_log_field", "n4_volume",
+           "level_slices", "BASELINES"]
 
 
 def identity(xs: Tensor, templates: Tensor, quantiles: Tensor, threshold: float = 0.05) -> Tensor:
@@ -129,6 +130,26 @@ def n4_volume(slices: Tensor, masks: Tensor | None = None, threshold: float = 0.
     image = slices[:, 0].detach().cpu().numpy().astype(np.float32)
     corrected = np.where(fg, image / np.exp(weight * log_field), image)
     return torch.from_numpy(np.clip(corrected, 0, 1)[:, None]).to(slices)
+
+
+def level_slices(slices: Tensor, threshold: float = 0.05, window: int = 5, quantile: float = 0.95,
+                 limits: tuple[float, float] = (0.67, 1.5)) -> Tensor:
+    """Consecutive slices ``(N, 1, H, W)`` of one volume with each slice's brightness -- the ``quantile``
+    of its foreground (> ``threshold``) -- brought to the running median of ``window`` slices around it
+    (the scale clamped to ``limits``): a gain that jumps from slice to slice is removed, one that changes
+    smoothly along z (anatomy, a bias field) is kept. Slices with fewer than 50 foreground pixels, and
+    the background, are unchanged."""
+    fg = slices[:, 0] > threshold
+    rows = torch.nonzero(fg.flatten(1).sum(1) >= 50).flatten()
+    if len(rows) < 3:
+        return slices.clone()
+    level = torch.stack([slices[i, 0][fg[i]].quantile(quantile) for i in rows.tolist()])
+    k = window // 2
+    smooth = torch.stack([level[max(0, j - k):j + k + 1].median() for j in range(len(level))])
+    scale = (smooth / level.clamp_min(1e-8)).clamp(*limits)
+    out = slices.clone()
+    out[rows] = torch.where(fg[rows, None], (slices[rows] * scale[:, None, None, None]).clamp(0, 1), slices[rows])
+    return out
 
 
 def n4_histogram_match(xs: Tensor, templates: Tensor, quantiles: Tensor, threshold: float = 0.05) -> Tensor:

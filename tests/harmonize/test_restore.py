@@ -376,3 +376,38 @@ def test_restoration_trains_on_a_given_change_when_asked():
     net, summary = train_restoration(_slices(6, size=(32, 32)), RestoreConfig(steps=3, batch_size=2), cfg.data,
                                      change=change)
     assert len(seen) == 3 and seen[0][0] == 2 and summary["steps"] == 3
+
+
+def test_slice_levelling_removes_gain_jumps_and_keeps_smooth_changes():
+    from medgap.harmonize.baselines import level_slices
+
+    x, brain = _ball_volume(n=32, size=(40, 40))
+    g = torch.Generator().manual_seed(0)
+    jumps = 1 + 0.15 * (2 * torch.rand(32, generator=g) - 1)  # a gain per slice
+    y = (x * jumps[:, None, None, None]).clamp(0, 1)
+    out = level_slices(y)
+
+    def levels(v):
+        return torch.stack([s[s > 0.05].quantile(0.95) if (s > 0.05).sum() >= 50 else torch.tensor(float("nan"))
+                            for s in v[:, 0]])
+
+    ok = ~torch.isnan(levels(x))
+    before, after = levels(y)[ok] / levels(x)[ok], levels(out)[ok] / levels(x)[ok]
+    assert float(after.diff().abs().mean()) < 0.6 * float(before.diff().abs().mean())  # a median of 5 halves it
+    assert float(out[~brain].abs().max()) == 0.0
+    ramp = (x * torch.linspace(0.8, 1.2, 32)[:, None, None, None]).clamp(0, 1)  # smooth along z: kept
+    inner = ok.clone()
+    inner[:3] = inner[-3:] = False  # the running median is one-sided at the ends
+    assert torch.allclose(level_slices(ramp)[inner], ramp[inner], atol=0.03)
+    assert torch.equal(level_slices(y[:2]), y[:2])  # too few slices to compare: unchanged
+
+
+def test_the_volume_stage_levels_slices_for_the_default_only(restore_model):
+    out, _ = restore_model
+    x, brain = _ball_volume(n=32, size=(64, 80))
+    y = (x * (1 + 0.1 * torch.tensor([(-1) ** i for i in range(32)], dtype=torch.float32))[:, None, None, None]).clamp(0, 1)
+    on = Harmonizer.load(out, device="cpu", overrides=("restore.bias_correction=none",))
+    off = Harmonizer.load(out, device="cpu", overrides=("restore.bias_correction=none", "restore.level_slices=false"))
+    assert on.cfg.restore.level_slices and not off.cfg.restore.level_slices
+    assert not torch.equal(on.volume_stage(y, brain), y)
+    assert torch.equal(off.volume_stage(y, brain), y) and torch.equal(on.volume_stage(y, brain, "nyul"), y)
