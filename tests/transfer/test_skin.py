@@ -419,3 +419,17 @@ def test_subjects_with_their_own_subsets_keep_every_class(rng):
     design = subject_design(source.labels, source.groups, 4)
     est = estimate_labels(z_s, source.labels, z_t, 4, groups=target.groups, design=design, components=5)
     assert (est.prevalence > 0.1).all()
+
+
+def test_transfer_evaluate_trains_with_the_files_weights(rng):
+    from medgap.transfer.evaluation import _downstream
+
+    x = rng.normal(size=(300, 5)).astype(np.float32) + 2.0
+    y = np.repeat([0, 1, 2], 100)
+    x[:, 0] += 1.5 * y
+    wl = np.arange(5.0) * 10 + 400
+    weighted = SpectraSet(x, wl, y, ["a", "b", "c"], weights=np.where(y == 2, 0.0, 1.5))
+    _, cm = _downstream(weighted, SpectraSet(x, wl, y, ["a", "b", "c"]), 3, seed=0, max_train=1000)
+    assert cm[:, 2].sum() == 0  # a class of weight 0 is never predicted
+    _, cm = _downstream(SpectraSet(x, wl, y, ["a", "b", "c"]), SpectraSet(x, wl, y, ["a", "b", "c"]), 3, 0, 1000)
+    assert cm[2, 2] > 0.5
