@@ -8,7 +8,8 @@ as whole volumes (every slice, unmoved) and changed by ``medgap.harmonize.simula
 multiplicative field (``bias3d``: three random cosines over z, y, x, about +-0.5 in log units,
 rescaled once for the volume), the same with a gamma, no change at all, and three slice changes
 without a 3D field (gamma 1.3, WM darker than GM, half resolution + noise), where the stage must
-stay shut. Methods: histogram matching, N4 + histogram matching per slice (SimpleITK, 2D), N4 over
+stay shut, and an odd/even slice gain of +-8 % (``interleave``, an interleaved 2D acquisition), which
+the slice levelling must remove. Methods: histogram matching, N4 + histogram matching per slice (SimpleITK, 2D), N4 over
 the volume (3D, full weight) + histogram matching, Nyul, the default without its volume stage
 (``restore.bias_correction=none``, no slice levelling), without the slice levelling only
 (``restore.level_slices``) and the default (slices levelled along z, then the 3D stage weighted by
@@ -39,7 +40,7 @@ from medgap.harmonize.simulate import simulate, simulate_volume
 from medgap.harmonize.train import train
 from medgap.metrics import psnr
 
-CHANGES = ["bias3d", "bias3d+gamma1.3", "none", "gamma1.3", "wm_dark", "lowres_noise"]
+CHANGES = ["bias3d", "bias3d+gamma1.3", "none", "gamma1.3", "wm_dark", "lowres_noise", "interleave"]
 COLUMNS = ["source", "histogram", "n4+histogram (2D)", "n4 3D + histogram", "nyul", "default without 3D stage",
            "default without slice levelling", "restore (default)"]
 
@@ -47,6 +48,9 @@ COLUMNS = ["source", "histogram", "n4+histogram (2D)", "n4 3D + histogram", "nyu
 def change(truth: torch.Tensor, name: str, seed: int) -> torch.Tensor:
     if name == "none":
         return truth.clone()
+    if name == "interleave":  # odd and even slices with gains 0.92 and 1.08 (an interleaved 2D acquisition)
+        odd_even = 1 + 0.08 * (1 - 2 * (torch.arange(len(truth)) % 2)).float()
+        return (truth * odd_even[:, None, None, None]).clamp(0, 1)
     if name.startswith("bias3d"):
         return simulate_volume(truth, name, seed=seed)
     return simulate(truth, name, seed=seed)

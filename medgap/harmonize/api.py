@@ -61,6 +61,7 @@ class Harmonizer:
         self.last_gate: float | None = None  # the restore gate's weight for the last volume
         self.last_doubt: float | None = None  # how much the net's corrections of it and its mirror disagree
         self.last_bias: dict | None = None  # the 3D bias stage on the last volume: N4 field spread, weight
+        self.last_levelling: dict | None = None  # the slice levelling on the last volume: largest gain change
 
     @property
     def default_method(self) -> str:
@@ -194,10 +195,18 @@ class Harmonizer:
         slice's brightness levelled along z (``restore.level_slices``, :func:`~medgap.harmonize.baselines.level_slices`),
         then :meth:`correct_bias_3d`. Unchanged for other methods."""
         used = self.default_method if method == "auto" else method
+        self.last_levelling = None
         if used == "restore" and self.cfg.restore.level_slices:
             from medgap.harmonize.baselines import level_slices
 
-            slices = level_slices(slices, self.cfg.harmonize.foreground_threshold)
+            thr = self.cfg.harmonize.foreground_threshold
+            levelled = level_slices(slices, thr)
+            fg = slices > thr
+            gains = [float(levelled[i][fg[i]].mean() / slices[i][fg[i]].mean()) for i in range(len(slices))
+                     if int(fg[i].sum()) >= 50]
+            self.last_levelling = {"largest_gain_change": round(max((abs(g - 1) for g in gains), default=0.0), 4),
+                                   "slices_changed": sum(abs(g - 1) > 1e-3 for g in gains)}
+            slices = levelled
         return self.correct_bias_3d(slices, masks, method)
 
     def correct_bias_3d(self, slices: torch.Tensor, masks: torch.Tensor, method: str = "auto") -> torch.Tensor:
@@ -254,7 +263,7 @@ class Harmonizer:
         if z is not None and z > 10:
             notes.append(f"the source is far from the target look ({z:.0f} target standard deviations in bits/dim): "
                          "check it is the same kind of image (contrast, modality, skull stripping)")
-        return {"method": used, "bias_correction_3d": self.last_bias, "restore_weight": self.last_gate, "restore_disagreement": self.last_doubt,
+        return {"method": used, "slice_levelling": self.last_levelling, "bias_correction_3d": self.last_bias, "restore_weight": self.last_gate, "restore_disagreement": self.last_doubt,
                 "source_bits_per_dim": bpd, "source_z_score": z, "notes": notes}
 
     def score_file(self, image: str | Path, mask: str | Path | None = None) -> dict:

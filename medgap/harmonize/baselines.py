@@ -132,21 +132,35 @@ def n4_volume(slices: Tensor, masks: Tensor | None = None, threshold: float = 0.
     return torch.from_numpy(np.clip(corrected, 0, 1)[:, None]).to(slices)
 
 
-def level_slices(slices: Tensor, threshold: float = 0.05, window: int = 5, quantile: float = 0.95,
-                 limits: tuple[float, float] = (0.67, 1.5)) -> Tensor:
-    """Consecutive slices ``(N, 1, H, W)`` of one volume with each slice's brightness -- the ``quantile``
-    of its foreground (> ``threshold``) -- brought to the running median of ``window`` slices around it
-    (the scale clamped to ``limits``): a gain that jumps from slice to slice is removed, one that changes
-    smoothly along z (anatomy, a bias field) is kept. Slices with fewer than 50 foreground pixels, and
-    the background, are unchanged."""
+def level_slices(slices: Tensor, threshold: float = 0.05, sigma: float = 2.0,
+                 gate: tuple[float, float] = (0.015, 0.022), limits: tuple[float, float] = (0.67, 1.5)) -> Tensor:
+    """Consecutive slices ``(N, 1, H, W)`` of one volume with slice-to-slice gain jumps removed.
+
+    The gain of each slice relative to the next is the median, over the foreground (> ``threshold``)
+    both share, of the log-ratio of their intensities (neighbouring slices show nearly the same
+    anatomy, so a change of tissue moves the median little); summed along z it gives each slice's log
+    gain, whose part faster than a Gaussian of ``sigma`` slices (jitter, the odd/even pattern of an
+    interleaved acquisition) is divided out, while slow changes (anatomy, a bias field) are kept. The
+    correction is weighted by the spread (sd) of that fast part: 0 up to ``gate[0]``, 1 from
+    ``gate[1]`` (Colin 27: untouched and changed volumes without jumps 0.009-0.012, half resolution +
+    noise 0.025, an odd/even gain of +-8 % 0.080), and each scale is clamped to ``limits``. Slices with
+    fewer than 50 foreground pixels, and the background, are unchanged."""
+    from scipy.ndimage import gaussian_filter1d
+
     fg = slices[:, 0] > threshold
-    rows = torch.nonzero(fg.flatten(1).sum(1) >= 50).flatten()
+    rows = torch.nonzero(fg.flatten(1).sum(1) >= 50).flatten().tolist()
     if len(rows) < 3:
         return slices.clone()
-    level = torch.stack([slices[i, 0][fg[i]].quantile(quantile) for i in rows.tolist()])
-    k = window // 2
-    smooth = torch.stack([level[max(0, j - k):j + k + 1].median() for j in range(len(level))])
-    scale = (smooth / level.clamp_min(1e-8)).clamp(*limits)
+    steps = []
+    for a, b in zip(rows[:-1], rows[1:]):
+        both = fg[a] & fg[b]
+        steps.append(float(torch.log(slices[b, 0][both] / slices[a, 0][both]).median()) if int(both.sum()) >= 50 else 0.0)
+    log_gain = np.r_[0.0, np.cumsum(steps)]
+    fast = log_gain - gaussian_filter1d(log_gain, sigma, mode="nearest")
+    weight = float(np.clip((fast.std() - gate[0]) / max(gate[1] - gate[0], 1e-9), 0, 1))
+    if weight == 0:
+        return slices.clone()
+    scale = torch.tensor(np.clip(np.exp(-weight * fast), *limits), dtype=slices.dtype)
     out = slices.clone()
     out[rows] = torch.where(fg[rows, None], (slices[rows] * scale[:, None, None, None]).clamp(0, 1), slices[rows])
     return out

@@ -125,6 +125,9 @@ def apply(
         doubt = "" if h.last_doubt is None else f", disagreement with its mirror image {h.last_doubt:.1f} x r0"
         gate = (f" (restoration net weight {h.last_gate:.2f}{doubt}; weight 0 keeps Nyul's result: nothing to "
                 "correct, or an input unlike the net's training)")
+    if h.last_levelling is not None and h.last_levelling["largest_gain_change"] > 0.02:
+        gate += (f"; slice gains levelled along z first ({h.last_levelling['slices_changed']} slices, up to "
+                 f"{h.last_levelling['largest_gain_change']:.0%})")
     if h.last_bias is not None and h.last_bias["weight"] > 0:
         gate += (f"; a 3D bias field was undone first (N4 field spread {h.last_bias['field_spread']:.3f}, "
                  f"weight {h.last_bias['weight']:.2f})")

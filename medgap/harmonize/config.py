@@ -121,9 +121,8 @@ class RestoreConfig(MedgapConfig):
     bias_correction: Literal["none", "n4"] = "n4"
     bias_gate_low: float = Field(0.08, ge=0)
     bias_gate_high: float = Field(0.12, gt=0)
-    # volumes: before that, each slice's brightness (95th percentile of its foreground) is brought to the
-    # running median of its 5 neighbours' along z, so slice-to-slice gain changes (2D multi-slice
-    # acquisitions, per-slice scaling) do not flicker through (chosen on Colin 27; false: off)
+    # volumes: before that, gain jumps from slice to slice (interleaved 2D multi-slice acquisitions,
+    # per-slice scaling) are divided out (harmonize.baselines.level_slices; chosen on Colin 27; false: off)
     level_slices: bool = True
     seed: int = Field(0, ge=0, le=2**32 - 1)
 

@@ -135,6 +135,7 @@ def test_apply_report_says_what_was_done_and_how_unusual_the_source_is(tmp_path,
     saved = json.loads(report.read_text())
     assert saved["method"] == "histogram" and saved["output"] == str(out) and saved["restore_weight"] is None
     assert saved["bias_correction_3d"] is None  # the 3D bias stage belongs to the default only
+    assert saved["slice_levelling"] is None  # so does the slice levelling
     assert np.isfinite(saved["source_bits_per_dim"]) and saved["source_z_score"] is not None
     before = (trained / "config.json").read_bytes()
     inside = runner.invoke(app, ["harmonize", "apply", str(trained), str(source_file), "--out", str(out),
