@@ -41,7 +41,7 @@ IN_FAMILY = ["gamma1.3"] + HARD_DOMAINS + COMBINED_DOMAINS
 
 
 def _methods(h: Harmonizer, folder: Path) -> dict:
-    no_doubt = Harmonizer.load(folder, device="cpu", overrides=("restore.doubt_low=null",))
+    no_doubt = Harmonizer.load(folder, device="cpu", overrides=("restore.doubt=null",))
     return {name: (method, no_doubt if other == "no_doubt" else None) for name, (method, other) in METHODS.items()}
 
 

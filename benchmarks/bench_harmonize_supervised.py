@@ -47,7 +47,7 @@ def supervised(h: Harmonizer, cfg: HarmonizeConfig, data, domain: str, seed: int
                         threshold=cfg.harmonize.foreground_threshold)
 
     net, _ = train_restoration(data.slices, cfg.restore.replace(steps=cfg.restore_steps), cfg.data,
-                               seed=cfg.restore.seed + cfg.train.seed, counts=data.counts,
+                               seed=cfg.train.seed, counts=data.counts,
                                threshold=cfg.harmonize.foreground_threshold, change=change)
     return Harmonizer(h.model, cfg.replace(restore={"output": "network"}), "cpu", h.info, net)
 

@@ -265,11 +265,11 @@ def quality_section(seconds: float, n: int, size: int, width: float,
     from medgap.synthesize.train import train
 
     base_cfg = SynthesizeConfig.from_preset("cpu-small", overrides=[
-        f"size={size}", f"width={width}", "iterations=1000000", "checkpoint_every=1000000", "augment=false",
+        f"model.size={size}", f"model.width={width}", "train.steps=1000000", "train.checkpoint_every=1000000", "data.augment=false",
         # the publication's recipe (as when these numbers were first recorded); the cpu-small recipe's
         # gains are measured by bench_synthesize_anatomy
-        "lr_g=1e-4", "recon_weight=0", "latent_prior=normal", "beta1=0", "augment_pool=0", "diff_augment=false",
-        "minibatch_std=false", "ema_decay=0", "r1_gamma=0"])
+        "train.lr_g=1e-4", "train.recon_weight=0", "model.latent_prior=normal", "train.betas=[0, 0.999]", "data.augment_pool=0", "train.diff_augment=false",
+        "model.minibatch_std=false", "train.ema_decay=0", "train.r1_gamma=0"])
     template = sample_dataset(base_cfg)
     t1 = np.asarray(template.volumes[0], np.float32)
     data = TrainingSet(augmented_copies(t1, n, seed=99), np.zeros(n, np.int64), ["t1"], template.spacing_mm,
@@ -298,7 +298,7 @@ def quality_section(seconds: float, n: int, size: int, width: float,
     sc = distribution_scores(held_out, np.asarray(data.volumes), ex)
     rows.append(["(training copies vs. held-out copies)", "-", "-", "-", sc["fid"], sc["mmd2"],
                  ms_ssim_diversity(held_out)])
-    head = f"model ({size}^3, width {width}, z {base_cfg.latent_dim}, batch {base_cfg.batch_size}), precision"
+    head = f"model ({size}^3, width {width}, z {base_cfg.model.latent_dim}, batch {base_cfg.train.batch_size}), precision"
     table = markdown_table([head, "iterations", "train s", "iterations/s", f"FID (n={n})", f"MMD^2 (n={n})",
                             "MS-SSIM (lower = more diverse)"], rows)
     return table, verdicts

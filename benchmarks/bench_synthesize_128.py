@@ -55,8 +55,8 @@ def _scores(fake, held_out, template, volume_features, slice_features) -> dict:
 
 
 def _peak_mb(kind: str, cfg, batch: int) -> float:
-    spec = {"kind": kind, "size": cfg.size, "width": cfg.width, "latent": cfg.latent_dim, "batch": batch,
-            "precision": cfg.precision, "recon_weight": cfg.recon_weight, "repeats": 1}
+    spec = {"kind": kind, "size": cfg.model.size, "width": cfg.model.width, "latent": cfg.model.latent_dim, "batch": batch,
+            "precision": cfg.train.precision, "recon_weight": cfg.train.recon_weight, "repeats": 1}
     out = measure(spec)
     if "error" in out:
         raise RuntimeError(f"memory probe {kind} batch {batch}: {out['error']}")
@@ -85,8 +85,8 @@ def main() -> None:
     pool = 8 if args.quick else 64
     checkpoints = [seconds / 3, 2 * seconds / 3, seconds]
     cfg = SynthesizeConfig.from_preset("cpu-small", overrides=[
-        f"size={size}", "augment=false", "iterations=100000000", "checkpoint_every=100000000"])
-    precision = "bf16" if compute_dtype(cfg.precision, "cpu") is not None else "fp32"
+        f"model.size={size}", "data.augment=false", "train.steps=100000000", "train.checkpoint_every=100000000"])
+    precision = "bf16" if compute_dtype(cfg.train.precision, "cpu") is not None else "fp32"
 
     t0 = time.perf_counter()
     brain = sample_dataset(cfg, resolution_mm=1.5)
@@ -96,8 +96,8 @@ def main() -> None:
     held_out = augmented_copies(template, N_EVAL, seed=7)
     prep_s = time.perf_counter() - t0
 
-    hagan_mb = _peak_mb("train", cfg, cfg.batch_size)
-    full_mb = {b: _peak_mb("train_fullres", cfg, b) for b in (cfg.batch_size, cfg.batch_size // 2, 1)}
+    hagan_mb = _peak_mb("train", cfg, cfg.train.batch_size)
+    full_mb = {b: _peak_mb("train_fullres", cfg, b) for b in (cfg.train.batch_size, cfg.train.batch_size // 2, 1)}
     fitting = [b for b, mb in full_mb.items() if mb <= MEMORY_SLACK * hagan_mb]
     equal_memory_batch = max(fitting) if fitting else None
 
@@ -108,7 +108,7 @@ def main() -> None:
 
     # HA-GAN: train() resumes its own checkpoints between the scoring points.
     with tempfile.TemporaryDirectory() as tmp:
-        name = f"HA-GAN, batch {cfg.batch_size}"
+        name = f"HA-GAN, batch {cfg.train.batch_size}"
         rows, trained = [], 0.0
         for until in checkpoints:
             res = train(cfg.replace(seed=args.seed), data, Path(tmp) / "m", run_dir=Path(tmp) / "run", device="cpu",
@@ -120,8 +120,8 @@ def main() -> None:
         results[name], finals[name] = rows, fake
 
     full_batches = [equal_memory_batch or 1]
-    if args.same_batch and cfg.batch_size not in full_batches:
-        full_batches.append(cfg.batch_size)
+    if args.same_batch and cfg.train.batch_size not in full_batches:
+        full_batches.append(cfg.train.batch_size)
     for batch in full_batches:
         name = f"full-res GAN, batch {batch}"
         rows = []
@@ -138,14 +138,14 @@ def main() -> None:
                      slice_features)
 
     print(f"{size}^3 (ICBM152 T1 at 1.5 mm, pool of {pool} augmented copies drawn once in {prep_s:.0f} s, no "
-          f"on-the-fly augmentation), width {cfg.width}, z {cfg.latent_dim}, precision {cfg.precision} ({precision} "
-          f"here), lr_g {cfg.lr_g}, lr_d {cfg.lr_d}, training seed {args.seed}, {seconds / 60:.0f} min of training "
+          f"on-the-fly augmentation), width {cfg.model.width}, z {cfg.model.latent_dim}, precision {cfg.train.precision} ({precision} "
+          f"here), lr_g {cfg.train.lr_g}, lr_d {cfg.train.lr_d}, training seed {args.seed}, {seconds / 60:.0f} min of training "
           f"per model, scored at thirds of it. {N_EVAL} samples vs {N_EVAL} held-out copies: 3D FID/MMD^2 "
           f"({volume_features.description}), 2.5D FID = mean of per-plane FIDs ({slice_features.description}); "
           "4 samples' foreground-box r, Dice and interior r against the template (bench_synthesize_anatomy). "
           "Random-weight feature networks: comparable within medgap only.\n")
     print("Peak memory of one training iteration (fresh process, peak RSS):\n")
-    mem_rows = [[f"HA-GAN, batch {cfg.batch_size}", f"{hagan_mb:,.0f}", "1.00"]]
+    mem_rows = [[f"HA-GAN, batch {cfg.train.batch_size}", f"{hagan_mb:,.0f}", "1.00"]]
     mem_rows += [[f"full-res GAN, batch {b}", f"{mb:,.0f}", f"{mb / hagan_mb:.2f}"] for b, mb in full_mb.items()]
     print(markdown_table(["model", "peak RSS MB", "vs HA-GAN"], mem_rows))
     if equal_memory_batch is None:

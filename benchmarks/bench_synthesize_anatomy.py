@@ -34,9 +34,9 @@ FIGURE = ROOT / "docs" / "figures" / "synthesize_anatomy.png"
 
 RECIPES = {
     "default (cpu-small)": [],
-    "paper recipe at cpu-small size": ["lr_g=1e-4", "precision=fp32", "recon_weight=0"],
-    "default, G frozen in the E^G step (paper)": ["recon_weight=0"],
-    "default with the paper's lr_g 1e-4": ["lr_g=1e-4"],
+    "paper recipe at cpu-small size": ["train.lr_g=1e-4", "train.precision=fp32", "train.recon_weight=0"],
+    "default, G frozen in the E^G step (paper)": ["train.recon_weight=0"],
+    "default with the paper's lr_g 1e-4": ["train.lr_g=1e-4"],
 }
 
 
@@ -71,7 +71,7 @@ def run_recipe(overrides: list[str], seed: int, checkpoints: list[int], data, re
     model_dir, work_dir = tmp / f"model_{seed}", tmp / f"run_{seed}"
     train_seconds = 0.0
     for it in checkpoints:
-        cfg = SynthesizeConfig.from_preset("cpu-small", overrides=overrides + [f"iterations={it}"])
+        cfg = SynthesizeConfig.from_preset("cpu-small", overrides=overrides + [f"train.steps={it}"])
         start = time.perf_counter()
         train(cfg.replace(seed=seed), data, model_dir, run_dir=work_dir, device="cpu", progress=False, overwrite=True)
         train_seconds += time.perf_counter() - start

@@ -33,7 +33,7 @@ def main() -> None:
 
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     seconds = 10.0 if args.quick else args.seconds
-    cfg = SynthesizeConfig.from_preset("cpu-small", overrides=["iterations=1000000"])
+    cfg = SynthesizeConfig.from_preset("cpu-small", overrides=["train.steps=1000000"])
     data = sample_dataset(cfg)
     training = np.asarray(data.volumes)
     runs = []
@@ -42,8 +42,8 @@ def main() -> None:
         with torch.no_grad():
             fake = model.sample(4, seed=100 + seed)
         runs.append({"steps": steps, "seconds": secs, **anatomy_scores(fake, training)})
-    print(f"Full-resolution 3D GAN (64^3, width {cfg.width}, z {cfg.latent_dim}, batch {cfg.batch_size}, lr_g "
-          f"{cfg.lr_g}, lr_d {cfg.lr_d}, precision {cfg.precision}) on the augmented ICBM152 T1, {seconds:.0f} s of "
+    print(f"Full-resolution 3D GAN (64^3, width {cfg.model.width}, z {cfg.model.latent_dim}, batch {cfg.train.batch_size}, lr_g "
+          f"{cfg.train.lr_g}, lr_d {cfg.train.lr_d}, precision {cfg.train.precision}) on the augmented ICBM152 T1, {seconds:.0f} s of "
           f"training per seed, {len(seeds)} seed(s); 4 samples scored against the training volume as in "
           "bench_synthesize_anatomy (mean +- sd over seeds).\n")
     print(markdown_table(["model", "iterations", "train s", "r", "Dice", "interior r"], [[

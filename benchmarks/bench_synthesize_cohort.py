@@ -43,19 +43,19 @@ TIMING = "default at fp32"  # the time an AVX2-only CPU takes: one seed
 # one piece of the default off per row; the last two are whole recipes
 RECIPES = {
     DEFAULT: [],
-    TIMING: ["precision=fp32"],
-    "no DiffAugment": ["diff_augment=false"],
-    "no minibatch std": ["minibatch_std=false"],
-    "no EMA generator": ["ema_decay=0"],
-    "no R1 penalty": ["r1_gamma=0"],
-    "Adam beta1 0 (was)": ["beta1=0"],
-    "recon_weight 1 (was)": ["recon_weight=1"],
-    "cpu-small before this round": ["diff_augment=false", "minibatch_std=false", "ema_decay=0", "r1_gamma=0",
-                                    "augment_pool=0", "beta1=0", "recon_weight=1", "latent_prior=encoded-diagonal",
-                                    "iterations=600"],
-    "paper recipe at cpu-small size": ["iterations=600", "lr_g=1e-4", "precision=fp32", "recon_weight=0", "latent_prior=normal",
-                                       "augment_pool=0", "diff_augment=false", "minibatch_std=false", "ema_decay=0",
-                                       "r1_gamma=0", "beta1=0"],
+    TIMING: ["train.precision=fp32"],
+    "no DiffAugment": ["train.diff_augment=false"],
+    "no minibatch std": ["model.minibatch_std=false"],
+    "no EMA generator": ["train.ema_decay=0"],
+    "no R1 penalty": ["train.r1_gamma=0"],
+    "Adam beta1 0 (was)": ["train.betas=[0, 0.999]"],
+    "recon_weight 1 (was)": ["train.recon_weight=1"],
+    "cpu-small before this round": ["train.diff_augment=false", "model.minibatch_std=false", "train.ema_decay=0", "train.r1_gamma=0",
+                                    "data.augment_pool=0", "train.betas=[0, 0.999]", "train.recon_weight=1", "model.latent_prior=encoded-diagonal",
+                                    "train.steps=600"],
+    "paper recipe at cpu-small size": ["train.steps=600", "train.lr_g=1e-4", "train.precision=fp32", "train.recon_weight=0", "model.latent_prior=normal",
+                                       "data.augment_pool=0", "train.diff_augment=false", "model.minibatch_std=false", "train.ema_decay=0",
+                                       "train.r1_gamma=0", "train.betas=[0, 0.999]"],
 }
 PRIORS = {"z from a diagonal Gaussian of the codes": "diagonal", "z ~ N(0, I) (the publication)": "normal"}
 
@@ -107,7 +107,7 @@ def main() -> None:
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     ablation_seeds = [0] if args.quick else [int(s) for s in args.ablation_seeds.split(",")]
     recipes = dict(list(RECIPES.items())[:2]) if args.quick else RECIPES
-    extra = ["iterations=20", "augment_pool=8"] if args.quick else []
+    extra = ["train.steps=20", "data.augment_pool=8"] if args.quick else []
     cfg = SynthesizeConfig.from_preset("cpu-small")
     data = cohort_dataset(cfg)
     training = np.asarray(data.volumes, dtype=np.float32)
@@ -122,8 +122,8 @@ def main() -> None:
     ms_real = ms_ssim_diversity(training)
     between = memorisation_scores(training, training)["real_to_nearest_other_real"]
     heldout = memorisation_scores(real[-1:], training)["sample_to_nearest_real"][0]
-    print(f"cpu-small HA-GAN ({cfg.size}^3, width {cfg.width}, z {cfg.latent_dim}, batch {cfg.batch_size}, "
-          f"{cfg.iterations} iterations) on the real T1 cohort (5 brains, S1 held out); default over "
+    print(f"cpu-small HA-GAN ({cfg.model.size}^3, width {cfg.model.width}, z {cfg.model.latent_dim}, batch {cfg.train.batch_size}, "
+          f"{cfg.train.steps} iterations) on the real T1 cohort (5 brains, S1 held out); default over "
           f"{len(seeds)} seed(s), other rows over {len(ablation_seeds)}; mean +- sd over seeds. Eight samples per "
           f"model. MS-SSIM between samples (training brains: {ms_real:.3f}; target <= {ms_real + 0.1:.3f}); "
           "interior r, r, Dice against the nearest training brain (targets >= 0.5, >= 0.6, >= 0.75; the held-out "

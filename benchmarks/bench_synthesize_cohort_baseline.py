@@ -55,7 +55,7 @@ def main() -> None:
     from medgap.synthesize.train import train
 
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
-    extra = ["iterations=20", "augment_pool=8"] if args.quick else []
+    extra = ["train.steps=20", "data.augment_pool=8"] if args.quick else []
     cfg = SynthesizeConfig.from_preset("cpu-small", overrides=extra)
     data = cohort_dataset(cfg)
     training = np.asarray(data.volumes, dtype=np.float32)
@@ -73,7 +73,7 @@ def main() -> None:
             seconds = time.perf_counter() - start
             syn = Synthesizer.load(Path(tmp) / "model", device="cpu")
             fake, more = syn.sample(8, seed=100 + seed), syn.sample(DRAWS, seed=1000 + seed)
-        runs["HA-GAN (cpu-small default)"].append({"steps": cfg.iterations, "seconds": seconds,
+        runs["HA-GAN (cpu-small default)"].append({"steps": cfg.train.steps, "seconds": seconds,
                                                    **score(fake, training, real),
                                                    **copy_counts(more, training, heldout_distance)})
         model, steps, secs = train_baseline(data, cfg.replace(iterations=10**7), seed=seed, max_seconds=seconds)
@@ -84,7 +84,7 @@ def main() -> None:
                                                **copy_counts(more, training, heldout_distance)})
 
     print(f"Real T1 cohort (5 training brains at 64^3, S1 held out), {len(seeds)} seed(s); per seed the cpu-small "
-          f"HA-GAN ({cfg.iterations} iterations) and a full-resolution 3D GAN of the same width, latent size, batch, "
+          f"HA-GAN ({cfg.train.steps} iterations) and a full-resolution 3D GAN of the same width, latent size, batch, "
           "learning rates and precision trained for the same wall-clock in this run. Eight samples scored as in "
           "bench_synthesize_cohort (mean +- sd over seeds). Copies over "
           f"{DRAWS} more draws per model (mean per seed, % of draws): the issue's yardstick (closer to a training brain "

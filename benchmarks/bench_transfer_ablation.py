@@ -34,8 +34,8 @@ VARIANTS = {
     "condition domain + labels, class-mixture likelihood for real": ["condition=domain+label",
                                                                      "train.real_labels=mixture"],
     "+ transport penalty (weight 1)": ["train.transport_weight=1"],
-    "20 epochs": ["hsi.epochs=20"],
-    "40 epochs": ["hsi.epochs=40"],
+    "20 epochs": ["train.epochs=20"],
+    "40 epochs": ["train.epochs=40"],
     "publication's recipe (no whitening, labels, 9 conditional)": ["train.whiten=false", "condition=domain+label",
                                                                    "hsi.n_conditional=9"],
 }
@@ -50,7 +50,7 @@ def main() -> None:
         sources = {"coral": transfer(sim, unlabelled, ["method=coral"], seed)[0]}
         for name, overrides in VARIANTS.items():
             # a row's own epochs come later in the list and win
-            sources[name], sec, history = transfer(sim, unlabelled, [f"hsi.epochs={epochs}", *overrides], seed)
+            sources[name], sec, history = transfer(sim, unlabelled, [f"train.epochs={epochs}", *overrides], seed)
             secs.setdefault(name, []).append(sec)
             bpd.setdefault(name, []).append(history[-1].get("heldout_real_bits_per_dim", np.nan))
         result = score(real, sim, sources, test, seed)

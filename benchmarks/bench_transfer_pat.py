@@ -61,7 +61,7 @@ def main() -> None:
         unlabelled = ImageSet(real.images, real.wavelengths, None, None)
         sources = {}
         for name, overrides in METHODS.items():
-            cfg = TransferConfig.from_preset("cpu-small", overrides=[*overrides, f"pat.epochs={epochs}", f"seed={seed}"])
+            cfg = TransferConfig.from_preset("cpu-small", overrides=[*overrides, f"train.epochs={epochs}", f"train.seed={seed}"])
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
                 train(cfg, (sim, unlabelled), Path(tmp) / "m", progress=False)

@@ -26,12 +26,12 @@ EPOCHS = 20  # the networks' training length; the default cINN uses its own (5)
 METHODS = {
     "standardise": ["method=standardise"],
     "coral": ["method=coral"],
-    "cyclegan": ["method=cyclegan", f"hsi.epochs={EPOCHS}"],
-    "unit": ["method=unit", f"hsi.epochs={EPOCHS}"],
+    "cyclegan": ["method=cyclegan", f"train.epochs={EPOCHS}"],
+    "unit": ["method=unit", f"train.epochs={EPOCHS}"],
     "cinn (default)": [],
     # the publication's choices at the cpu-small size: per-channel standardisation only, labels in the
     # condition (random ones for real data), 9 of 12 blocks conditional
-    "cinn (publication's recipe)": [f"hsi.epochs={EPOCHS}", "train.whiten=false", "condition=domain+label",
+    "cinn (publication's recipe)": [f"train.epochs={EPOCHS}", "train.whiten=false", "condition=domain+label",
                                     "hsi.n_conditional=9"],
 }
 BASELINES = ("standardise", "coral", "cyclegan", "unit")
@@ -42,7 +42,7 @@ def main() -> None:
     n = 2000 if quick else 8000
     if quick:
         for ov in METHODS.values():
-            ov[:] = [o.replace(f"hsi.epochs={EPOCHS}", "hsi.epochs=2") for o in ov] + ["hsi.epochs=2"]
+            ov[:] = [o.replace(f"train.epochs={EPOCHS}", "train.epochs=2") for o in ov] + ["train.epochs=2"]
     runs, seconds = [], {}
     for seed in range(seeds):
         sim, real, unlabelled, test = stand_in(n, seed)

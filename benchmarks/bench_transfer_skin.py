@@ -55,7 +55,7 @@ METHODS = {  # name -> (cpu-small overrides, drop the target's subject ids)
     "ablation: cINN, fully class-wise (strength 1, no reverse validation)": (["train.align_strength=1"], False),
     "ablation: class-wise CORAL (untrained cINN)": (["method=coral", "train.align=class+global"], False),
     "ablation: cINN, class-wise without the global re-match": (["train.align=class"], False),
-    "ablation: cINN, batch 256 x 20 epochs": (["hsi.batch_size=256", "hsi.epochs=20"], False),
+    "ablation: cINN, batch 256 x 20 epochs": (["hsi.batch_size=256", "train.epochs=20"], False),
     "ablation: cINN, the file's weights ignored": ([], False),
 }
 NO_WEIGHTS = {"ablation: cINN, the file's weights ignored"}  # the classifier trained without the written weights

@@ -81,15 +81,15 @@ def main() -> None:
 
         for precision in ("fp32", "bf16"):
             tcfg = TransferConfig.from_preset("cpu-small", overrides=[
-                "hsi.epochs=1", f"train.iterations_per_epoch={steps}", f"train.precision={precision}"])
+                "train.epochs=1", f"train.iterations_per_epoch={steps}", f"train.precision={precision}"])
             out = tmp / f"cinn-{precision}"
             rows.append(["transfer train (HSI cINN)", precision, steps, *_measure(
                 device, lambda: train_transfer(tcfg, (sim, real), out, device=device, progress=False))])
             rows.append(["transfer apply (4,000 spectra)", precision, "-",
                          *_measure(device, lambda: apply_transfer(out, sim, device=device))])
 
-            scfg = SynthesizeConfig.from_preset("cpu-small", overrides=[f"iterations={steps}", "size=64",
-                                                                        f"precision={precision}"])
+            scfg = SynthesizeConfig.from_preset("cpu-small", overrides=[f"train.steps={steps}", "model.size=64",
+                                                                        f"train.precision={precision}"])
             data = sample_dataset(scfg)
             model = tmp / f"hagan-{precision}"
             rows.append(["synthesize train (HA-GAN 64^3)", precision, steps, *_measure(

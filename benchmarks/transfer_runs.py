@@ -48,7 +48,7 @@ def transfer(sim, unlabelled, overrides: list[str], seed: int):
     from medgap.transfer.config import TransferConfig
     from medgap.transfer.trainer import train
 
-    cfg = TransferConfig.from_preset("cpu-small", overrides=[*overrides, f"seed={seed}"])
+    cfg = TransferConfig.from_preset("cpu-small", overrides=[*overrides, f"train.seed={seed}"])
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "model"
         t0 = time.perf_counter()

@@ -8,16 +8,19 @@ Every value is checked by pydantic when the config is built; a bad value raises
 
 from __future__ import annotations
 
+import copy
 import json
+import re
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from medgap.errors import ConfigError, InputError
 
-__all__ = ["MedgapConfig", "parse_overrides"]
+__all__ = ["ConfigSection", "MedgapConfig", "parse_overrides"]
 
 C = TypeVar("C", bound="MedgapConfig")
 
@@ -62,12 +65,102 @@ def _raise_config_error(exc: ValidationError) -> None:
     raise ConfigError(field, f"{err['msg']} (got {err.get('input')!r})") from None
 
 
+def _split(key: str) -> tuple[list[str], int | None]:
+    """``"a.b[1]"`` -> (["a", "b"], 1); ``"a.b"`` -> (["a", "b"], None)."""
+    match = re.fullmatch(r"(.+)\[(\d+)\]", key)
+    return (match.group(1).split("."), int(match.group(2))) if match else (key.split("."), None)
+
+
+def _pop(values: dict, path: list[str]) -> tuple[bool, Any]:
+    node = values
+    for part in path[:-1]:
+        node = node.get(part)
+        if not isinstance(node, dict):
+            return False, None
+    return (True, node.pop(path[-1])) if path[-1] in node else (False, None)
+
+
+def _lookup(values: dict, path: list[str]) -> tuple[bool, Any]:
+    node = values
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _put(values: dict, path: list[str], value: Any) -> None:
+    node = values
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+    node[path[-1]] = value
+
+
+def _field_default(model: type[BaseModel], path: list[str]) -> Any:
+    for part in path[:-1]:
+        model = model.model_fields[part].annotation
+    return model.model_fields[path[-1]].get_default(call_default_factory=True)
+
+
+def current_keys(values: dict, model: type["MedgapConfig"], base: dict | None = None) -> tuple[dict, list[str]]:
+    """``values`` with the keys of earlier versions (``model.renamed``) moved to their current names,
+    and the old keys that were found. A key renamed into one element of a pair (``"a.b[0]"``) sets
+    that element of the pair in ``values``, else in ``base`` (the values these update), else of the
+    default; ``null`` there turns the pair off. Where the current key is given as well, it wins."""
+    values, found = copy.deepcopy(values), []
+    for old, new in model.renamed.items():
+        present, value = _pop(values, old.split("."))
+        if not present:
+            continue
+        found.append(old)
+        path, index = _split(new)
+        has_new, current = _lookup(values, path)
+        if index is None:
+            if not has_new:
+                _put(values, path, value)
+            continue
+        if value is None:
+            _put(values, path, None)
+            continue
+        if has_new and current is None:  # the pair is turned off in these values
+            continue
+        if not has_new:
+            in_base, current = _lookup(base or {}, path)
+            if not in_base or current is None:
+                current = _field_default(model, path)
+        pair = list(current)
+        pair[index] = value
+        _put(values, path, pair)
+    return values, found
+
+
+class ConfigSection(BaseModel):
+    """One section of a method's configuration (``model``, ``data``, ``train``, ...)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
+
+
 class MedgapConfig(BaseModel):
-    """Base of every method's configuration."""
+    """Base of every method's configuration.
+
+    The three methods share one grammar: ``train`` holds the run (``steps`` or ``epochs``,
+    ``batch_size``, learning rates, ``seed``, ``precision``, ``checkpoint_every``, ``log_every``),
+    ``model`` (or the method's own network section) the network, ``data`` how inputs are read.
+    ``renamed`` maps keys of earlier versions to their current names: model folders and config files
+    written with them still load, and ``--set`` accepts them with a warning.
+    """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    renamed: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _current_keys(cls, values: Any) -> Any:
+        if isinstance(values, dict) and cls.renamed:
+            return current_keys(values, cls)[0]
+        return values
 
     @classmethod
     def load_json(cls: type[C], values: dict[str, Any]) -> C:
@@ -91,16 +184,22 @@ class MedgapConfig(BaseModel):
             if preset not in cls.presets:
                 raise ConfigError("preset", f"unknown preset '{preset}'; choose from {sorted(cls.presets)}")
             values = _deep_update(values, cls.presets[preset])
-        if file is not None:
-            values = _deep_update(values, read_config_file(file))
-        values = _deep_update(values, parse_overrides(overrides))
+        layers = ([(str(file), read_config_file(file))] if file is not None else []) + \
+                 [("--set", parse_overrides(overrides))]
+        for source, layer in layers:
+            layer, old = current_keys(layer, cls, values)
+            for key in old:
+                warnings.warn(f"{source}: configuration key '{key}' is now '{cls.renamed[key]}'", FutureWarning,
+                              stacklevel=2)
+            values = _deep_update(values, layer)
         return cls.load_json(values)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
     def replace(self: C, **changes: Any) -> C:
-        return self.load_json(_deep_update(self.to_dict(), changes))
+        values = self.to_dict()
+        return self.load_json(_deep_update(values, current_keys(changes, type(self), values)[0]))
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -4,7 +4,8 @@
 
 Every key of every method's configuration with its type, its ``cpu-small`` default, its
 ``paper`` value where that differs, its allowed range and its description (the pydantic field's
-``description``, else the comment of the class docstring). ``tests/test_config.py`` checks that
+``description``, else the comment beside or above the field), and the table of keys of earlier
+versions with their current names (the class's ``renamed``). ``tests/test_config.py`` checks that
 docs/config.md is what this module writes, so the page never drifts from the code.
 """
 
@@ -100,6 +101,10 @@ def config_reference() -> str:
         rows = _rows(model, defaults, paper)
         lines += [f"## {method} ({len(rows)} keys)", "",
                   "| key | type | cpu-small | paper | range | meaning |", "|---|---|---|---|---|---|", *rows, ""]
+        if model.renamed:
+            lines += [f"Keys of earlier versions, still read from model folders, config files and `--set` "
+                      f"(with a warning):", "", "| old key | current key |", "|---|---|",
+                      *(f"| `{old}` | `{new}` |" for old, new in model.renamed.items()), ""]
     return "\n".join(lines)
 
 

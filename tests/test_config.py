@@ -91,3 +91,64 @@ def test_every_config_key_is_read_by_the_code():
             if not (re.search(rf"\.{name}\b|[\"']{name}[\"']", code) or re.search(rf"\.{name}\b", own_code)):
                 unread.append(f"{method}: {key}")
     assert not unread, f"configuration keys that no code reads: {unread}"
+
+
+def test_every_renamed_key_points_at_a_current_key():
+    from medgap.config import _field_default, _split
+    from medgap.config_docs import _methods
+
+    for method, model in _methods().items():
+        leaves = set(_leaf_keys(model))
+        for old, new in model.renamed.items():
+            path, index = _split(new)
+            assert ".".join(path) in leaves, f"{method}: {old} -> {new} names no current key"
+            assert old not in leaves, f"{method}: {old} is still a current key"
+            if index is not None:
+                assert index < len(_field_default(model, path)), f"{method}: {new} is past the pair's end"
+
+
+def test_model_folders_written_with_the_old_keys_load_unchanged():
+    """A config.json of the earlier layouts (synthesize flat; harmonize's separate bounds and seeds;
+    transfer's top-level seed) loads to the configuration it meant."""
+    from medgap.harmonize.config import HarmonizeConfig
+    from medgap.synthesize.config import SynthesizeConfig
+    from medgap.transfer.config import TransferConfig
+
+    old_gan = {"size": 32, "width": 0.5, "latent_dim": 16, "conditional": False, "modality": "ct",
+               "ct_window": [-1000.0, 400.0], "mr_percentiles": [0.5, 99.5], "spacing_mm": None,
+               "cache_dtype": "float16", "augment": True, "augment_pool": 8, "iterations": 40, "batch_size": 2,
+               "lr_g": 1e-4, "lr_d": 2e-4, "beta1": 0.0, "beta2": 0.99, "log_every": 5, "checkpoint_every": 20,
+               "keep_last": 3, "precision": "fp32", "recon_weight": 0.0, "latent_prior": "normal",
+               "diff_augment": False, "minibatch_std": False, "ema_decay": 0.0, "r1_gamma": 0.0, "seed": 7}
+    gan = SynthesizeConfig.load_json(old_gan)
+    assert (gan.model.size, gan.model.width, gan.data.modality, gan.data.ct_window) == (32, 0.5, "ct", (-1000, 400))
+    assert (gan.train.steps, gan.train.betas, gan.train.keep_checkpoints, gan.train.seed) == (40, (0.0, 0.99), 3, 7)
+    assert gan.model.latent_prior == "normal" and gan.train.lr_d == 2e-4
+
+    old_h = HarmonizeConfig.from_preset("cpu-small").to_dict()
+    restore = old_h["restore"]
+    for key in ("gate", "doubt", "bias_gate"):
+        del restore[key]
+    restore.update(gate_low=1.5, gate_high=3.0, doubt_low=None, doubt_high=3.5, bias_gate_low=0.05,
+                   bias_gate_high=0.2, seed=0)
+    old_h["flow"]["seed"] = 0
+    h = HarmonizeConfig.load_json(old_h)
+    assert (h.restore.gate, h.restore.doubt, h.restore.bias_gate) == ((1.5, 3.0), None, (0.05, 0.2))
+
+    t = TransferConfig.load_json({"seed": 5, "method": "coral"})
+    assert (t.train.seed, t.method) == (5, "coral")
+    assert t.replace(seed=6).train.seed == 6
+
+
+def test_old_keys_on_the_command_line_warn_and_still_apply():
+    from medgap.harmonize.config import HarmonizeConfig
+    from medgap.synthesize.config import SynthesizeConfig
+
+    with pytest.warns(FutureWarning, match="'iterations' is now 'train.steps'"):
+        cfg = SynthesizeConfig.from_preset("paper", overrides=["iterations=12", "beta2=0.9"])
+    assert cfg.train.steps == 12 and cfg.train.betas == (0.0, 0.9)  # paper's beta1 kept
+    with pytest.warns(FutureWarning, match="restore.gate_high"):
+        cfg = HarmonizeConfig.from_preset("cpu-small", overrides=["restore.gate_high=5"])
+    assert cfg.restore.gate == (2.0, 5.0)
+    with pytest.raises(ConfigError, match="restore.gate"):
+        HarmonizeConfig.from_preset("cpu-small", overrides=["restore.gate=[3, 1]"])

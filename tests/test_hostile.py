@@ -194,9 +194,9 @@ def test_harmonize_settings_outside_their_range_are_refused(override):
         HarmonizeConfig.from_preset("cpu-small", overrides=[override])
 
 
-@pytest.mark.parametrize("method, override", [("synthesize", "size=4096"), ("synthesize", "latent_dim=100000"),
-                                              ("synthesize", "lr_d=10"), ("transfer", "hsi.hidden=1000000"),
-                                              ("transfer", "hsi.epochs=10000000"), ("transfer", "pat.lr=5")])
+@pytest.mark.parametrize("method, override", [("synthesize", "model.size=4096"), ("synthesize", "model.latent_dim=100000"),
+                                              ("synthesize", "train.lr_d=10"), ("transfer", "hsi.hidden=1000000"),
+                                              ("transfer", "train.epochs=10000000"), ("transfer", "pat.lr=5")])
 def test_synthesize_and_transfer_settings_outside_their_range_are_refused(method, override):
     from medgap.synthesize.config import SynthesizeConfig
     from medgap.transfer.config import TransferConfig

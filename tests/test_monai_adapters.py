@@ -38,8 +38,8 @@ def test_harmonize_and_encode_in_a_monai_pipeline(tmp_path):
         "flow.image_size=[16,16]", "flow.levels=2", "flow.steps=1", "flow.hidden=4", "flow.blocks=1", "flow.bins=4",
         "train.batch_size=4", "train.steps=2", "data.template_bins=4", "harmonize.iterations=2"])
     train_flow(flow_cfg, flow_targets(flow_cfg, [target]), tmp_path / "flow", device="cpu", progress=False)
-    gan_cfg = SynthesizeConfig.from_preset("cpu-small", overrides=["size=32", "width=0.125", "latent_dim=16",
-                                                                   "batch_size=2", "augment=false", "iterations=2"])
+    gan_cfg = SynthesizeConfig.from_preset("cpu-small", overrides=["model.size=32", "model.width=0.125", "model.latent_dim=16",
+                                                                   "train.batch_size=2", "data.augment=false", "train.steps=2"])
     train_hagan(gan_cfg, load_training_set([target], gan_cfg, progress=False), tmp_path / "hagan", device="cpu",
                 progress=False)
 
@@ -70,7 +70,7 @@ def test_transfer_in_a_monai_pipeline(tmp_path):
     wl = np.linspace(500, 700, 8)
     sim = SpectraSet(rng.random((64, 8)).astype(np.float32), wl, rng.integers(0, 2, 64), ["a", "b"])
     real = SpectraSet((rng.random((64, 8)) * 1.5).astype(np.float32), wl)
-    cfg = TransferConfig.from_preset("cpu-small", overrides=["hsi.epochs=1", "hsi.hidden=8", "hsi.n_blocks=2",
+    cfg = TransferConfig.from_preset("cpu-small", overrides=["train.epochs=1", "hsi.hidden=8", "hsi.n_blocks=2",
                                                              "hsi.batch_size=32", "hsi.disc_hidden=8"])
     train(cfg, (sim, real), tmp_path / "m", progress=False)
     pipeline = Compose([TransferD("spectra", tmp_path / "m", wavelengths=wl, label_key="labels")])

@@ -266,7 +266,7 @@ def _tiny_transfer(tmp_path):
     from medgap.transfer.config import TransferConfig
 
     sim, real = read_spectra(_spectra(tmp_path / "sim.npz", n=64)), read_spectra(_spectra(tmp_path / "real.npz", n=64))
-    cfg = TransferConfig.from_preset("cpu-small", overrides=["hsi.epochs=1", "hsi.hidden=8", "hsi.n_blocks=2",
+    cfg = TransferConfig.from_preset("cpu-small", overrides=["train.epochs=1", "hsi.hidden=8", "hsi.n_blocks=2",
                                                              "hsi.batch_size=32", "hsi.disc_hidden=8"])
     return sim, real, cfg
 
@@ -279,28 +279,28 @@ def test_resume_only_the_same_run_and_never_two_at_once(tmp_path):
     out = tmp_path / "m"
     train(cfg, (sim, real), out, progress=False)
     other_data = SpectraSet(real.spectra * 1.5, real.wavelengths)
-    for kwargs, fragment in [({"real": other_data}, "the training data"), ({"cfg": cfg.replace(seed=7)}, "seed"),
+    for kwargs, fragment in [({"real": other_data}, "the training data"), ({"cfg": cfg.replace(train={"seed": 7})}, "train.seed"),
                              ({"cfg": cfg.replace(hsi={"lr": 1e-5})}, "hsi.lr")]:
         args = {"sim": sim, "real": real, "cfg": cfg, **kwargs}
         with pytest.raises(InputError, match=f"another run.*{fragment}.*--no-resume"):
             train(args["cfg"], (args["sim"], args["real"]), out, progress=False, overwrite=True)
     leftover = run_folder(out) / "checkpoints" / ".step-00000009.host-999999999.abc.tmp"  # a SIGKILLed checkpoint write
     leftover.mkdir()
-    train(cfg.replace(seed=7), (sim, real), out, progress=False, overwrite=True, resume=False)  # starts fresh
+    train(cfg.replace(train={"seed": 7}), (sim, real), out, progress=False, overwrite=True, resume=False)  # starts fresh
     assert not leftover.exists()  # --no-resume clears the run's hidden temporaries too
     record = json.loads((run_folder(out) / "run.json").read_text())
-    assert record["settings"]["seed"] == 7
+    assert record["settings"]["train"]["seed"] == 7
     holder = RunFolder(run_folder(out), "transfer", record["settings"], record["data_sha256"]).open()
     try:
         with pytest.raises(InputError, match="another training is writing here"):
-            train(cfg.replace(seed=7), (sim, real), out, progress=False, overwrite=True)
+            train(cfg.replace(train={"seed": 7}), (sim, real), out, progress=False, overwrite=True)
     finally:
         holder.close()
     (run_folder(out) / "run.json").write_text("{broken")
     with pytest.raises(InputError, match="unreadable run record.*--no-resume"):
-        train(cfg.replace(seed=7), (sim, real), out, progress=False, overwrite=True)
+        train(cfg.replace(train={"seed": 7}), (sim, real), out, progress=False, overwrite=True)
     train(cfg, (sim, real), out, progress=False, overwrite=True, resume=False)
-    assert json.loads((run_folder(out) / "run.json").read_text())["settings"]["seed"] == cfg.seed
+    assert json.loads((run_folder(out) / "run.json").read_text())["settings"]["train"]["seed"] == cfg.train.seed
     (tmp_path / "x.run").mkdir()
     (tmp_path / "x.run" / "thesis.tex").write_text("mine")
     with pytest.raises(InputError, match="not written by a medgap training"):

@@ -152,10 +152,8 @@ class Harmonizer:
         r0 = float(self.info.get("extras", {}).get("train", {}).get("restore", {}).get("target_correction", 0.0))
         if r0 <= 0:
             raise ModelFolderError(None, "the model's card has no restore.target_correction: retrain it")
-        doubt = None if r.doubt_low is None else (r.doubt_low, r.doubt_high)
-        out, self.last_gate, self.last_doubt = gated_restore(self.restorer, base.to(self.device), r0, r.gate_low,
-                                                             r.gate_high, thr, self.cfg.harmonize.batch_slices,
-                                                             r.context, doubt)
+        out, self.last_gate, self.last_doubt = gated_restore(self.restorer, base.to(self.device), r0, *r.gate, thr,
+                                                             self.cfg.harmonize.batch_slices, r.context, r.doubt)
         return out.cpu()
 
     @torch.inference_mode()
@@ -212,7 +210,7 @@ class Harmonizer:
     def correct_bias_3d(self, slices: torch.Tensor, masks: torch.Tensor, method: str = "auto") -> torch.Tensor:
         """Consecutive slices of one volume after the default's 3D bias stage (``restore.bias_correction``):
         N4's field over the whole stack, applied with a weight that grows with its spread
-        (``restore.bias_gate_low``/``high``), so an image without such a field is left as it is.
+        (``restore.bias_gate``), so an image without such a field is left as it is.
         Unchanged for other methods or with ``none``; :attr:`last_bias` records what was done."""
         used = self.default_method if method == "auto" else method
         self.last_bias = None
@@ -225,7 +223,8 @@ class Harmonizer:
         if field is None:
             return slices
         spread = float(field[0][field[1]].std())
-        weight = float(np.clip((spread - r.bias_gate_low) / max(r.bias_gate_high - r.bias_gate_low, 1e-6), 0, 1))
+        low, high = r.bias_gate
+        weight = float(np.clip((spread - low) / (high - low), 0, 1))
         self.last_bias = {"field_spread": round(spread, 4), "weight": round(weight, 3)}
         return n4_volume(slices, masks, weight=weight, field=field) if weight > 0 else slices
 

@@ -24,7 +24,6 @@ class FlowConfig(MedgapConfig):
     min_slope: float = Field(1e-3, gt=0, lt=1)
     num_bits: int = Field(12, ge=1, le=16)
     batch_norm: bool = True
-    seed: int = Field(0, ge=0, le=2**32 - 1)
 
     @field_validator("image_size")
     @classmethod
@@ -107,33 +106,46 @@ class RestoreConfig(MedgapConfig):
     # output: "gated" (default, see medgap.harmonize.restore), "network" (always the net's estimate),
     # "standardized" (Nyul only); gate in units of the net's correction on the target itself
     output: Literal["gated", "network", "standardized"] = "gated"
-    gate_low: float = Field(2.0, ge=0)
-    gate_high: float = Field(4.0, ge=0)
+    # the gate: no weight up to the first, full weight from the second
+    gate: tuple[float, float] = (2.0, 4.0)
     # back off where the net's corrections of the volume and of its mirror image disagree (units of r0):
-    # full weight up to doubt_low, none from doubt_high on; null = no check (chosen on Colin 27, the
+    # full weight up to the first, none from the second on; null = no check (chosen on Colin 27, the
     # validation subject: in-family changes <= 2.8, residual dura and ghosting >= 3.6)
-    doubt_low: float | None = Field(3.0, gt=0)
-    doubt_high: float = Field(3.5, gt=0)
+    doubt: tuple[float, float] | None = (3.0, 3.5)
     # volumes (harmonize apply, Harmonizer.harmonize_volume): "n4" first undoes a smooth bias field in 3D
     # (SimpleITK N4 over the volume's slices: a slice-wise net cannot see it vary along z), weighted by the
-    # spread (sd over the brain) of N4's log field: none up to bias_gate_low, all from bias_gate_high on
-    # (chosen on Colin 27: its own field 0.04, changes without a 3D field <= 0.06, 3D fields >= 0.16)
+    # spread (sd over the brain) of N4's log field: none up to the first bias_gate value, all from the
+    # second on (chosen on Colin 27: its own field 0.04, changes without a 3D field <= 0.06, 3D fields >= 0.16)
     bias_correction: Literal["none", "n4"] = "n4"
-    bias_gate_low: float = Field(0.08, ge=0)
-    bias_gate_high: float = Field(0.12, gt=0)
+    bias_gate: tuple[float, float] = (0.08, 0.12)
     # volumes: before that, gain jumps from slice to slice (interleaved 2D multi-slice acquisitions,
     # per-slice scaling) are divided out (harmonize.baselines.level_slices; chosen on Colin 27; false: off)
     level_slices: bool = True
-    seed: int = Field(0, ge=0, le=2**32 - 1)
+
+    @field_validator("gate", "doubt", "bias_gate")
+    @classmethod
+    def _ordered_pair(cls, v):
+        if v is not None and not 0 <= v[0] < v[1]:
+            raise ValueError(f"needs 0 <= low < high, got {list(v)}")
+        return v
 
 
 class HarmonizeConfig(MedgapConfig):
+    """The target flow (``flow``), its training slices (``data``) and run (``train``), the BlindHarmony
+    optimiser (``harmonize``) and the default method's restoration net (``restore``)."""
+
     flow: FlowConfig = FlowConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     harmonize: OptimizerConfig = OptimizerConfig()
     restore: RestoreConfig = RestoreConfig()
 
+    renamed: ClassVar[dict[str, str]] = {
+        "flow.seed": "train.seed", "restore.seed": "train.seed",
+        "restore.gate_low": "restore.gate[0]", "restore.gate_high": "restore.gate[1]",
+        "restore.doubt_low": "restore.doubt[0]", "restore.doubt_high": "restore.doubt[1]",
+        "restore.bias_gate_low": "restore.bias_gate[0]", "restore.bias_gate_high": "restore.bias_gate[1]",
+    }
     presets: ClassVar[dict[str, dict]] = {
         "cpu-small": {},
         "paper": {
@@ -163,7 +175,4 @@ class HarmonizeConfig(MedgapConfig):
         if self.restore_steps and (h % u or w % u or len(self.restore.channels) < 2):
             raise ConfigError("restore.channels", f"{len(self.restore.channels)} levels need image sides "
                                                   f"divisible by {u} (and at least 2 levels)")
-        if self.restore.bias_gate_high <= self.restore.bias_gate_low:
-            raise ConfigError("restore.bias_gate_high", f"{self.restore.bias_gate_high} must be above "
-                                                        f"restore.bias_gate_low = {self.restore.bias_gate_low}")
         return self

@@ -36,11 +36,12 @@ class SliceFlow(nn.Module):
         self.register_buffer("quantiles", torch.linspace(0, 1, quantiles).repeat(template_bins, 1))
 
     @classmethod
-    def from_config(cls, flow_cfg, template_bins: int = 16) -> "SliceFlow":
-        """Build from a :class:`~medgap.harmonize.config.FlowConfig`."""
+    def from_config(cls, flow_cfg, template_bins: int = 16, seed: int = 0) -> "SliceFlow":
+        """Build from a :class:`~medgap.harmonize.config.FlowConfig`; ``seed`` draws the fixed channel
+        permutations (buffers: a loaded model gets its own back with its weights)."""
         c = flow_cfg
         return cls(tuple(c.image_size), c.levels, c.steps, c.hidden, c.blocks, c.bins, c.bound, c.min_slope,
-                   c.num_bits, c.batch_norm, c.seed, template_bins)
+                   c.num_bits, c.batch_norm, seed, template_bins)
 
     @property
     def image_size(self) -> tuple[int, int]:

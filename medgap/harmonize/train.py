@@ -173,7 +173,7 @@ def train(cfg: HarmonizeConfig, data: TrainingSet | None, out: str | Path, *, de
 def _train(cfg: HarmonizeConfig, out_dir: Path, data: TrainingSet, ctx, run: RunFolder, progress: bool,
            overwrite: bool) -> TrainResult:
     seed_everything(cfg.train.seed + ctx.rank)
-    model = SliceFlow.from_config(cfg.flow, cfg.data.template_bins)
+    model = SliceFlow.from_config(cfg.flow, cfg.data.template_bins, seed=cfg.train.seed)
     fit_statistics(model, data, cfg.harmonize.foreground_threshold)
     model.to(ctx.device)
     set_precision(model, cfg.train.precision, ctx.device)
@@ -222,7 +222,7 @@ def _train(cfg: HarmonizeConfig, out_dir: Path, data: TrainingSet, ctx, run: Run
 
         net, summary["restore"] = train_restoration(
             data.slices, cfg.restore.replace(steps=cfg.restore_steps), cfg.data,
-            seed=cfg.restore.seed + cfg.train.seed, device=ctx.device, progress=progress, counts=data.counts,
+            seed=cfg.train.seed, device=ctx.device, progress=progress, counts=data.counts,
             threshold=cfg.harmonize.foreground_threshold)
         weights["restore"] = net
     if ctx.is_main:

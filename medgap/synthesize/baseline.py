@@ -78,10 +78,10 @@ class FullResStep:
 
     def __init__(self, model: FullResGAN, cfg: SynthesizeConfig):
         self.model = model
-        self.precision = cfg.precision
-        betas = (cfg.beta1, cfg.beta2)
-        self.opt_g = torch.optim.Adam(model.generator.parameters(), lr=cfg.lr_g, betas=betas)
-        self.opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=cfg.lr_d, betas=betas)
+        self.precision = cfg.train.precision
+        betas = cfg.train.betas
+        self.opt_g = torch.optim.Adam(model.generator.parameters(), lr=cfg.train.lr_g, betas=betas)
+        self.opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=cfg.train.lr_d, betas=betas)
 
     def __call__(self, x: torch.Tensor, z: torch.Tensor) -> dict[str, float]:
         with autocast(self.precision, x.device):
@@ -110,7 +110,7 @@ class FullResStep:
 def train_baseline(data: TrainingSet, cfg: SynthesizeConfig, *, seed: int = 0, max_seconds: float | None = None,
                    device: str = "cpu", progress: bool = False, checkpoints: Sequence[float] = (),
                    on_checkpoint: Callable[[FullResGAN, int, float], None] | None = None) -> tuple[FullResGAN, int, float]:
-    """Train the baseline (single process) for ``cfg.iterations`` or ``max_seconds``.
+    """Train the baseline (single process) for ``cfg.train.steps`` or ``max_seconds``.
 
     ``on_checkpoint(model, iterations, seconds)`` is called (model in eval mode) when the training
     time first reaches each of ``checkpoints`` (seconds); its own time is not counted as training.
@@ -123,10 +123,10 @@ def train_baseline(data: TrainingSet, cfg: SynthesizeConfig, *, seed: int = 0, m
     augment = Augment.for_config(cfg, seed=seed)
     pending = sorted(checkpoints)
     trained, done = 0.0, 0
-    for _ in track(range(cfg.iterations), description="full-res GAN", disable=not progress):
+    for _ in track(range(cfg.train.steps), description="full-res GAN", disable=not progress):
         t0 = time.perf_counter()
-        idx = torch.randint(len(data), (cfg.batch_size,))
-        step(data.batch(idx, augment).to(dev), torch.randn(cfg.batch_size, model.arch.latent_dim, device=dev))
+        idx = torch.randint(len(data), (cfg.train.batch_size,))
+        step(data.batch(idx, augment).to(dev), torch.randn(cfg.train.batch_size, model.arch.latent_dim, device=dev))
         trained += time.perf_counter() - t0
         done += 1
         while pending and trained >= pending[0]:

@@ -40,10 +40,10 @@ def train(
     out: Path = typer.Option(..., "--out", help="Model folder to write."),
     preset: str = typer.Option("cpu-small", "--preset", help="cpu-small | paper"),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON/YAML config file."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config field, e.g. --set lr_d=2e-4 (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config field, e.g. --set train.lr_d=2e-4 (repeatable)."),
     size: Optional[int] = typer.Option(None, "--size", help="Volume side in voxels (power of two >= 32)."),
     steps: Optional[int] = typer.Option(None, "--steps", "--iterations", help="Training iterations (overrides "
-                                                                           "iterations)."),
+                                                                           "train.steps)."),
     modality: Optional[str] = typer.Option(None, "--modality", help="ct (HU window) or mr (percentile clip)."),
     labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated class per input file (conditional)."),
     device: str = typer.Option("auto", "--device"),
@@ -63,15 +63,15 @@ def train(
     from medgap.training.rundir import check_run_folder
 
     overrides = list(set_)
-    for key, value in (("size", size), ("iterations", steps), ("modality", modality), ("precision", precision),
-                       ("seed", seed)):
+    for key, value in (("model.size", size), ("train.steps", steps), ("data.modality", modality),
+                       ("train.precision", precision), ("train.seed", seed)):
         if value is not None:
             overrides.append(f"{key}={value}")
     if labels is not None:
-        overrides.append("conditional=true")
+        overrides.append("model.conditional=true")
     cfg = SynthesizeConfig.from_preset(preset, config, overrides)
     if not data:
-        if cfg.modality != "mr":
+        if cfg.data.modality != "mr":
             raise InputError(None, "no volumes given: the default training set, the installed T1 cohort, is MR; "
                                    "give CT volumes (or 'head-ct') to train a CT model")
         data = [_COHORT]

@@ -138,11 +138,11 @@ def preprocess(vol: Volume, cfg: SynthesizeConfig, modality: str | None = None) 
     (a folder mixing the two fails on the first volume of the other kind), a constant
     volume, or a volume too thin to be 3D.
     """
-    modality = modality or cfg.modality
+    modality = modality or cfg.data.modality
     where = vol.path
     vol.require_size(MIN_SIZE, "HA-GAN (a 3D image)")
     vol = _canonical(vol)
-    target = cfg.spacing_mm or min(vol.spacing)
+    target = cfg.data.spacing_mm or min(vol.spacing)
     if max(abs(s - target) for s in vol.spacing) > 1e-3 * target:
         vol = resample_isotropic(vol, target, order=1)
     data = vol.data
@@ -154,19 +154,19 @@ def preprocess(vol: Volume, cfg: SynthesizeConfig, modality: str | None = None) 
                 f"does not look like a CT in Hounsfield units (minimum {lo_v:.0f} > {_CT_MIN_HU:.0f}: no air); "
                 "apply the scanner's rescale slope/intercept first, or use --modality mr",
             )
-        lo, hi = cfg.ct_window
+        lo, hi = cfg.data.ct_window
     else:
         if float(data.min()) <= _CT_MIN_HU:
             raise InputError(where, f"looks like a CT in Hounsfield units (minimum {float(data.min()):.0f}: air), not "
                                     "an MR image; train CT volumes with --modality ct and keep CT and MR apart")
-        lo, hi = (float(v) for v in np.percentile(data, cfg.mr_percentiles))
+        lo, hi = (float(v) for v in np.percentile(data, cfg.data.mr_percentiles))
         if hi - lo <= 1e-6 * max(1.0, abs(hi)):
             raise InputError(where, "volume is constant (nothing to learn from)")
     data = (np.clip(data, lo, hi) - lo) / (hi - lo) * 2.0 - 1.0
     side = max(data.shape)
-    spacing_out = target * side / cfg.size
+    spacing_out = target * side / cfg.model.size
     center = vol.affine[:3, :3] @ ((np.array(data.shape) - 1) / 2.0) + vol.affine[:3, 3]
-    return Prepared(_to_cube(data.astype(np.float32), cfg.size), float(spacing_out), center, str(where or "<array>"))
+    return Prepared(_to_cube(data.astype(np.float32), cfg.model.size), float(spacing_out), center, str(where or "<array>"))
 
 
 @dataclass
@@ -203,8 +203,10 @@ def _cache_key(files: list[Path], labels: list[int], cfg: SynthesizeConfig) -> s
     for f, lab in zip(files, labels):
         st = f.stat()
         h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}|{lab}\n".encode())
-    keys = ("size", "modality", "ct_window", "mr_percentiles", "spacing_mm", "cache_dtype")
-    h.update(json.dumps({k: getattr(cfg, k) for k in keys}, sort_keys=True).encode())
+    d = cfg.data
+    key = {"size": cfg.model.size, "modality": d.modality, "ct_window": d.ct_window,
+           "mr_percentiles": d.mr_percentiles, "spacing_mm": d.spacing_mm, "cache_dtype": d.cache_dtype}
+    h.update(json.dumps(key, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
@@ -226,7 +228,7 @@ def _read_cache(arr_path: Path, meta_path: Path, n: int, cfg: SynthesizeConfig) 
                          float(meta["spacing_mm"]), list(meta["sources"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if data.shape != (n,) + (cfg.size,) * 3 or data.dtype != np.dtype(cfg.cache_dtype) or len(ts.labels) != n:
+    if data.shape != (n,) + (cfg.model.size,) * 3 or data.dtype != np.dtype(cfg.data.cache_dtype) or len(ts.labels) != n:
         return None
     return ts
 
@@ -254,7 +256,7 @@ def load_training_set(
     if [str(i) for i in inputs] == [ICBM152]:
         return sample_dataset(cfg)
     if [str(i) for i in inputs] == [T1_COHORT]:
-        if cfg.modality != "mr":
+        if cfg.data.modality != "mr":
             raise InputError(None, "the installed T1 cohort is MR: train it with --modality mr")
         return cohort_dataset(cfg, progress=progress)
     if [str(i) for i in inputs] == [HEAD_CT]:
@@ -262,7 +264,7 @@ def load_training_set(
         from medgap.data.install import installed_path
 
         path = installed_path(head_ct_file)
-        if cfg.modality != "ct":
+        if cfg.data.modality != "ct":
             raise InputError(path, "the installed head CT is a CT: train it with --modality ct")
         inputs = [path]
     files = find_volumes(inputs)
@@ -286,12 +288,12 @@ def load_training_set(
         prepared.append(preprocess(vol, cfg))
     ts = _assemble(prepared, labels, names)
     if len(geometry) > 1:
-        _say_resampled(geometry, len(files), cfg.size, ts.spacing_mm)
+        _say_resampled(geometry, len(files), cfg.model.size, ts.spacing_mm)
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(arr_path) as tmp:
             with open(tmp, "wb") as fh:
-                np.save(fh, ts.volumes.astype(cfg.cache_dtype), allow_pickle=False)
+                np.save(fh, ts.volumes.astype(cfg.data.cache_dtype), allow_pickle=False)
         atomic_write_text(meta_path, json.dumps({"labels": ts.labels.tolist(), "label_names": ts.label_names,
                                                  "spacing_mm": ts.spacing_mm, "sources": ts.sources}))
         ts.volumes = np.load(arr_path, mmap_mode="r", allow_pickle=False)
@@ -316,7 +318,7 @@ def sample_dataset(cfg: SynthesizeConfig, resolution_mm: float = 2.0) -> Trainin
     """
     brain = load_icbm152(resolution_mm)
     mr = cfg.replace(modality="mr", spacing_mm=None)
-    if not cfg.conditional:
+    if not cfg.model.conditional:
         return _assemble([preprocess(brain.t1, mr)], [0], ["t1"])
     maps = [brain.t1, brain.gm, brain.wm]
     return _assemble([preprocess(v, mr) for v in maps], [0, 1, 2], ["t1", "gm", "wm"])
@@ -347,7 +349,7 @@ def cohort_dataset(cfg: SynthesizeConfig, split: str = "train", progress: bool =
     out for scoring (pycortex's S1), ``"all"`` the six.
 
     Every brain is skull-stripped and in one intensity look (:mod:`medgap.data.cohort`), cut to a
-    COHORT_FOV_MM cube centred on its brain at 1 mm and shrunk to ``cfg.size`` (64: 3 mm voxels), so
+    COHORT_FOV_MM cube centred on its brain at 1 mm and shrunk to ``cfg.model.size`` (64: 3 mm voxels), so
     the brains keep their real sizes and differ in anatomy only. Four are population averages and two
     are single subjects: a small cohort, for what a GAN can learn from six brains.
     """
@@ -395,7 +397,7 @@ class Augment:
     @classmethod
     def for_config(cls, cfg: SynthesizeConfig, seed: int = 0) -> "Augment | None":
         """The augmentation a config trains with (None when ``augment`` is off; spatial only for CT)."""
-        return cls(cfg.size, seed=seed, intensity=cfg.modality != "ct") if cfg.augment else None
+        return cls(cfg.model.size, seed=seed, intensity=cfg.data.modality != "ct") if cfg.data.augment else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x: (1, S, S, S) in [-1, 1] -> same shape, augmented."""
@@ -420,7 +422,7 @@ def augmented_pool(data: TrainingSet, count: int, augment: Augment, dtype: str =
     count = max(count, n)
     if count * size**3 * np.dtype(dtype).itemsize > POOL_LIMIT_BYTES:
         warnings.warn(f"an augmentation pool of {count} cubes of {size}^3 would exceed 2 GiB: augmenting every "
-                      "batch on the fly instead (set augment_pool=0 to say so)", stacklevel=2)
+                      "batch on the fly instead (set data.augment_pool=0 to say so)", stacklevel=2)
         return None
     pool = np.empty((count, size, size, size), dtype=dtype)
     for i in track(range(count), description="augmentation pool", disable=not progress):

@@ -22,9 +22,9 @@ __all__ = ["demo_section"]
 def demo_section(out_dir: Path, quick: bool = False) -> dict:
     """Train (64^3, or 32^3 when quick), sample, encode, score; figures under ``out_dir``."""
     out_dir = Path(out_dir)
-    overrides = ["size=32", "iterations=30", "batch_size=2", "augment_pool=16"] if quick else []
+    overrides = ["model.size=32", "train.steps=30", "train.batch_size=2", "data.augment_pool=16"] if quick else []
     budget_s = 15.0 if quick else 300.0
-    cfg = SynthesizeConfig.from_preset("cpu-small", overrides=overrides + ["checkpoint_every=1000000"])
+    cfg = SynthesizeConfig.from_preset("cpu-small", overrides=overrides + ["train.checkpoint_every=1000000"])
     data, heldout = cohort_dataset(cfg), cohort_dataset(cfg, split="heldout")
     training = np.asarray(data.volumes, dtype=np.float32)
     start = time.perf_counter()
@@ -50,7 +50,7 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
     ms_fake, ms_real = ms_ssim_diversity(fake), ms_ssim_diversity(training)
     nearest = min(copies["real_to_nearest_other_real"])
     metrics = {
-        "size": cfg.size, "iterations": result.steps, "train_seconds": round(train_s, 1), "precision": cfg.precision,
+        "size": cfg.model.size, "iterations": result.steps, "train_seconds": round(train_s, 1), "precision": cfg.train.precision,
         "anatomy_r": round(anatomy["r"], 3), "anatomy_dice": round(anatomy["dice"], 3),
         "anatomy_interior_r": round(anatomy["interior_r"], 3),
         "ms_ssim_generated": round(ms_fake, 4), "ms_ssim_real": round(ms_real, 4),
@@ -61,7 +61,7 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
         "spacing_mm": round(syn.spacing_mm, 3), "latent_dim": int(z.shape[0]),
     }
     summary = (
-        f"HA-GAN ({cfg.size}^3, width {cfg.width}, z {cfg.latent_dim}) trained for {result.steps} iterations "
+        f"HA-GAN ({cfg.model.size}^3, width {cfg.model.width}, z {cfg.model.latent_dim}) trained for {result.steps} iterations "
         f"({train_s:.0f} s on this machine's CPU) on the installed real T1 cohort -- five skull-stripped brains "
         "(ICBM 2009a/2009c, FSL MNI152, SRI24, Colin 27) on one 192 mm grid, pycortex's S1 held out -- with the "
         "cpu-small recipe (augmented pool, DiffAugment, minibatch spread, EMA generator, R1, G also learning from "
@@ -111,8 +111,8 @@ def _head_ct_part(out_dir: Path, quick: bool) -> dict | None:
     path = data_dir() / HEAD_CT
     if not path.is_file():
         return None
-    overrides = ["modality=ct", "checkpoint_every=1000000"]
-    overrides += ["size=32", "iterations=30", "batch_size=2"] if quick else []
+    overrides = ["data.modality=ct", "train.checkpoint_every=1000000"]
+    overrides += ["model.size=32", "train.steps=30", "train.batch_size=2"] if quick else []
     cfg = SynthesizeConfig.from_preset("cpu-small", overrides=overrides)
     data = load_training_set([path], cfg, progress=False)
     start = time.perf_counter()
@@ -122,7 +122,7 @@ def _head_ct_part(out_dir: Path, quick: bool) -> dict | None:
     fake = syn.sample(4, seed=1)
     anatomy = anatomy_scores(fake, np.asarray(data.volumes))
     real = augmented_copies(np.asarray(data.volumes[0]), 4, seed=123, intensity=False)
-    lo, hi = cfg.ct_window
+    lo, hi = cfg.data.ct_window
     to_hu = lambda v: lo + (np.asarray(v) + 1.0) / 2.0 * (hi - lo)  # noqa: E731 -- inverse of the HU window map
     brain, bone = (0.0, 80.0), (-600.0, 600.0)
     save_montage(out_dir / "ct_montage.png",

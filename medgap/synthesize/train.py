@@ -89,21 +89,21 @@ class HAGANStep:
         self.D = wrap(model.discriminator)
         self.EH = wrap(model.encoder_high)
         self.EG = wrap(model.encoder_global)
-        self.precision = cfg.precision
-        self.recon_weight = cfg.recon_weight
-        self.diff_augment = cfg.diff_augment
-        self.r1_gamma = cfg.r1_gamma
-        self.ema_decay = cfg.ema_decay
+        self.precision = cfg.train.precision
+        self.recon_weight = cfg.train.recon_weight
+        self.diff_augment = cfg.train.diff_augment
+        self.r1_gamma = cfg.train.r1_gamma
+        self.ema_decay = cfg.train.ema_decay
         # the sampling generator: an exponential moving average of G's weights (None: G itself)
-        self.generator_ema = copy.deepcopy(model.generator).requires_grad_(False) if cfg.ema_decay > 0 else None
-        self.draws = torch.Generator().manual_seed(cfg.seed)  # DiffAugment's draws (same on every rank)
+        self.generator_ema = copy.deepcopy(model.generator).requires_grad_(False) if cfg.train.ema_decay > 0 else None
+        self.draws = torch.Generator().manual_seed(cfg.train.seed)  # DiffAugment's draws (same on every rank)
         self.d_steps = 0
-        betas = (cfg.beta1, cfg.beta2)
+        betas = cfg.train.betas
         self.opt = {
-            "g": torch.optim.Adam(model.generator.parameters(), lr=cfg.lr_g, betas=betas),
-            "d": torch.optim.Adam(model.discriminator.parameters(), lr=cfg.lr_d, betas=betas),
-            "eh": torch.optim.Adam(model.encoder_high.parameters(), lr=cfg.lr_g, betas=betas),
-            "eg": torch.optim.Adam(model.encoder_global.parameters(), lr=cfg.lr_g, betas=betas),
+            "g": torch.optim.Adam(model.generator.parameters(), lr=cfg.train.lr_g, betas=betas),
+            "d": torch.optim.Adam(model.discriminator.parameters(), lr=cfg.train.lr_d, betas=betas),
+            "eh": torch.optim.Adam(model.encoder_high.parameters(), lr=cfg.train.lr_g, betas=betas),
+            "eg": torch.optim.Adam(model.encoder_global.parameters(), lr=cfg.train.lr_g, betas=betas),
         }
 
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -245,15 +245,15 @@ def save_hagan(folder: Path, model: HAGAN, cfg: SynthesizeConfig, data: Training
               "parameters": {k: count_parameters(v) for k, v in model.named_children()}}
     card = (f"# HA-GAN ({model.arch.size}^3, width {model.arch.width}, z {model.arch.latent_dim})\n\n"
             f"Hierarchical amortized 3D GAN trained by medgap for {steps} iterations on "
-            f"{len(data)} volume(s) ({data.spacing_mm:.3f} mm isotropic voxels, modality {cfg.modality}).\n\n"
+            f"{len(data)} volume(s) ({data.spacing_mm:.3f} mm isotropic voxels, modality {cfg.data.modality}).\n\n"
             "Sample: `medgap synthesize sample THIS_FOLDER --n 4 --out samples/`\n"
             "Encode: `medgap synthesize encode THIS_FOLDER volume.nii.gz --out z.npy`\n")
     weights = {"generator": generator or model.generator, "encoder_high": model.encoder_high,
                "encoder_global": model.encoder_global, "discriminator": model.discriminator}
-    extras["latent_prior"] = cfg.latent_prior
-    if cfg.latent_prior != "normal":
+    extras["latent_prior"] = cfg.model.latent_prior
+    if cfg.model.latent_prior != "normal":
         weights["latent_prior"] = encoded_prior(model, data, Augment.for_config(cfg, seed=12345),
-                                                covariance=cfg.latent_prior == "encoded")
+                                                covariance=cfg.model.latent_prior == "encoded")
     return save_model(folder, method=METHOD, config=cfg, weights=weights, trained_on=data.describe(),
                       card=card, extras=extras, overwrite=overwrite)
 
@@ -274,19 +274,19 @@ def train(
 
     The trainer contract of :mod:`medgap.training.contract`: checkpoints and metrics go to the run
     folder ``OUT.run/`` (or ``run_dir``, needed when ``out`` is None: a run without a model
-    folder); a rerun resumes them only when settings (``cfg.seed`` included) and data are those
+    folder); a rerun resumes them only when settings (``cfg.train.seed`` included) and data are those
     of that run. An existing model folder is replaced only with ``overwrite``.
 
     ``max_seconds`` stops early (after a checkpoint) for equal-wall-clock comparisons; the result's
     ``steps`` says how far it got. Under torchrun only rank 0 writes.
     """
-    if data.volumes.shape[1:] != (cfg.size,) * 3:
-        raise InputError(None, f"training cubes are {data.volumes.shape[1:]}, config size is {cfg.size}")
+    if data.volumes.shape[1:] != (cfg.model.size,) * 3:
+        raise InputError(None, f"training cubes are {data.volumes.shape[1:]}, config size is {cfg.model.size}")
     if out is None and run_dir is None:
         raise ValueError("give out or run_dir")
     if len(data) == 1:
-        if cfg.augment:
-            kinds = "affine/elastic" if cfg.modality == "ct" else "affine/elastic/intensity"
+        if cfg.data.augment:
+            kinds = "affine/elastic" if cfg.data.modality == "ct" else "affine/elastic/intensity"
             effect = (f"random {kinds} augmentation stands in for a cohort, so samples show this anatomy, "
                       "deformed, not new subjects")
         else:
@@ -305,33 +305,33 @@ def train(
 
 def run_settings(cfg: SynthesizeConfig) -> dict:
     """What defines a run: a rerun resumes only when these match (the iteration count may grow)."""
-    return without(cfg.to_dict(), "iterations", "checkpoint_every", "log_every")
+    return without(cfg.to_dict(), "train.steps", "train.checkpoint_every", "train.log_every")
 
 
 def _fit(data: TrainingSet, cfg: SynthesizeConfig, model_dir, ctx, run: RunFolder, max_seconds: float | None,
          progress: bool, overwrite: bool) -> TrainResult:
-    seed = cfg.seed
+    seed = cfg.train.seed
     seed_everything(seed)  # same initial weights on every rank
     model = HAGAN(cfg.architecture(data.num_classes)).to(ctx.device)
     step_fn = HAGANStep(model, cfg, wrap=ctx.wrap)
-    ckpt = checkpoints(run, keep_last=cfg.keep_last)
+    ckpt = checkpoints(run, keep_last=cfg.train.keep_checkpoints)
     start, elapsed_before = 0, 0.0
     if run.resumable and ckpt.latest() is not None:
-        start, extra = ckpt.restore(step_fn.modules(), step_fn.opt, max_step=cfg.iterations)
+        start, extra = ckpt.restore(step_fn.modules(), step_fn.opt, max_step=cfg.train.steps)
         elapsed_before = extra.get("seconds", 0.0)
         if not isinstance(elapsed_before, (int, float)) or not 0 <= elapsed_before < 1e9:
             raise ModelFolderError(ckpt.latest(), f"damaged checkpoint: seconds {elapsed_before!r}")
         elapsed_before = float(elapsed_before)
     logger = MetricLogger(run.path, enabled=ctx.is_main)
     source, pool = data, None
-    if cfg.augment and cfg.augment_pool:  # drawn with the run's seed, so a resumed run has the same pool
-        pool = augmented_pool(data, cfg.augment_pool, Augment.for_config(cfg, seed=seed), cfg.cache_dtype,
+    if cfg.data.augment and cfg.data.augment_pool:  # drawn with the run's seed, so a resumed run has the same pool
+        pool = augmented_pool(data, cfg.data.augment_pool, Augment.for_config(cfg, seed=seed), cfg.data.cache_dtype,
                               progress=progress and ctx.is_main)
     if pool is not None:
         source, augment = pool, None
     else:
         augment = Augment.for_config(cfg, seed=seed + start)
-    a, n, B = model.arch, len(source), cfg.batch_size
+    a, n, B = model.arch, len(source), cfg.train.batch_size
     window: list[float] = []
     last: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -345,7 +345,7 @@ def _fit(data: TrainingSet, cfg: SynthesizeConfig, model_dir, ctx, run: RunFolde
         window.clear()
 
     model.train()
-    for step in track(range(start, cfg.iterations), total=cfg.iterations - start, description="HA-GAN",
+    for step in track(range(start, cfg.train.steps), total=cfg.train.steps - start, description="HA-GAN",
                       disable=not progress):
         # Global draws, identical on every rank (same seed): 2 x B/2 == 1 x B.
         idx = torch.randint(n, (B,))
@@ -359,13 +359,13 @@ def _fit(data: TrainingSet, cfg: SynthesizeConfig, model_dir, ctx, run: RunFolde
         last = step_fn(x, z[local].to(ctx.device), k, y_real, y_f)
         check_finite_loss(last, step + 1, "lr_g")
         window.append(last["loss_eg"])
-        if (step + 1) % cfg.log_every == 0 or step == start:
+        if (step + 1) % cfg.train.log_every == 0 or step == start:
             logger.log(step + 1, **last)
         done = step + 1
-        if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
+        if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps:
             save_ckpt(done)
         if max_seconds is not None and time.perf_counter() - t0 >= max_seconds:
-            if done % cfg.checkpoint_every and done != cfg.iterations:
+            if done % cfg.train.checkpoint_every and done != cfg.train.steps:
                 save_ckpt(done)
             break
     seconds = elapsed_before + time.perf_counter() - t0

@@ -75,7 +75,7 @@ def train(
                                                                 "baselines standardise and coral."),
     preset: str = typer.Option("cpu-small", "--preset", help="cpu-small or paper."),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON/YAML file of config values."),
-    set_: list[str] = typer.Option([], "--set", help="Override, e.g. --set hsi.epochs=5 (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", help="Override, e.g. --set train.epochs=5 (repeatable)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (default) or bf16 mixed precision."),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, max=2**32 - 1),
@@ -90,7 +90,7 @@ def train(
     from medgap.transfer.trainer import train as run
 
     overrides = list(set_)
-    for key, value in (("modality", modality), ("condition", condition), ("method", method), ("seed", seed),
+    for key, value in (("modality", modality), ("condition", condition), ("method", method), ("train.seed", seed),
                        ("train.precision", precision)):
         if value is not None:
             overrides.append(f"{key}={value}")

@@ -22,7 +22,11 @@ class _Section(BaseModel):
 
 
 class TrainConfig(_Section):
-    """Optimisation settings shared by every method and modality (per-modality values live below)."""
+    """The run and the optimisation settings shared by every method and modality (per-modality values
+    live in ``hsi`` and ``pat``)."""
+
+    epochs: int = Field(5, ge=1, le=100_000, description="the run's length; from CORAL's starting point, more "
+                                                          "epochs did not transfer better (bench_transfer_ablation)")
 
     ml_weight: float = Field(1.0, ge=0)
     gan_weight: float = Field(1.0, ge=0)
@@ -58,6 +62,8 @@ class TrainConfig(_Section):
                                       "alignment puts it to its estimated target class (0 = global, 1 = fully "
                                       "class-wise); None = chosen from 1, 0.5, 0 by reverse validation against "
                                       "the estimated labels of other target subjects (medgap.transfer.labels)")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="training seed (initial weights, batches, held-out "
+                                                          "split, class alignment)")
     precision: Precision = Field(
         "fp32", description="bf16: subnets and discriminators compute in bfloat16 mixed precision (the "
                             "invertible data path, losses and optimiser stay float32); fp32: all float32")
@@ -89,8 +95,6 @@ class HSIConfig(_Section):
                                              "falls back to eager if compiling fails)")
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(0.0, ge=0)
-    epochs: int = Field(5, ge=1, le=100_000, description="from CORAL's starting point, more epochs did not transfer better "
-                                             "(bench_transfer_ablation)")
 
 
 class PATConfig(_Section):
@@ -116,7 +120,6 @@ class PATConfig(_Section):
                                   "(bench_transfer_pat)")
     betas: tuple[float, float] = (0.4, 0.999)
     weight_decay: float = Field(1e-3, ge=0)
-    epochs: int = Field(5, ge=1, le=100_000)
 
 
 class BaselineConfig(_Section):
@@ -138,24 +141,24 @@ class TransferConfig(MedgapConfig):
     modality: Literal["hsi", "pat"] = "hsi"
     method: Literal["cinn", "unit", "cyclegan", "standardise", "coral"] = "cinn"
     condition: Literal["domain", "domain+label"] = "domain"
-    seed: int = Field(0, ge=0, le=2**32 - 1)
     hsi: HSIConfig = Field(default_factory=HSIConfig)
     pat: PATConfig = Field(default_factory=PATConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
 
+    renamed: ClassVar[dict[str, str]] = {"seed": "train.seed", "hsi.epochs": "train.epochs",
+                                         "pat.epochs": "train.epochs"}
     presets: ClassVar[dict[str, dict]] = {
         "cpu-small": {},
         "paper": {
             "condition": "domain+label",
             "hsi": {"n_blocks": 40, "n_conditional": 30, "hidden": 512, "affine_init": 0.7, "batch_size": 10000,
                     "brightness": "l2",
-                    "chunk": 2500, "lr": 1e-4, "compile": True,
-                    "epochs": 300, "noise_std": 0.1, "label_noise": 0.5},
+                    "chunk": 2500, "lr": 1e-4, "compile": True, "noise_std": 0.1, "label_noise": 0.5},
             "pat": {"blocks_per_scale": [4, 2, 1, 1, 2], "width": 256, "affine_init": 0.7, "adaptive_scales": [2, 3],
                     "disc_dim": 64, "disc_layers": 3, "disc_scales": 3, "batch_size": 2, "lr": 1e-3, "cinn_lr": None,
-                    "epochs": 300, "noise_std": 0.05, "label_noise": 0.2},
-            "train": {"whiten": False, "heldout_fraction": 0.0, "align": "global"},
+                    "noise_std": 0.05, "label_noise": 0.2},
+            "train": {"epochs": 300, "whiten": False, "heldout_fraction": 0.0, "align": "global"},
             "baseline": {"hidden": 512, "latent": 64, "conv_width": 64, "n_res": 4},
         },
     }

@@ -113,7 +113,7 @@ def _pat_part(out_dir: Path, quick: bool) -> dict:
     test = simulate_pat(n, shape=shape, realism="rich", seed=101)
     transferred = {}
     for method in ("cinn", "standardise", "coral", "cyclegan"):
-        cfg = TransferConfig.from_preset("cpu-small", overrides=[f"method={method}", f"pat.epochs={epochs}"])
+        cfg = TransferConfig.from_preset("cpu-small", overrides=[f"method={method}", f"train.epochs={epochs}"])
         folder = out_dir / "models" / f"pat_{method}"
         train(cfg, (sim, ImageSet(real.images, real.wavelengths, None, None)), folder, resume=False, progress=False,
               overwrite=True)
@@ -170,7 +170,7 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
     methods = ("cinn", "standardise", "coral", "cyclegan", "unit")
     transferred, seconds = {}, {}
     for method in methods:
-        cfg = TransferConfig.from_preset("cpu-small", overrides=[f"method={method}"] + (["hsi.epochs=2"] if quick else []))
+        cfg = TransferConfig.from_preset("cpu-small", overrides=[f"method={method}"] + (["train.epochs=2"] if quick else []))
         t0 = time.perf_counter()
         model_dir = out_dir / "models" / method
         train(cfg, (sim, real_unlabelled), model_dir, resume=False, progress=False, overwrite=True)

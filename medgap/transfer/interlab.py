@@ -74,7 +74,7 @@ def transfer_source(source: SpectraSet, target_unlabelled: SpectraSet, overrides
     from medgap.transfer.config import TransferConfig
     from medgap.transfer.trainer import train
 
-    cfg = TransferConfig.from_preset(preset, overrides=[*overrides, f"seed={seed}"])
+    cfg = TransferConfig.from_preset(preset, overrides=[*overrides, f"train.seed={seed}"])
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "model"
         start = time.perf_counter()

@@ -84,7 +84,7 @@ def _batch(x: np.ndarray, y: np.ndarray | None, idx: torch.Tensor, stats: Domain
 
 
 # a run may be resumed with more epochs or at another precision: everything else must match
-_RESUMABLE_CHANGES = ("hsi.epochs", "pat.epochs", "train.precision")
+_RESUMABLE_CHANGES = ("train.epochs", "train.precision")
 
 
 def make_optimizers(model: TransferModel, cfg: TransferConfig) -> tuple[torch.optim.Adam, torch.optim.Adam]:
@@ -204,7 +204,7 @@ def train(cfg: TransferConfig, data: tuple[SpectraSet | ImageSet, SpectraSet | I
 
 def _prepare(cfg: TransferConfig, sim, real, need_labels: bool, modality: str, ctx) -> _Prepared:
     net = cfg.net
-    seed_everything(cfg.seed)  # FrEIA draws its fixed permutations from numpy's global RNG
+    seed_everything(cfg.train.seed)  # FrEIA draws its fixed permutations from numpy's global RNG
     class_aligned = cfg.class_aligned(sim.modality == "hsi" and sim.labels is not None)
     # class-aligned statistics need every real spectrum's estimated class: none is held out
     real, x_heldout = (real, None) if class_aligned else _hold_out(real, cfg)
@@ -220,7 +220,7 @@ def _prepare(cfg: TransferConfig, sim, real, need_labels: bool, modality: str, c
         model.generator.compile_blocks()
     stats_sim = fit_stats(sim, cfg.train.whiten, cfg.train.whiten_ridge, l2=cfg.hsi.brightness == "l2")
     stats_real = fit_stats(real, cfg.train.whiten, cfg.train.whiten_ridge, l2=cfg.hsi.brightness == "l2")
-    estimate = (align_classes(stats_sim, stats_real, sim, real, cfg.train.align_strength, cfg.seed,
+    estimate = (align_classes(stats_sim, stats_real, sim, real, cfg.train.align_strength, cfg.train.seed,
                              cfg.matches_global_moments())
                 if class_aligned else None)
     return _Prepared(model, stats_sim, stats_real, x_sim, y_sim, x_real, x_heldout, k, y_sim_classes, estimate, real)
@@ -232,7 +232,7 @@ def _hold_out(real, cfg: TransferConfig):
     n_out = min(5000, int(cfg.train.heldout_fraction * len(real)))
     if cfg.method != "cinn" or real.modality != "hsi" or n_out < 10:
         return real, None
-    order = np.random.default_rng(cfg.seed + 12345).permutation(len(real))
+    order = np.random.default_rng(cfg.train.seed + 12345).permutation(len(real))
     return real.subset(np.sort(order[n_out:])), real.spectra[np.sort(order[:n_out])]
 
 
@@ -313,15 +313,15 @@ def _fit(cfg: TransferConfig, sim, out: Path, p: _Prepared, ctx, run: RunFolder,
     if ctx.world_size > batch:
         raise InputError(None, f"batch size {batch} is smaller than the {ctx.world_size} processes")
     iters = t.iterations_per_epoch or max(1, math.ceil(max(len(p.x_sim), len(p.x_real)) / batch))
-    sample_sim = BatchSampler(len(p.x_sim), sim.labels if sim.modality == "hsi" else None, cfg.seed,
+    sample_sim = BatchSampler(len(p.x_sim), sim.labels if sim.modality == "hsi" else None, cfg.train.seed,
                               balanced=True)
-    sample_real = BatchSampler(len(p.x_real), None, cfg.seed + 1, balanced=False)
+    sample_real = BatchSampler(len(p.x_real), None, cfg.train.seed + 1, balanced=False)
     logger = MetricLogger(run.path, enabled=ctx.is_main)
     t_start = time.perf_counter()
     model.train()
-    for epoch in range(start_epoch, net.epochs):
+    for epoch in range(start_epoch, cfg.train.epochs):
         t0, sums = time.perf_counter(), {}
-        for it in track(range(iters), description=f"epoch {epoch + 1}/{net.epochs}", disable=not progress):
+        for it in track(range(iters), description=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not progress):
             step = epoch * iters + it
             ia = ctx.shard(sample_sim(batch, step))
             ib = ctx.shard(sample_real(batch, step))
@@ -348,7 +348,7 @@ def _fit(cfg: TransferConfig, sim, out: Path, p: _Prepared, ctx, run: RunFolder,
             means["heldout_real_bits_per_dim"] = heldout_bits_per_dim(model, p.x_heldout, p.stats_real, ctx.device)
         history.append({"epoch": epoch + 1, **means})
         logger.log(epoch + 1, **means)
-        last = epoch + 1 == net.epochs
+        last = epoch + 1 == cfg.train.epochs
         if ctx.is_main and ((epoch + 1) % t.checkpoint_every == 0 or last):
             ckpt.save((epoch + 1) * iters, {"generator": model.generator, "dis": model.dis},
                       {"gen": opt_g, "dis": opt_d}, {"plateau": sched},
@@ -360,8 +360,8 @@ def _fit(cfg: TransferConfig, sim, out: Path, p: _Prepared, ctx, run: RunFolder,
         _save(out, cfg, model, p.stats_sim, p.stats_real, sim, p.real, p.n_classes, history, overwrite, p.estimate)
     ctx.barrier()
     final = {key: value for key, value in (history[-1] if history else {}).items() if key != "epoch"}
-    return TrainResult(out, run.path, net.epochs * iters, start_epoch * iters, time.perf_counter() - t_start,
-                       {"epochs": net.epochs, "resumed_from_epoch": start_epoch, **final})
+    return TrainResult(out, run.path, cfg.train.epochs * iters, start_epoch * iters, time.perf_counter() - t_start,
+                       {"epochs": cfg.train.epochs, "resumed_from_epoch": start_epoch, **final})
 
 
 def _fit_closed_form(cfg: TransferConfig, sim, real, out: Path, overwrite: bool) -> TrainResult:
@@ -371,7 +371,7 @@ def _fit_closed_form(cfg: TransferConfig, sim, real, out: Path, overwrite: bool)
     stats_real = fit_stats(real, whiten, cfg.train.whiten_ridge, l2=cfg.hsi.brightness == "l2")
     estimate = None
     if cfg.class_aligned(sim.modality == "hsi" and sim.labels is not None):
-        estimate = align_classes(stats_sim, stats_real, sim, real, cfg.train.align_strength, cfg.seed,
+        estimate = align_classes(stats_sim, stats_real, sim, real, cfg.train.align_strength, cfg.train.seed,
                              cfg.matches_global_moments())
     model = build_model(cfg, len(sim.wavelengths), 0, sim.image_shape)
     _save(out, cfg, model, stats_sim, stats_real, sim, real, 0, [], overwrite, estimate)

@@ -358,8 +358,8 @@ def test_3d_bias_stage_acts_on_a_3d_field_only_and_for_the_default_only(restore_
     assert on.last_bias["weight"] == 0.0 and on.last_bias["field_spread"] < 0.08
     from medgap.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="bias_gate_high"):
-        Harmonizer.load(out, device="cpu", overrides=("restore.bias_gate_high=0.05",))
+    with pytest.raises(ConfigError, match="bias_gate"):
+        Harmonizer.load(out, device="cpu", overrides=("restore.bias_gate=[0.08, 0.05]",))
 
 
 def test_restoration_trains_on_a_given_change_when_asked():

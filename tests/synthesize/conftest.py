@@ -4,7 +4,7 @@ import pytest
 
 from medgap.synthesize.config import SynthesizeConfig
 
-TINY = ["size=32", "width=0.125", "latent_dim=16", "batch_size=2", "augment=false", "log_every=1"]
+TINY = ["model.size=32", "model.width=0.125", "model.latent_dim=16", "train.batch_size=2", "data.augment=false", "train.log_every=1"]
 
 
 @pytest.fixture

@@ -7,12 +7,12 @@ import torch
 from process_helpers import run_ok
 from safetensors.torch import load_file
 
-ARGS = ["--set", "size=32", "--set", "width=0.125", "--set", "latent_dim=16", "--set", "batch_size=2",
-        "--set", "augment=false", "--set", "iterations=1", "--set", "precision=fp32", "--set", "lr_g=1e-4",
-        "--set", "beta1=0",
+ARGS = ["--set", "model.size=32", "--set", "model.width=0.125", "--set", "model.latent_dim=16", "--set", "train.batch_size=2",
+        "--set", "data.augment=false", "--set", "train.steps=1", "--set", "train.precision=fp32", "--set", "train.lr_g=1e-4",
+        "--set", "train.betas=[0, 0.999]",
         # DiffAugment's draws and the minibatch spread are per rank (local batch), so with them on a
         # 2 x B/2 run is a different run from 1 x B; the EMA generator and R1 stay on
-        "--set", "diff_augment=false", "--set", "minibatch_std=false", "--device", "cpu"]
+        "--set", "train.diff_augment=false", "--set", "model.minibatch_std=false", "--device", "cpu"]
 
 
 def _run(cmd, cwd):

@@ -27,7 +27,7 @@ def test_head_ct_trains_as_ct_only(tmp_path):
     from medgap.synthesize.config import SynthesizeConfig
     from medgap.synthesize.data import load_training_set
 
-    cfg = SynthesizeConfig.from_preset("cpu-small", overrides=["size=32", "modality=ct"])
+    cfg = SynthesizeConfig.from_preset("cpu-small", overrides=["model.size=32", "data.modality=ct"])
     ts = load_training_set([data_dir() / HEAD_CT], cfg, progress=False)
     assert ts.volumes.shape == (1, 32, 32, 32) and ts.volumes.min() == -1.0
     done = subprocess.run([sys.executable, "-m", "medgap", "synthesize", "train", "head-ct", "--out",

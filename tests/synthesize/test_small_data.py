@@ -17,7 +17,7 @@ from medgap.synthesize.diffaugment import diff_augment
 from medgap.synthesize.model import Architecture, LowResDiscriminator, HAGAN
 from medgap.synthesize.train import HAGANStep
 
-TINY = ["size=32", "width=0.125", "latent_dim=16", "batch_size=2", "augment=false", "log_every=1", "precision=fp32"]
+TINY = ["model.size=32", "model.width=0.125", "model.latent_dim=16", "train.batch_size=2", "data.augment=false", "train.log_every=1", "train.precision=fp32"]
 
 
 def _tiny(*overrides):
@@ -66,7 +66,7 @@ def test_minibatch_std_tells_a_collapsed_batch_and_keeps_old_weights_loadable():
 
 
 def test_ema_generator_averages_and_is_what_the_folder_keeps(tmp_path):
-    cfg = _tiny("ema_decay=0.5", "iterations=1")
+    cfg = _tiny("train.ema_decay=0.5", "train.steps=1")
     torch.manual_seed(0)
     model = HAGAN(cfg.architecture())
     step = HAGANStep(model, cfg)
@@ -75,12 +75,12 @@ def test_ema_generator_averages_and_is_what_the_folder_keeps(tmp_path):
     for avg, p, b in zip(step.generator_ema.parameters(), model.generator.parameters(), before):
         assert torch.allclose(avg, 0.5 * b + 0.5 * p, atol=1e-6)
     assert "generator_ema" in step.modules() and step.sampling_generator() is step.generator_ema
-    assert HAGANStep(HAGAN(cfg.architecture()), _tiny("ema_decay=0")).generator_ema is None
+    assert HAGANStep(HAGAN(cfg.architecture()), _tiny("train.ema_decay=0")).generator_ema is None
 
 
 def test_r1_penalty_changes_the_discriminator_step_only_every_fourth_step():
     def d_after(r1_gamma, steps):
-        cfg = _tiny(f"r1_gamma={r1_gamma}", "diff_augment=false")
+        cfg = _tiny(f"train.r1_gamma={r1_gamma}", "train.diff_augment=false")
         torch.manual_seed(0)
         model = HAGAN(cfg.architecture())
         step = HAGANStep(model, cfg)
@@ -132,17 +132,17 @@ def test_full_covariance_prior_samples_within_the_codes_span(tmp_path):
 
 def test_paper_preset_turns_every_small_data_piece_off():
     paper = SynthesizeConfig.from_preset("paper")
-    assert (paper.diff_augment, paper.minibatch_std, paper.ema_decay, paper.r1_gamma, paper.augment_pool) == (
+    assert (paper.train.diff_augment, paper.model.minibatch_std, paper.train.ema_decay, paper.train.r1_gamma, paper.data.augment_pool) == (
         False, False, 0.0, 0.0, 0)
     assert paper.architecture().minibatch_std is False
     small = SynthesizeConfig.from_preset("cpu-small")
-    assert small.diff_augment and small.minibatch_std and small.ema_decay > 0 and small.r1_gamma > 0
+    assert small.train.diff_augment and small.model.minibatch_std and small.train.ema_decay > 0 and small.train.r1_gamma > 0
 
 
 def test_t1_cohort_is_five_brains_on_one_grid_with_one_held_out():
     from medgap.synthesize.data import COHORT_FOV_MM, cohort_dataset
 
-    cfg = SynthesizeConfig.from_preset("cpu-small", overrides=["size=32"])
+    cfg = SynthesizeConfig.from_preset("cpu-small", overrides=["model.size=32"])
     train_set, held = cohort_dataset(cfg), cohort_dataset(cfg, split="heldout")
     assert train_set.volumes.shape == (5, 32, 32, 32) and held.volumes.shape == (1, 32, 32, 32)
     assert train_set.spacing_mm == pytest.approx(COHORT_FOV_MM / 32, rel=0.02)
@@ -162,7 +162,7 @@ def test_cli_train_without_volumes_trains_on_the_installed_cohort(tmp_path):
     from medgap.cli import app
 
     args = ["synthesize", "train", "--out", str(tmp_path / "m"), "--size", "32", "--steps", "1",
-            "--set", "width=0.125", "--set", "latent_dim=16", "--set", "batch_size=2", "--set", "augment_pool=6",
+            "--set", "model.width=0.125", "--set", "model.latent_dim=16", "--set", "train.batch_size=2", "--set", "data.augment_pool=6",
             "--precision", "fp32"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -187,7 +187,7 @@ def test_a_damaged_prior_basis_and_a_ct_cohort_are_refused(tmp_path):
     from medgap.synthesize.data import cohort_dataset, load_training_set
     from medgap.synthesize.train import train
 
-    cfg = _tiny("iterations=1", "augment_pool=0")
+    cfg = _tiny("train.steps=1", "data.augment_pool=0")
     data = cohort_dataset(cfg)
     train(cfg, data, tmp_path / "m", device="cpu", progress=False)
     assert "basis" in Synthesizer.load(tmp_path / "m", device="cpu").latent_prior
@@ -198,4 +198,4 @@ def test_a_damaged_prior_basis_and_a_ct_cohort_are_refused(tmp_path):
     with pytest.raises(ModelFolderError, match="latent_prior"):  # the manifest catches it, naming the file
         Synthesizer.load(broken, device="cpu")
     with pytest.raises(InputError, match="T1 cohort is MR"):
-        load_training_set(["t1-cohort"], _tiny("modality=ct"))
+        load_training_set(["t1-cohort"], _tiny("data.modality=ct"))

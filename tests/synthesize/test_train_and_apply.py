@@ -21,8 +21,8 @@ def _tiny(overrides=()):
     from medgap.synthesize.config import SynthesizeConfig
 
     return SynthesizeConfig.from_preset(
-        "cpu-small", overrides=["size=32", "width=0.125", "latent_dim=16", "batch_size=2", "augment=false",
-                                "log_every=1", *overrides])
+        "cpu-small", overrides=["model.size=32", "model.width=0.125", "model.latent_dim=16", "train.batch_size=2", "data.augment=false",
+                                "train.log_every=1", *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def model_dir(tmp_path_factory, make_vol):
     (root / "data").mkdir()
     write_vol(root / "data" / "a.nii.gz", shape=(30, 26, 20), spacing=(1.0, 1.0, 2.0), seed=0)
     write_vol(root / "data" / "b.nii.gz", shape=(28, 28, 28), spacing=(1.5, 1.5, 1.5), seed=1)
-    cfg = _tiny(["iterations=4", "checkpoint_every=2"])
+    cfg = _tiny(["train.steps=4", "train.checkpoint_every=2"])
     ts = load_training_set([root / "data"], cfg, progress=False)
     result = train(cfg, ts, root / "model", device="cpu", progress=False)
     assert result.steps == 4
@@ -42,7 +42,7 @@ def model_dir(tmp_path_factory, make_vol):
 def test_training_writes_checkpoints_and_resumes(model_dir):
     ckpts = sorted(p.name for p in (model_dir / "model.run" / "checkpoints").iterdir())
     assert ckpts == ["best", "step-00000002", "step-00000004"]
-    cfg = _tiny(["iterations=6", "checkpoint_every=2"])
+    cfg = _tiny(["train.steps=6", "train.checkpoint_every=2"])
     ts = load_training_set([model_dir / "data"], cfg, progress=False)
     result = train(cfg, ts, model_dir / "model2", run_dir=model_dir / "model.run", device="cpu", progress=False)
     assert result.resumed_from == 4 and result.steps == 6
@@ -90,7 +90,7 @@ def test_wrong_folders_and_labels(model_dir, tmp_path):
 def test_losses_move_and_encoder_learns():
     # Many tiny steps on one fixed volume: the E^H reconstruction loss must drop.
     torch.manual_seed(0)
-    cfg = _tiny(["lr_g=2e-3"])
+    cfg = _tiny(["train.lr_g=2e-3"])
     model = HAGAN(cfg.architecture())
     step = HAGANStep(model, cfg)
     x = -torch.ones(2, 1, 32, 32, 32)
@@ -106,7 +106,7 @@ def test_conditional_training_and_label_check(tmp_path, make_vol):
     (tmp_path / "d").mkdir()
     for i in range(2):
         make_vol(tmp_path / "d" / f"{i}.nii.gz", seed=i)
-    cfg = _tiny(["iterations=1", "conditional=true"])
+    cfg = _tiny(["train.steps=1", "model.conditional=true"])
     ts = load_training_set([tmp_path / "d"], cfg, labels=[0, 1], label_names=["a", "b"], progress=False)
     train(cfg, ts, tmp_path / "m", device="cpu", progress=False)
     syn = Synthesizer.load(tmp_path / "m", device="cpu")
@@ -141,7 +141,7 @@ def test_bf16_training_matches_fp32_and_keeps_float32_weights(native_bf16):
     losses = {}
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
-        cfg = _tiny([f"precision={precision}"])
+        cfg = _tiny([f"train.precision={precision}"])
         model = HAGAN(cfg.architecture())
         losses[precision] = HAGANStep(model, cfg)(x, torch.randn(2, 16), 12)
         assert all(p.dtype == torch.float32 for p in model.parameters())
@@ -154,17 +154,17 @@ def test_bad_precision_is_refused():
     from medgap.errors import ConfigError
 
     with pytest.raises(ConfigError, match="precision"):
-        _tiny(["precision=fp16"])
+        _tiny(["train.precision=fp16"])
 
 
 def test_paper_preset_keeps_the_published_recipe():
     from medgap.synthesize.config import SynthesizeConfig
 
     paper = SynthesizeConfig.from_preset("paper")
-    assert (paper.lr_g, paper.lr_d, paper.recon_weight, paper.latent_prior, paper.precision) == (
+    assert (paper.train.lr_g, paper.train.lr_d, paper.train.recon_weight, paper.model.latent_prior, paper.train.precision) == (
         1e-4, 4e-4, 0.0, "normal", "fp32")
     small = SynthesizeConfig.from_preset("cpu-small")
-    assert small.recon_weight > 0 and small.latent_prior == "encoded"
+    assert small.train.recon_weight > 0 and small.model.latent_prior == "encoded"
 
 
 @pytest.mark.parametrize("recon_weight", [0.0, 1.0])
@@ -173,7 +173,7 @@ def test_generator_learns_from_reconstruction_only_when_asked(recon_weight):
     import contextlib
 
     torch.manual_seed(0)
-    cfg = _tiny([f"recon_weight={recon_weight}", "precision=fp32"])
+    cfg = _tiny([f"train.recon_weight={recon_weight}", "train.precision=fp32"])
     model = HAGAN(cfg.architecture())
     step = HAGANStep(model, cfg)
     moved = {}
@@ -214,7 +214,7 @@ def test_encoded_latent_prior_is_saved_and_used(model_dir, tmp_path):
     # The publication's prior writes no file and samples N(0, I).
     from medgap.synthesize.data import load_training_set
 
-    cfg = _tiny(["iterations=1", "latent_prior=normal"])
+    cfg = _tiny(["train.steps=1", "model.latent_prior=normal"])
     ts = load_training_set([model_dir / "data"], cfg, progress=False)
     train(cfg, ts, tmp_path / "normal", device="cpu", progress=False)
     assert not (tmp_path / "normal" / "latent_prior.safetensors").exists()
@@ -224,7 +224,7 @@ def test_encoded_latent_prior_is_saved_and_used(model_dir, tmp_path):
 def test_one_volume_says_augmentation_stands_in_for_a_cohort(tmp_path, make_vol):
     (tmp_path / "d").mkdir()
     make_vol(tmp_path / "d" / "only.nii.gz", seed=0)
-    cfg = _tiny(["iterations=1", "augment=true"])
+    cfg = _tiny(["train.steps=1", "data.augment=true"])
     ts = load_training_set([tmp_path / "d"], cfg, progress=False)
     with pytest.warns(UserWarning, match="ONE volume.*augmentation stands in for a cohort"):
         train(cfg, ts, tmp_path / "m", device="cpu", progress=False)

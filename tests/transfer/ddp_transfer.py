@@ -18,7 +18,7 @@ if __name__ == "__main__":
     # every random draw off (noise, dropout, random labels): 2 x B/2 must equal 1 x B exactly; chunks of
     # 16 make each rank accumulate two chunks before DDP averages the gradients
     cfg = TransferConfig.from_preset("cpu-small", overrides=[
-        "condition=domain", "train.domain_noise=0", "hsi.noise_std=0", "hsi.disc_dropout=0", "hsi.epochs=2",
+        "condition=domain", "train.domain_noise=0", "hsi.noise_std=0", "hsi.disc_dropout=0", "train.epochs=2",
         "hsi.n_blocks=4", "hsi.n_conditional=4", "hsi.hidden=32", "hsi.batch_size=64", "hsi.chunk=16",
         "train.iterations_per_epoch=3"])
     train(cfg, (sim, real), sys.argv[1], device="cpu", resume=False, progress=False)

@@ -16,7 +16,7 @@ from medgap.transfer.cli import app as transfer_app
 from medgap.transfer.evaluation import evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ["--set", "hsi.epochs=1", "--set", "hsi.n_blocks=2", "--set", "hsi.n_conditional=2", "--set", "hsi.hidden=16",
+TINY = ["--set", "train.epochs=1", "--set", "hsi.n_blocks=2", "--set", "hsi.n_conditional=2", "--set", "hsi.hidden=16",
         "--set", "hsi.batch_size=128", "--set", "train.iterations_per_epoch=2"]
 
 

@@ -32,7 +32,7 @@ def _mmd(a, b):
 
 def test_cpu_small_training_closes_the_gap(hsi_pair, tmp_path):
     sim, real = hsi_pair
-    cfg = TransferConfig.from_preset("cpu-small", overrides=["hsi.epochs=3", "hsi.batch_size=500"])
+    cfg = TransferConfig.from_preset("cpu-small", overrides=["train.epochs=3", "hsi.batch_size=500"])
     train(cfg, (sim, unlabelled(real)), tmp_path / "m", progress=False)
     out = apply_transfer(tmp_path / "m", sim)
     assert _mmd(out, real) < 0.5 * _mmd(sim, real)
@@ -171,7 +171,7 @@ def test_chunked_batches_give_the_same_model(hsi_pair, tmp_path):
 
 def test_bf16_training_learns_and_resumes_across_precisions(hsi_pair, tmp_path, native_bf16):
     sim, real = hsi_pair
-    cfg = TransferConfig.from_preset("cpu-small", overrides=["hsi.epochs=3", "hsi.batch_size=500",
+    cfg = TransferConfig.from_preset("cpu-small", overrides=["train.epochs=3", "hsi.batch_size=500",
                                                              "train.precision=bf16"])
     train(cfg.replace(hsi={"epochs": 2}), (sim, unlabelled(real)), tmp_path / "m", progress=False)
     train(cfg.replace(train={"precision": "fp32"}), (sim, unlabelled(real)), tmp_path / "m", progress=False,
