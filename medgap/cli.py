@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -170,6 +171,21 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated(signum)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """medgap's own warnings as one 'warning: ...' line (they speak to the user, not to a developer);
+    other libraries' warnings as Python shows them."""
+    if Path(filename).resolve().is_relative_to(Path(medgap.__file__).resolve().parent):
+        from rich.text import Text
+
+        Console(stderr=True).print(Text("warning: ", style="yellow") + Text(str(message)), highlight=False,
+                                   soft_wrap=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def main() -> None:
     """Entry point: MedgapError (bad input, bad config) -> 'error: ...' on stderr, exit code 2.
 
@@ -178,6 +194,7 @@ def main() -> None:
     """
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_terminated)
+    warnings.showwarning = _show_warning
     try:
         app()
     except MedgapError as exc:

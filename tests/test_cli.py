@@ -39,3 +39,11 @@ def test_inspect_and_clear_error(tmp_path):
     done = medgap_cmd("inspect", str(tmp_path / "nan.nii.gz"))
     assert done.returncode == 2
     assert "nan.nii.gz" in done.stderr and "NaN" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_old_configuration_key_is_one_warning_line(tmp_path):
+    done = medgap_cmd("synthesize", "train", str(tmp_path / "missing.nii.gz"), "--out", str(tmp_path / "m"),
+                      "--set", "iterations=3")
+    assert done.returncode == 2 and "missing.nii.gz" in done.stderr
+    assert "warning: --set: configuration key 'iterations' is now 'train.steps'" in done.stderr
+    assert "FutureWarning" not in done.stderr and "cli.py" not in done.stderr
