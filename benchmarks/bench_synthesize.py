@@ -49,10 +49,11 @@ def _worker(spec: dict) -> dict:
         from medgap.synthesize.config import SynthesizeConfig
 
         # the publication's iteration (what the reference timings are of): no small-data pieces
-        cfg = SynthesizeConfig(size=size, width=arch.width, latent_dim=arch.latent_dim,
-                               precision=spec.get("precision", "fp32"),
-                               recon_weight=spec.get("recon_weight", 0.0), diff_augment=False,
-                               minibatch_std=False, ema_decay=0.0, r1_gamma=0.0)
+        cfg = SynthesizeConfig(model={"size": size, "width": arch.width, "latent_dim": arch.latent_dim,
+                                      "minibatch_std": False},
+                               train={"precision": spec.get("precision", "fp32"),
+                                      "recon_weight": spec.get("recon_weight", 0.0), "diff_augment": False,
+                                      "ema_decay": 0.0, "r1_gamma": 0.0})
         x = torch.rand(batch, 1, size, size, size) * 2 - 1
         if spec["kind"] == "train":
             from medgap.synthesize.train import HAGANStep
@@ -284,7 +285,7 @@ def quality_section(seconds: float, n: int, size: int, width: float,
         return rows[-1]
 
     for precision in precisions:
-        cfg = base_cfg.replace(precision=precision)
+        cfg = base_cfg.replace(train={"precision": precision})
         with tempfile.TemporaryDirectory() as tmp:
             res = train(cfg, data, Path(tmp) / "m", device="cpu", max_seconds=seconds, resume=False,
                         progress=False)

@@ -111,7 +111,7 @@ def main() -> None:
         name = f"HA-GAN, batch {cfg.train.batch_size}"
         rows, trained = [], 0.0
         for until in checkpoints:
-            res = train(cfg.replace(seed=args.seed), data, Path(tmp) / "m", run_dir=Path(tmp) / "run", device="cpu",
+            res = train(cfg.replace(train={"seed": args.seed}), data, Path(tmp) / "m", run_dir=Path(tmp) / "run", device="cpu",
                         max_seconds=until - trained, progress=False, overwrite=True)
             trained = res.seconds
             fake = Synthesizer.load(Path(tmp) / "m", device="cpu").sample(N_EVAL, seed=1)

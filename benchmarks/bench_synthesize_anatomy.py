@@ -73,7 +73,7 @@ def run_recipe(overrides: list[str], seed: int, checkpoints: list[int], data, re
     for it in checkpoints:
         cfg = SynthesizeConfig.from_preset("cpu-small", overrides=overrides + [f"train.steps={it}"])
         start = time.perf_counter()
-        train(cfg.replace(seed=seed), data, model_dir, run_dir=work_dir, device="cpu", progress=False, overwrite=True)
+        train(cfg.replace(train={"seed": seed}), data, model_dir, run_dir=work_dir, device="cpu", progress=False, overwrite=True)
         train_seconds += time.perf_counter() - start
         syn = Synthesizer.load(model_dir, device="cpu")
         z = syn.sample_latents(8, seed=100 + seed)

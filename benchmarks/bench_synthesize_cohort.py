@@ -75,7 +75,7 @@ def run_recipe(overrides: list[str], seed: int, data, real, tmp: Path, priors: b
     from medgap.synthesize.config import SynthesizeConfig
     from medgap.synthesize.train import train
 
-    cfg = SynthesizeConfig.from_preset("cpu-small", overrides=overrides).replace(seed=seed)
+    cfg = SynthesizeConfig.from_preset("cpu-small", overrides=overrides).replace(train={"seed": seed})
     start = time.perf_counter()
     train(cfg, data, tmp / "model", run_dir=tmp / "run", device="cpu", progress=False, resume=False, overwrite=True)
     seconds = time.perf_counter() - start

@@ -68,7 +68,7 @@ def main() -> None:
     for seed in seeds:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            train(cfg.replace(seed=seed), data, Path(tmp) / "model", run_dir=Path(tmp) / "run", device="cpu",
+            train(cfg.replace(train={"seed": seed}), data, Path(tmp) / "model", run_dir=Path(tmp) / "run", device="cpu",
                   progress=False, resume=False, overwrite=True)
             seconds = time.perf_counter() - start
             syn = Synthesizer.load(Path(tmp) / "model", device="cpu")

@@ -165,9 +165,9 @@ def evaluate(
     if real == [_COHORT]:
         from medgap.synthesize.data import cohort_dataset
 
-        ts = cohort_dataset(syn.config.replace(conditional=False), split="all")
+        ts = cohort_dataset(syn.config.replace(model={"conditional": False}), split="all")
     else:
-        ts = _load_data(real, syn.config.replace(conditional=False), None, None)
+        ts = _load_data(real, syn.config.replace(model={"conditional": False}), None, None)
     volumes = np.asarray(ts.volumes, dtype=np.float32)
     if real == [_ICBM]:  # one template brain: compare with augmented copies of it
         from medgap.synthesize.data import augmented_copies

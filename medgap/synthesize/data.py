@@ -317,7 +317,7 @@ def sample_dataset(cfg: SynthesizeConfig, resolution_mm: float = 2.0) -> Trainin
     train on the T1 only.
     """
     brain = load_icbm152(resolution_mm)
-    mr = cfg.replace(modality="mr", spacing_mm=None)
+    mr = cfg.replace(data={"modality": "mr", "spacing_mm": None})
     if not cfg.model.conditional:
         return _assemble([preprocess(brain.t1, mr)], [0], ["t1"])
     maps = [brain.t1, brain.gm, brain.wm]
@@ -358,7 +358,7 @@ def cohort_dataset(cfg: SynthesizeConfig, split: str = "train", progress: bool =
 
     names = {"train": TRAINING + HELDOUT, "heldout": [COHORT_HELDOUT],
              "all": TRAINING + HELDOUT + [COHORT_HELDOUT]}[split]
-    mr = cfg.replace(modality="mr", spacing_mm=None)
+    mr = cfg.replace(data={"modality": "mr", "spacing_mm": None})
     prepared = [preprocess(_brain_box(load_brain(n)), mr) for n in track(names, description="T1 cohort",
                                                                           disable=not progress)]
     for p, n in zip(prepared, names):

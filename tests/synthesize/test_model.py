@@ -102,8 +102,8 @@ def test_full_resolution_baseline_scores_at_checkpoints_without_counting_them():
     from medgap.synthesize.config import SynthesizeConfig
     from medgap.synthesize.data import TrainingSet
 
-    cfg = SynthesizeConfig(size=32, width=0.125, latent_dim=8, batch_size=2, iterations=6, augment=False,
-                           precision="fp32")
+    cfg = SynthesizeConfig(model={"size": 32, "width": 0.125, "latent_dim": 8}, data={"augment": False},
+                           train={"batch_size": 2, "steps": 6, "precision": "fp32"})
     vols = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 32)).astype(np.float32)
     data = TrainingSet(vols, np.zeros(2, np.int64), ["t1"], 2.0)
     seen = []
