@@ -163,6 +163,12 @@ class MedgapConfig(BaseModel):
         return values
 
     @classmethod
+    def upgrade_keys(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` (a saved config or run record, possibly partial) with the keys of earlier versions
+        renamed to the current ones."""
+        return current_keys(values, cls)[0]
+
+    @classmethod
     def load_json(cls: type[C], values: dict[str, Any]) -> C:
         """Build from a plain dict (e.g. a model folder's config.json)."""
         try:

@@ -152,3 +152,29 @@ def test_old_keys_on_the_command_line_warn_and_still_apply():
     assert cfg.restore.gate == (2.0, 5.0)
     with pytest.raises(ConfigError, match="restore.gate"):
         HarmonizeConfig.from_preset("cpu-small", overrides=["restore.gate=[3, 1]"])
+
+
+def test_a_run_recorded_with_the_old_keys_resumes(tmp_path):
+    """A training interrupted under an earlier version (flat synthesize keys) resumes under this one: the
+    recorded settings are brought to the current keys before they are compared; a real change still
+    blocks the resume."""
+    from medgap.errors import InputError
+    from medgap.synthesize.config import SynthesizeConfig
+    from medgap.synthesize.train import run_settings
+    from medgap.training.rundir import RunFolder
+
+    cfg = SynthesizeConfig.from_preset("cpu-small")
+    flat = {k: v for section in cfg.to_dict().values() for k, v in section.items()}
+    flat.update(beta1=flat["betas"][0], beta2=flat["betas"][1], keep_last=flat["keep_checkpoints"])
+    old = {k: v for k, v in flat.items() if k not in ("betas", "keep_checkpoints", "steps", "checkpoint_every",
+                                                       "log_every")}
+    folder = tmp_path / "m.run"
+    RunFolder(folder, "synthesize", old, "abc").open().close()
+    with pytest.raises(InputError, match="another run"):
+        RunFolder(folder, "synthesize", run_settings(cfg), "abc").open()
+    run = RunFolder(folder, "synthesize", run_settings(cfg), "abc", upgrade=cfg.upgrade_keys).open()
+    assert run.resumable
+    run.close()
+    changed = run_settings(cfg.replace(train={"lr_d": 1e-3}))
+    with pytest.raises(InputError, match="train.lr_d"):
+        RunFolder(folder, "synthesize", changed, "abc", upgrade=cfg.upgrade_keys).open()

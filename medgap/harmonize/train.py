@@ -164,7 +164,7 @@ def train(cfg: HarmonizeConfig, data: TrainingSet | None, out: str | Path, *, de
         data = data if data is not None else load_training_set(cfg)
         settings = without(cfg.to_dict(), "train.steps", "train.checkpoint_every", "train.log_every", "harmonize")
         with make_run(out, METHOD, settings, fingerprint_arrays([data.slices, data.masks, data.position]),
-                      resume=resume, ctx=ctx) as run:
+                      resume=resume, ctx=ctx, upgrade=cfg.upgrade_keys) as run:
             return _train(cfg, out, data, ctx, run, progress, overwrite)
     finally:
         ctx.close()

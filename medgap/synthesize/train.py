@@ -297,7 +297,8 @@ def train(
     ctx = setup_distributed(device)
     try:
         with make_run(out, METHOD, run_settings(cfg), fingerprint_arrays([data.volumes, data.labels]),
-                      resume=resume, ctx=ctx, prepared=("cache",), path=run_dir) as run:
+                      resume=resume, ctx=ctx, prepared=("cache",), path=run_dir,
+                      upgrade=cfg.upgrade_keys) as run:
             return _fit(data, cfg, out, ctx, run, max_seconds, progress, overwrite)
     finally:
         ctx.close()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from medgap.training.checkpoint import CheckpointManager
 from medgap.training.rundir import RunFolder
@@ -73,11 +73,14 @@ def run_folder(out: str | Path) -> Path:
 
 
 def make_run(out: str | Path, method: str, settings: dict, data_sha256: str, *, resume: bool, ctx,
-             prepared: Iterable[str] = (), path: str | Path | None = None) -> RunFolder:
+             prepared: Iterable[str] = (), path: str | Path | None = None,
+             upgrade: Callable[[dict], dict] | None = None) -> RunFolder:
     """The run folder of the model folder ``out`` (or ``path``) for one training of ``method``: use it as
-    ``with make_run(...) as run:`` (checked, locked and recorded on entry, unlocked on exit)."""
+    ``with make_run(...) as run:`` (checked, locked and recorded on entry, unlocked on exit). ``upgrade``:
+    the config class's ``upgrade_keys``, so a run recorded with keys of an earlier version resumes."""
     return RunFolder(Path(path) if path is not None else run_folder(out), method, settings, data_sha256,
-                     resume=resume, is_main=ctx.is_main, barrier=ctx.barrier, clear=RUN_ENTRIES, prepared=prepared)
+                     resume=resume, is_main=ctx.is_main, barrier=ctx.barrier, clear=RUN_ENTRIES, prepared=prepared,
+                     upgrade=upgrade)
 
 
 def checkpoints(run: RunFolder, keep_last: int = 2) -> CheckpointManager:

@@ -102,11 +102,13 @@ class RunFolder:
         clear: glob patterns of the entries inside ``path`` a fresh start removes.
         prepared: entries written before the run starts (see :func:`check_run_folder`).
         barrier: the process group's barrier (``DistContext.barrier``) under torchrun.
+        upgrade: brings settings recorded by an earlier version to the current keys
+            (``MedgapConfig.upgrade_keys``), so renamed keys alone do not block a resume.
     """
 
     def __init__(self, path: str | Path, method: str, settings: dict, data: str, *, resume: bool = True,
                  is_main: bool = True, clear: Iterable[str] = (), prepared: Iterable[str] = (),
-                 barrier: Callable[[], None] = lambda: None):
+                 barrier: Callable[[], None] = lambda: None, upgrade: Callable[[dict], dict] | None = None):
         self.path = Path(path)
         self.record = {"method": method, "settings": json.loads(json.dumps(settings)), "data_sha256": data}
         self.resume = resume
@@ -114,6 +116,7 @@ class RunFolder:
         self.clear = list(clear)
         self.prepared = tuple(prepared)
         self.barrier = barrier
+        self.upgrade = upgrade
         self._lock_fh = None
         self.resumable = False
 
@@ -127,6 +130,8 @@ class RunFolder:
         """Check the folder, take the lock, clear an earlier run when not resuming, record this run."""
         check_run_folder(self.path, self.prepared)
         previous = self._previous()
+        if previous is not None and self.upgrade is not None and isinstance(previous.get("settings"), dict):
+            previous = {**previous, "settings": json.loads(json.dumps(self.upgrade(previous["settings"])))}
         if previous is not None and previous != self.record and self.resume:
             changed = _differences(previous.get("settings"), self.record["settings"])
             if previous.get("data_sha256") != self.record["data_sha256"]:

@@ -196,7 +196,7 @@ def train(cfg: TransferConfig, data: tuple[SpectraSet | ImageSet, SpectraSet | I
         prepared = _prepare(cfg, sim, real, need_labels, modality, ctx)
         settings = without(cfg.to_dict(), *_RESUMABLE_CHANGES)
         fingerprint = fingerprint_arrays([prepared.x_sim, prepared.y_sim, prepared.x_real])
-        with make_run(out, METHOD, settings, fingerprint, resume=resume, ctx=ctx) as run:
+        with make_run(out, METHOD, settings, fingerprint, resume=resume, ctx=ctx, upgrade=cfg.upgrade_keys) as run:
             return _fit(cfg, sim, out, prepared, ctx, run, progress, overwrite)
     finally:
         ctx.close()
