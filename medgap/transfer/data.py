@@ -258,14 +258,19 @@ class DomainStats:
                    t.get(f"{prefix}_class_mean"), root)
 
 
+def symmetric_roots(cov: np.ndarray, ridge: float = 0.0, floor: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """C^(-1/2) and C^(1/2) of a symmetric covariance C (eigenvalues floored at ``floor``, then + ``ridge``)."""
+    vals, vecs = np.linalg.eigh(np.atleast_2d(cov))
+    vals = np.clip(vals, floor, None) + ridge
+    return (vecs * vals**-0.5) @ vecs.T, (vecs * vals**0.5) @ vecs.T
+
+
 def _zca(z: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
     """R^(-1/2) and R^(1/2) of the correlation of standardised samples z (N, C), eigenvalues + ridge.
 
     The ridge keeps noise-only directions (eigenvalues near 0) from being blown up."""
     corr = np.cov(z, rowvar=False) if z.shape[0] > 1 else np.eye(z.shape[1])
-    vals, vecs = np.linalg.eigh(np.atleast_2d(corr))
-    vals = np.clip(vals, 0.0, None) + ridge
-    return (vecs * vals**-0.5) @ vecs.T, (vecs * vals**0.5) @ vecs.T
+    return symmetric_roots(corr, ridge=ridge)
 
 
 def fit_stats(data: SpectraSet | ImageSet, whiten: bool = False, ridge: float = 1e-3,

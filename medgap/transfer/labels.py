@@ -46,6 +46,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from medgap.transfer.data import symmetric_roots
+
 __all__ = ["LabelEstimate", "estimate_labels", "classes_per_subject", "present_classes", "class_moments",
            "within_class", "from_class", "subject_design", "shrink_moments", "match_global", "sample_weights",
            "alignment_strength", "STRENGTHS"]
@@ -222,10 +224,8 @@ def present_classes(source_model, zt: np.ndarray, groups: np.ndarray, m: int, n_
 
 
 def _psd_root(cov: np.ndarray, inverse: bool = False) -> np.ndarray:
-    """The symmetric square root (or its inverse) of a covariance matrix."""
-    vals, vecs = np.linalg.eigh(cov)
-    vals = np.clip(vals, 1e-9, None)
-    return (vecs * vals ** (-0.5 if inverse else 0.5)) @ vecs.T
+    """The symmetric square root (or its inverse) of a covariance matrix (eigenvalues floored at 1e-9)."""
+    return symmetric_roots(cov, floor=1e-9)[0 if inverse else 1]
 
 
 def class_moments(z: np.ndarray, labels: np.ndarray, n_classes: int, min_count: int = 5,
