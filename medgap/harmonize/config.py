@@ -117,6 +117,7 @@ class RestoreConfig(MedgapConfig):
     # spread (sd over the brain) of N4's log field: none up to the first bias_gate value, all from the
     # second on (chosen on Colin 27: its own field 0.04, changes without a 3D field <= 0.06, 3D fields >= 0.16)
     bias_correction: Literal["none", "n4"] = "n4"
+    # the 3D stage's weight: 0 up to this spread of N4's log field, 1 from that
     bias_gate: tuple[float, float] = (0.08, 0.12)
     # volumes: before that, gain jumps from slice to slice (interleaved 2D multi-slice acquisitions,
     # per-slice scaling) are divided out (harmonize.baselines.level_slices; chosen on Colin 27; false: off)

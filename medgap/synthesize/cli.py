@@ -40,7 +40,8 @@ def train(
     out: Path = typer.Option(..., "--out", help="Model folder to write."),
     preset: str = typer.Option("cpu-small", "--preset", help="cpu-small | paper"),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON/YAML config file."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config field, e.g. --set train.lr_d=2e-4 (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config field, e.g. --set train.lr_d=2e-4 "
+                                                     "(repeatable)."),
     size: Optional[int] = typer.Option(None, "--size", help="Volume side in voxels (power of two >= 32)."),
     steps: Optional[int] = typer.Option(None, "--steps", "--iterations", help="Training iterations (overrides "
                                                                            "train.steps)."),

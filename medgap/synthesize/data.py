@@ -166,7 +166,8 @@ def preprocess(vol: Volume, cfg: SynthesizeConfig, modality: str | None = None) 
     side = max(data.shape)
     spacing_out = target * side / cfg.model.size
     center = vol.affine[:3, :3] @ ((np.array(data.shape) - 1) / 2.0) + vol.affine[:3, 3]
-    return Prepared(_to_cube(data.astype(np.float32), cfg.model.size), float(spacing_out), center, str(where or "<array>"))
+    return Prepared(_to_cube(data.astype(np.float32), cfg.model.size), float(spacing_out), center,
+                    str(where or "<array>"))
 
 
 @dataclass
@@ -228,7 +229,8 @@ def _read_cache(arr_path: Path, meta_path: Path, n: int, cfg: SynthesizeConfig) 
                          float(meta["spacing_mm"]), list(meta["sources"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if data.shape != (n,) + (cfg.model.size,) * 3 or data.dtype != np.dtype(cfg.data.cache_dtype) or len(ts.labels) != n:
+    if (data.shape != (n,) + (cfg.model.size,) * 3 or data.dtype != np.dtype(cfg.data.cache_dtype)
+            or len(ts.labels) != n):
         return None
     return ts
 

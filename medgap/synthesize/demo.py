@@ -50,7 +50,8 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
     ms_fake, ms_real = ms_ssim_diversity(fake), ms_ssim_diversity(training)
     nearest = min(copies["real_to_nearest_other_real"])
     metrics = {
-        "size": cfg.model.size, "iterations": result.steps, "train_seconds": round(train_s, 1), "precision": cfg.train.precision,
+        "size": cfg.model.size, "iterations": result.steps, "train_seconds": round(train_s, 1),
+        "precision": cfg.train.precision,
         "anatomy_r": round(anatomy["r"], 3), "anatomy_dice": round(anatomy["dice"], 3),
         "anatomy_interior_r": round(anatomy["interior_r"], 3),
         "ms_ssim_generated": round(ms_fake, 4), "ms_ssim_real": round(ms_real, 4),
@@ -61,7 +62,8 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
         "spacing_mm": round(syn.spacing_mm, 3), "latent_dim": int(z.shape[0]),
     }
     summary = (
-        f"HA-GAN ({cfg.model.size}^3, width {cfg.model.width}, z {cfg.model.latent_dim}) trained for {result.steps} iterations "
+        f"HA-GAN ({cfg.model.size}^3, width {cfg.model.width}, z {cfg.model.latent_dim}) trained for {result.steps} "
+        "iterations "
         f"({train_s:.0f} s on this machine's CPU) on the installed real T1 cohort -- five skull-stripped brains "
         "(ICBM 2009a/2009c, FSL MNI152, SRI24, Colin 27) on one 192 mm grid, pycortex's S1 held out -- with the "
         "cpu-small recipe (augmented pool, DiffAugment, minibatch spread, EMA generator, R1, G also learning from "

@@ -170,7 +170,8 @@ def demo_section(out_dir: Path, quick: bool = False) -> dict:
     methods = ("cinn", "standardise", "coral", "cyclegan", "unit")
     transferred, seconds = {}, {}
     for method in methods:
-        cfg = TransferConfig.from_preset("cpu-small", overrides=[f"method={method}"] + (["train.epochs=2"] if quick else []))
+        quick_run = ["train.epochs=2"] if quick else []
+        cfg = TransferConfig.from_preset("cpu-small", overrides=[f"method={method}", *quick_run])
         t0 = time.perf_counter()
         model_dir = out_dir / "models" / method
         train(cfg, (sim, real_unlabelled), model_dir, resume=False, progress=False, overwrite=True)
