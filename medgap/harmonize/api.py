@@ -262,7 +262,8 @@ class Harmonizer:
         if z is not None and z > 10:
             notes.append(f"the source is far from the target look ({z:.0f} target standard deviations in bits/dim): "
                          "check it is the same kind of image (contrast, modality, skull stripping)")
-        return {"method": used, "slice_levelling": self.last_levelling, "bias_correction_3d": self.last_bias, "restore_weight": self.last_gate, "restore_disagreement": self.last_doubt,
+        return {"method": used, "slice_levelling": self.last_levelling, "bias_correction_3d": self.last_bias,
+                "restore_weight": self.last_gate, "restore_disagreement": self.last_doubt,
                 "source_bits_per_dim": bpd, "source_z_score": z, "notes": notes}
 
     def score_file(self, image: str | Path, mask: str | Path | None = None) -> dict:

@@ -131,8 +131,7 @@ def _downstream(train: SpectraSet, test: SpectraSet, n_classes: int, seed: int, 
     cv = int(min(3, counts[counts > 0].min())) if counts.any() else 0
     clf = CalibratedClassifierCV(rf, method="isotonic", cv=cv) if cv >= 2 else rf
     # the transferred file's weights (the target's estimated class mix), where it has them
-    weights = getattr(train, "weights", None)
-    clf.fit(x, y, sample_weight=None if weights is None else weights[idx])
+    clf.fit(x, y, sample_weight=None if train.weights is None else train.weights[idx])
     xt = normalise(test.spectra)
     prob = np.zeros((len(xt), n_classes))
     prob[:, clf.classes_] = clf.predict_proba(xt)
