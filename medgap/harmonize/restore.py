@@ -134,7 +134,8 @@ def train_restoration(slices: Tensor, cfg, augment_cfg, seed: int = 0, device: s
     random family of :func:`~medgap.harmonize.augment.random_scanner_change`; one fixed change
     gives the supervised model of bench_harmonize_supervised). Returns (net in eval mode, summary).
     """
-    from medgap.harmonize.augment import augment, match_own_histogram, random_scanner_change, random_sharpen
+    from medgap.harmonize.augment import (augment, match_own_histogram, random_nonbrain_tissue,
+                                          random_scanner_change, random_sharpen)
     from medgap.training.runtime import check_finite_loss, track
     from medgap.training.schedule import warmup_cosine
 
@@ -158,10 +159,15 @@ def train_restoration(slices: Tensor, cfg, augment_cfg, seed: int = 0, device: s
                                            max_noise=cfg.max_noise)
         else:
             source = change(clean, g)
+        added = torch.zeros_like(source, dtype=torch.bool)
+        if cfg.nonbrain_p > 0 and change is None:
+            source, added = random_nonbrain_tissue(source, g, cfg.nonbrain_p, threshold)
         if cfg.standardize_inputs:
-            source = match_own_histogram(source, clean, threshold)
-        clean, source = clean[:, k:k + 1].to(device), source.to(device)
+            source = match_own_histogram(source, clean, threshold, exclude=added)
+        source = source.to(device)
         middle = source[:, k:k + 1]
+        # where non-brain tissue was added, the target is the input itself: leave it alone
+        clean = torch.where(added[:, k:k + 1].to(device), middle, clean[:, k:k + 1].to(device))
         fg = (clean > threshold) | (middle > threshold)
         pred = middle + net(source)
         loss = ((pred - clean).abs() * fg).sum() / fg.sum().clamp_min(1)

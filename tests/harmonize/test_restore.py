@@ -9,7 +9,7 @@ import torch
 from medgap.errors import InputError
 from medgap.harmonize.api import Harmonizer
 from medgap.harmonize.config import HarmonizeConfig
-from medgap.harmonize.augment import random_scanner_change
+from medgap.harmonize.augment import random_nonbrain_tissue, random_scanner_change
 from medgap.harmonize.simulate import simulate
 from medgap.harmonize.train import load_training_set, train
 
@@ -36,6 +36,23 @@ def test_random_scanner_change_keeps_background_and_range_and_is_seeded():
     near = torch.nn.functional.max_pool2d((x > 0.05).float(), 11, stride=1, padding=5) > 0
     assert float(y1[~near].abs().max()) == 0.0
     assert float((y1 - x).abs().mean()) > 0.01
+
+
+def test_nonbrain_tissue_is_a_band_outside_the_brain_on_a_fraction_of_slices():
+    x = _slices(64)
+    fg = x > 0.05
+    y, band = random_nonbrain_tissue(x, torch.Generator().manual_seed(1), p=0.5)
+    y2, _ = random_nonbrain_tissue(x, torch.Generator().manual_seed(1), p=0.5)
+    assert torch.equal(y, y2) and y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1
+    assert not bool((band & fg).any())  # the brain itself is untouched
+    assert torch.equal(y[~band], x[~band])
+    near = torch.nn.functional.max_pool2d(fg.float(), 13, stride=1, padding=6) > 0
+    assert not bool((band & ~near).any())  # at most 6 pixels from the brain
+    touched = band.flatten(1).any(1).float().mean()
+    assert 0.25 < float(touched) < 0.75  # about half of the slices
+    assert float(y[band].mean()) > 0.1  # tissue, not background
+    none, nothing = random_nonbrain_tissue(x, torch.Generator().manual_seed(1), p=0.0)
+    assert torch.equal(none, x) and not bool(nothing.any())
 
 
 @pytest.fixture(scope="module")
@@ -230,6 +247,12 @@ def test_match_own_histogram_keeps_ranks_and_takes_the_clean_values():
     matched = match_own_histogram(changed, clean)
     fg = clean > 0.05
     assert float((matched - clean)[fg].abs().max()) < 0.02  # a monotone change is undone
+    # added non-brain tissue, left out of the ranking, leaves the brain's standardisation as it was
+    with_band, band = random_nonbrain_tissue(changed, torch.Generator().manual_seed(2), p=1.0)
+    assert bool(band.any())
+    matched_band = match_own_histogram(with_band, clean, exclude=band)
+    assert torch.equal(matched_band[fg], matched[fg])
+    assert float(matched_band[band].min()) > 0.05 and float(matched_band.max()) <= 1
 
 
 def test_slice_flicker_is_zero_for_a_constant_error_and_positive_otherwise(restore_model):
