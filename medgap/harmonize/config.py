@@ -104,7 +104,8 @@ class RestoreConfig(MedgapConfig):
     max_noise: float = Field(0.06, ge=0)
     sharpen: float = Field(1.0, ge=0)  # random unsharp masking of the clean targets (restore.random_sharpen)
     # fraction of training slices given residual non-brain tissue around the brain, which the net learns to
-    # leave alone (augment.random_nonbrain_tissue); 0 = none
+    # leave alone (augment.random_nonbrain_tissue); 0 = none. For sources skull-stripped more loosely than the
+    # target: 0.3 with doubt=null (bench_harmonize_out_of_family; costs some gain on in-family changes)
     nonbrain_p: float = Field(0.0, ge=0, le=1)
     standardize_inputs: bool = True  # train on changed slices standardised to their own histogram
     # neighbouring slices on each side the net sees as extra input channels (3D context); 0 = 2D
