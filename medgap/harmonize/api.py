@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,12 @@ def resolve_model(folder: str | Path) -> Path:
 # one registry: the CLI, evaluation and benchmarks list these. "restore" (the default where the model
 # has it) is medgap.harmonize.restore; "blindharmony" is the publication's Eq. 1-2 optimiser.
 METHODS = ["restore", "blindharmony", *BASELINES]
+# the input checks of harmonize_volume (chosen on Colin 27, the validation subject): the correlation of a
+# source's slices with the target's mean slices at the same positions is +0.2 to +0.55 for a T1 under every
+# change of medgap.harmonize.simulate, -0.04 for WM darker than GM, -0.2 to -0.5 for an inverted (T2-like)
+# contrast; a CT in Hounsfield units has air at -1000
+CONTRAST_WARNING = -0.15
+CT_AIR_HU = -500.0
 
 
 class Harmonizer:
@@ -62,6 +69,8 @@ class Harmonizer:
         self.last_doubt: float | None = None  # how much the net's corrections of it and its mirror disagree
         self.last_bias: dict | None = None  # the 3D bias stage on the last volume: N4 field spread, weight
         self.last_levelling: dict | None = None  # the slice levelling on the last volume: largest gain change
+        self.last_contrast: float | None = None  # the last volume's correlation with the target's mean slices
+        self.last_warnings: list[str] = []  # what looked wrong about the last volume (input_warnings)
 
     @property
     def default_method(self) -> str:
@@ -184,9 +193,41 @@ class Harmonizer:
         if detail not in ("keep", "resample"):
             raise InputError(None, f"detail must be 'keep' or 'resample', not {detail!r}")
         stack = self.prepare(volume, mask)
+        self.last_warnings = self.input_warnings(volume, stack)
+        for message in self.last_warnings:
+            warnings.warn(f"{volume.path or 'source volume'}: {message}", stacklevel=2)
         slices = self.volume_stage(torch.from_numpy(stack.slices), torch.from_numpy(stack.masks), method)
         out = self.harmonize_slices(slices, torch.from_numpy(stack.position), method, progress)
         return restore_volume(stack, out.numpy(), volume.data, detail)
+
+    def contrast_with_target(self, stack: SliceStack) -> float | None:
+        """Correlation of the volume's slices with the target's mean slices at the same positions, over
+        the foreground of both: positive for a T1 like the target's (also under intensity changes, bias
+        fields, noise), near 0 or below where the contrast runs against the target's (a T2 given as T1);
+        None when the two share too little foreground to tell."""
+        xs = torch.from_numpy(stack.slices)
+        templates = self.model.templates[self.model.position_index(torch.from_numpy(stack.position))].cpu()
+        thr = self.cfg.harmonize.foreground_threshold
+        both = (xs > thr) & (templates > thr)
+        if int(both.sum()) < 100:
+            return None
+        pair = torch.stack([xs[both].double(), templates[both].double()])
+        return float(torch.corrcoef(pair)[0, 1])
+
+    def input_warnings(self, volume: Volume, stack: SliceStack) -> list[str]:
+        """What looks wrong about a source volume for this model (also in :meth:`explain`'s notes)."""
+        warnings = []
+        data = np.asarray(volume.data)
+        air = float(np.mean(data <= CT_AIR_HU)) if data.size else 0.0
+        if air >= 0.01:
+            warnings.append(f"{air:.0%} of the voxels are at or below {CT_AIR_HU:.0f}: this looks like a CT in "
+                            "Hounsfield units, not an MR image like the target's")
+        self.last_contrast = self.contrast_with_target(stack)
+        if self.last_contrast is not None and self.last_contrast < CONTRAST_WARNING:
+            warnings.append(f"the contrast runs against the target's (correlation with the target's mean slices "
+                            f"{self.last_contrast:+.2f}; a T1 gives +0.2 to +0.55): a T2, FLAIR or another "
+                            "sequence given as a T1? The result is not a T1 of the target's look")
+        return warnings
 
     def volume_stage(self, slices: torch.Tensor, masks: torch.Tensor, method: str = "auto") -> torch.Tensor:
         """What the default does to consecutive slices of one volume before the slice-wise part: each
@@ -248,14 +289,16 @@ class Harmonizer:
     def explain(self, volume: Volume, mask: np.ndarray | None = None, method: str = "auto") -> dict:
         """What the last harmonisation of ``volume`` did and how unusual the volume is for this model:
         the method, the restoration net's weight and its disagreement with its mirror image (restore),
-        and the source's bits/dim under the target flow with its z-score against the target's own
-        slices (a T2 or a CT given as T1 lands far out: the result then is Nyul's at best)."""
+        the source's correlation with the target's mean slices and bits/dim under the target flow with
+        its z-score against the target's own slices, and notes on what looked wrong
+        (:meth:`input_warnings`). The bits/dim alone are a weak judge: an inverted, T2-like contrast of
+        Colin 27 scores within one standard deviation of the target's own; the contrast check flags it."""
         stack = self.prepare(volume, mask)
         bpd = float(self.score_slices(torch.from_numpy(stack.slices)).mean())
         ref = self.info.get("extras", {}).get("target_bits_per_dim", {})
         z = float((bpd - ref["mean"]) / max(ref["std"], 1e-6)) if ref else None
         used = self.default_method if method == "auto" else method
-        notes = []
+        notes = list(self.last_warnings)
         if used == "restore" and self.last_gate == 0.0:
             notes.append("the restoration net did not act: nothing for it to correct, or an input unlike its "
                          "training (the result is Nyul's standardisation)")
@@ -264,6 +307,7 @@ class Harmonizer:
                          "check it is the same kind of image (contrast, modality, skull stripping)")
         return {"method": used, "slice_levelling": self.last_levelling, "bias_correction_3d": self.last_bias,
                 "restore_weight": self.last_gate, "restore_disagreement": self.last_doubt,
+                "contrast_with_target": self.last_contrast,
                 "source_bits_per_dim": bpd, "source_z_score": z, "notes": notes}
 
     def score_file(self, image: str | Path, mask: str | Path | None = None) -> dict:

@@ -55,3 +55,38 @@ def test_a_local_folder_of_that_name_wins(tmp_path, monkeypatch):
     shutil.copytree(resolve_model("cohort-t1"), tmp_path / "cohort-t1")
     monkeypatch.chdir(tmp_path)
     assert resolve_model("cohort-t1") == tmp_path.joinpath("cohort-t1").relative_to(tmp_path)
+
+
+def test_a_t2_like_contrast_and_a_ct_are_named_and_a_changed_t1_is_not():
+    import dataclasses
+    import warnings
+
+    import torch
+
+    from medgap.data.cohort import load_brain
+    from medgap.harmonize.simulate import simulate
+    from medgap.io import Volume
+
+    brain = load_brain("colin27")  # held out from the ready model's training
+    t1 = np.where(brain.mask, brain.t1.data, 0).astype(np.float32)
+    t1 /= np.percentile(t1[brain.mask], 99.5)
+    h = Harmonizer.load("cohort-t1", device="cpu")
+
+    def warned(data, change=None):
+        vol = Volume(data.astype(np.float32), brain.t1.affine)
+        stack = h.prepare(vol)
+        if change is not None:
+            stack = dataclasses.replace(stack, slices=simulate(torch.from_numpy(stack.slices), change).numpy())
+        return " ".join(h.input_warnings(vol, stack))
+
+    for change in (None, "gamma1.3", "bias", "wm_dark", "lowres_noise", "spgr15", "dura"):
+        assert warned(t1 * 800.0, change) == "", change  # a T1, also under every change it may meet
+        assert h.last_contrast > -0.15
+    t2_like = np.where(brain.mask, np.clip(1.2 - t1, 0, None), 0) * 1000.0  # CSF bright, WM dark
+    assert "T2" in warned(t2_like) and h.last_contrast < -0.15
+    ct = np.where(brain.mask, 25.0 + 15.0 * t1, -1000.0)  # Hounsfield units: air at -1000
+    assert "CT in Hounsfield units" in warned(ct)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        h.harmonize_volume(Volume(t2_like.astype(np.float32), brain.t1.affine))
+    assert any("T2" in str(w.message) for w in caught) and any("T2" in n for n in h.last_warnings)
