@@ -44,10 +44,11 @@ def resolve_model(folder: str | Path) -> Path:
 # one registry: the CLI, evaluation and benchmarks list these. "restore" (the default where the model
 # has it) is medgap.harmonize.restore; "blindharmony" is the publication's Eq. 1-2 optimiser.
 METHODS = ["restore", "blindharmony", *BASELINES]
-# the input checks of harmonize_volume (chosen on Colin 27, the validation subject): the correlation of a
-# source's slices with the target's mean slices at the same positions is +0.2 to +0.55 for a T1 under every
-# change of medgap.harmonize.simulate, -0.04 for WM darker than GM, -0.2 to -0.5 for an inverted (T2-like)
-# contrast; a CT in Hounsfield units has air at -1000
+# the input checks of harmonize_volume (chosen on Colin 27, the validation subject, with the ready model):
+# the correlation of a source's slices with the target's mean slices at the same positions is +0.2 to +0.7
+# for a T1 under every change of medgap.harmonize.simulate, -0.04 for WM darker than GM, -0.2 to -0.6 for an
+# inverted (T2-like) contrast -- but only -0.05 to -0.3 once half resolution and noise are added, so such a
+# source is not always named; a CT in Hounsfield units has air at -1000
 CONTRAST_WARNING = -0.15
 CT_AIR_HU = -500.0
 
@@ -216,18 +217,18 @@ class Harmonizer:
 
     def input_warnings(self, volume: Volume, stack: SliceStack) -> list[str]:
         """What looks wrong about a source volume for this model (also in :meth:`explain`'s notes)."""
-        warnings = []
+        found = []
         data = np.asarray(volume.data)
         air = float(np.mean(data <= CT_AIR_HU)) if data.size else 0.0
         if air >= 0.01:
-            warnings.append(f"{air:.0%} of the voxels are at or below {CT_AIR_HU:.0f}: this looks like a CT in "
+            found.append(f"{air:.0%} of the voxels are at or below {CT_AIR_HU:.0f}: this looks like a CT in "
                             "Hounsfield units, not an MR image like the target's")
         self.last_contrast = self.contrast_with_target(stack)
         if self.last_contrast is not None and self.last_contrast < CONTRAST_WARNING:
-            warnings.append(f"the contrast runs against the target's (correlation with the target's mean slices "
-                            f"{self.last_contrast:+.2f}; a T1 gives +0.2 to +0.55): a T2, FLAIR or another "
-                            "sequence given as a T1? The result is not a T1 of the target's look")
-        return warnings
+            found.append(f"the contrast runs against the target's (correlation with the target's mean slices "
+                         f"{self.last_contrast:+.2f}; a T1 gives +0.2 to +0.7): a T2, FLAIR or another "
+                         "sequence given as a T1? The result is not a T1 of the target's look")
+        return found
 
     def volume_stage(self, slices: torch.Tensor, masks: torch.Tensor, method: str = "auto") -> torch.Tensor:
         """What the default does to consecutive slices of one volume before the slice-wise part: each
