@@ -9,6 +9,7 @@ as an uninterrupted one. Checkpoints every ``train.checkpoint_every`` steps.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,6 +160,10 @@ def train(cfg: HarmonizeConfig, data: TrainingSet | None, out: str | Path, *, de
     """
     out = Path(out)
     check_output_folder(out, METHOD, overwrite=overwrite)
+    if cfg.restore.nonbrain_p > 0 and cfg.restore.doubt is not None:
+        warnings.warn("restore.nonbrain_p > 0 with the doubt check on: its thresholds were chosen for nets trained "
+                      "without non-brain tissue and shut such a net on WM darker than GM; set restore.doubt=null "
+                      "(bench_harmonize_out_of_family)", stacklevel=2)
     ctx = setup_distributed(device)
     try:
         data = data if data is not None else load_training_set(cfg)

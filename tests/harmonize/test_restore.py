@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,7 @@ from medgap.harmonize.simulate import simulate
 from medgap.harmonize.train import load_training_set, train
 
 from harmonize_helpers import TINY
+
 
 
 def _slices(n=8, size=(32, 40), seed=0):
@@ -53,6 +56,23 @@ def test_nonbrain_tissue_is_a_band_outside_the_brain_on_a_fraction_of_slices():
     assert float(y[band].mean()) > 0.1  # tissue, not background
     none, nothing = random_nonbrain_tissue(x, torch.Generator().manual_seed(1), p=0.0)
     assert torch.equal(none, x) and not bool(nothing.any())
+
+
+def test_training_with_non_brain_tissue_and_the_doubt_check_warns_before_any_work(tmp_path, monkeypatch):
+    import medgap.harmonize.train as harmonize_train
+
+    def stop(*args, **kwargs):
+        raise RuntimeError("reached the training")
+
+    monkeypatch.setattr(harmonize_train, "setup_distributed", stop)
+    cfg = HarmonizeConfig.from_preset("cpu-small", overrides=["restore.nonbrain_p=0.3"])
+    with pytest.warns(UserWarning, match="restore.doubt=null"), pytest.raises(RuntimeError, match="reached"):
+        train(cfg, None, tmp_path / "m")
+    quiet = cfg.replace(restore={"doubt": None})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning with the doubt check off
+        with pytest.raises(RuntimeError, match="reached"):
+            train(quiet, None, tmp_path / "m")
 
 
 @pytest.fixture(scope="module")
