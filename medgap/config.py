@@ -205,7 +205,11 @@ class MedgapConfig(BaseModel):
 
     def replace(self: C, **changes: Any) -> C:
         values = self.to_dict()
-        return self.load_json(_deep_update(values, current_keys(changes, type(self), values)[0]))
+        changes, old = current_keys(changes, type(self), values)
+        for key in old:
+            warnings.warn(f"replace(): configuration key '{key}' is now '{self.renamed[key]}'", FutureWarning,
+                          stacklevel=2)
+        return self.load_json(_deep_update(values, changes))
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

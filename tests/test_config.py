@@ -137,7 +137,8 @@ def test_model_folders_written_with_the_old_keys_load_unchanged():
 
     t = TransferConfig.load_json({"seed": 5, "method": "coral"})
     assert (t.train.seed, t.method) == (5, "coral")
-    assert t.replace(seed=6).train.seed == 6
+    with pytest.warns(FutureWarning, match="replace\\(\\): configuration key 'seed' is now 'train.seed'"):
+        assert t.replace(seed=6).train.seed == 6
 
 
 def test_old_keys_on_the_command_line_warn_and_still_apply():
