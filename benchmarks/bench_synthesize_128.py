@@ -130,7 +130,7 @@ def main() -> None:
             rows.append({"iterations": steps, "seconds": secs,
                          **_scores(model.sample(N_EVAL, seed=1), held_out, template, volume_features, slice_features)})
 
-        model, _, _ = train_baseline(data, cfg.replace(batch_size=batch), seed=args.seed, max_seconds=seconds,
+        model, _, _ = train_baseline(data, cfg.replace(train={"batch_size": batch}), seed=args.seed, max_seconds=seconds,
                                      checkpoints=checkpoints, on_checkpoint=score)
         results[name], finals[name] = rows, model.sample(4, seed=1)
 

@@ -76,7 +76,7 @@ def main() -> None:
         runs["HA-GAN (cpu-small default)"].append({"steps": cfg.train.steps, "seconds": seconds,
                                                    **score(fake, training, real),
                                                    **copy_counts(more, training, heldout_distance)})
-        model, steps, secs = train_baseline(data, cfg.replace(iterations=10**7), seed=seed, max_seconds=seconds)
+        model, steps, secs = train_baseline(data, cfg.replace(train={"steps": 10**7}), seed=seed, max_seconds=seconds)
         with torch.no_grad():
             fake = model.sample(8, seed=100 + seed)
             more = model.sample(DRAWS, seed=1000 + seed)

@@ -23,7 +23,7 @@ def test_preprocess_keeps_aspect_ratio_and_maps_to_unit_range(tmp_path, tiny_cfg
 
 
 def test_ct_window_and_ct_without_hu_is_refused(tmp_path, tiny_cfg, make_vol):
-    ct = tiny_cfg.replace(modality="ct")
+    ct = tiny_cfg.replace(data={"modality": "ct"})
     prep = preprocess(read_nifti(make_vol(tmp_path / "ct.nii.gz", kind="ct")), ct)
     assert prep.data.min() == pytest.approx(-1, abs=0.05)  # air at -1000 HU is near the window floor
     raw = Volume(np.full((20, 20, 20), 1000, np.float32) + np.arange(20, dtype=np.float32), np.eye(4), path=tmp_path / "raw.nii")
@@ -95,12 +95,12 @@ def test_ct_augmentation_keeps_hounsfield_units(tiny_cfg):
     # CT intensities are absolute: augmentation moves anatomy, never the value of a tissue.
     x = np.full((1, 32, 32, 32), -1.0, np.float32)
     x[0, 8:24, 8:24, 8:24] = 0.3
-    aug = Augment.for_config(tiny_cfg.replace(modality="ct", augment=True), seed=0)
+    aug = Augment.for_config(tiny_cfg.replace(data={"modality": "ct", "augment": True}), seed=0)
     for _ in range(5):
         y = aug(torch.from_numpy(x)).numpy()
         inside = y[(y > 0.25) & (y < 0.35)]
         assert inside.size > 1000 and np.isclose(np.median(y[y > -0.9]), 0.3, atol=0.02)
-    assert Augment.for_config(tiny_cfg.replace(augment=False)) is None
+    assert Augment.for_config(tiny_cfg.replace(data={"augment": False})) is None
 
 
 def test_ct_among_mr_volumes_is_refused(tmp_path, tiny_cfg, make_vol):
@@ -110,4 +110,4 @@ def test_ct_among_mr_volumes_is_refused(tmp_path, tiny_cfg, make_vol):
     with pytest.raises(InputError, match="b_ct.nii.gz.*--modality ct"):
         load_training_set([tmp_path / "mixed"], tiny_cfg, progress=False)
     with pytest.raises(InputError, match="a_mr.nii.gz.*not look like a CT"):
-        load_training_set([tmp_path / "mixed"], tiny_cfg.replace(modality="ct"), progress=False)
+        load_training_set([tmp_path / "mixed"], tiny_cfg.replace(data={"modality": "ct"}), progress=False)

@@ -60,7 +60,7 @@ def test_resume_continues_exactly(hsi_pair, tmp_path):
     sim, real = hsi_pair
     full = TransferConfig.from_preset("cpu-small", overrides=tiny_overrides(3))
     train(full, (sim, real), tmp_path / "a", progress=False)
-    train(full.replace(hsi={"epochs": 2}), (sim, real), tmp_path / "b", progress=False)  # "interrupted"
+    train(full.replace(train={"epochs": 2}), (sim, real), tmp_path / "b", progress=False)  # "interrupted"
     with pytest.raises(InputError, match="--overwrite"):  # the finished model folder is kept
         train(full, (sim, real), tmp_path / "b", progress=False)
     train(full, (sim, real), tmp_path / "b", progress=False, overwrite=True)  # resumes at epoch 3
@@ -173,7 +173,7 @@ def test_bf16_training_learns_and_resumes_across_precisions(hsi_pair, tmp_path, 
     sim, real = hsi_pair
     cfg = TransferConfig.from_preset("cpu-small", overrides=["train.epochs=3", "hsi.batch_size=500",
                                                              "train.precision=bf16"])
-    train(cfg.replace(hsi={"epochs": 2}), (sim, unlabelled(real)), tmp_path / "m", progress=False)
+    train(cfg.replace(train={"epochs": 2}), (sim, unlabelled(real)), tmp_path / "m", progress=False)
     train(cfg.replace(train={"precision": "fp32"}), (sim, unlabelled(real)), tmp_path / "m", progress=False,
           overwrite=True)
     hist = json.loads((tmp_path / "m" / "config.json").read_text())["extras"]["history"]
