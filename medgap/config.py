@@ -193,23 +193,25 @@ class MedgapConfig(BaseModel):
         layers = ([(str(file), read_config_file(file))] if file is not None else []) + \
                  [("--set", parse_overrides(overrides))]
         for source, layer in layers:
-            layer, old = current_keys(layer, cls, values)
-            for key in old:
-                warnings.warn(f"{source}: configuration key '{key}' is now '{cls.renamed[key]}'", FutureWarning,
-                              stacklevel=2)
-            values = _deep_update(values, layer)
+            values = _deep_update(values, cls._current(layer, values, source))
         return cls.load_json(values)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
+    @classmethod
+    def _current(cls, changes: dict, values: dict, source: str) -> dict:
+        """``changes`` with the keys of earlier versions renamed (:func:`current_keys`), each old key warned
+        about as coming from ``source`` (a file, ``--set``, ``replace()``)."""
+        changes, old = current_keys(changes, cls, values)
+        for key in old:
+            warnings.warn(f"{source}: configuration key '{key}' is now '{cls.renamed[key]}'", FutureWarning,
+                          stacklevel=3)
+        return changes
+
     def replace(self: C, **changes: Any) -> C:
         values = self.to_dict()
-        changes, old = current_keys(changes, type(self), values)
-        for key in old:
-            warnings.warn(f"replace(): configuration key '{key}' is now '{self.renamed[key]}'", FutureWarning,
-                          stacklevel=2)
-        return self.load_json(_deep_update(values, changes))
+        return self.load_json(_deep_update(values, self._current(changes, values, "replace()")))
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

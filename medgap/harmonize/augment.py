@@ -189,10 +189,11 @@ def match_own_histogram(y: Tensor, clean: Tensor, threshold: float = 0.05, exclu
         ranked = fy & ~ex if ex is not None else fy
         if int(ranked.sum()) < 2 or int(fc.sum()) < 2:
             continue
-        matched = match_ranks(y[i][ranked], clean[i][fc].sort().values, nearest=True).to(y.dtype)
+        values = y[i][ranked]
+        matched = match_ranks(values, clean[i][fc].sort().values, nearest=True).to(y.dtype)
         out[i][ranked] = matched
         if ex is not None and bool(ex.any()):
-            order = y[i][ranked].argsort()
-            xp, fp = y[i][ranked][order], matched[order]
-            out[i][ex] = torch.from_numpy(np.interp(y[i][ex].numpy(), xp.numpy(), fp.numpy())).to(y.dtype)
+            order = values.argsort()
+            curve = np.interp(y[i][ex].numpy(), values[order].numpy(), matched[order].numpy())
+            out[i][ex] = torch.from_numpy(curve).to(y.dtype)
     return out

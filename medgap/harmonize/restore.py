@@ -159,15 +159,15 @@ def train_restoration(slices: Tensor, cfg, augment_cfg, seed: int = 0, device: s
                                            max_noise=cfg.max_noise)
         else:
             source = change(clean, g)
-        added = torch.zeros_like(source, dtype=torch.bool)
+        added = None
         if cfg.nonbrain_p > 0 and change is None:
             source, added = random_nonbrain_tissue(source, g, cfg.nonbrain_p, threshold)
         if cfg.standardize_inputs:
             source = match_own_histogram(source, clean, threshold, exclude=added)
-        source = source.to(device)
+        clean, source = clean[:, k:k + 1].to(device), source.to(device)
         middle = source[:, k:k + 1]
-        # where non-brain tissue was added, the target is the input itself: leave it alone
-        clean = torch.where(added[:, k:k + 1].to(device), middle, clean[:, k:k + 1].to(device))
+        if added is not None:  # where non-brain tissue was added, the target is the input itself: leave it alone
+            clean = torch.where(added[:, k:k + 1].to(device), middle, clean)
         fg = (clean > threshold) | (middle > threshold)
         pred = middle + net(source)
         loss = ((pred - clean).abs() * fg).sum() / fg.sum().clamp_min(1)
