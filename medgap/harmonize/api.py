@@ -72,6 +72,7 @@ class Harmonizer:
         self.last_levelling: dict | None = None  # the slice levelling on the last volume: largest gain change
         self.last_contrast: float | None = None  # the last volume's correlation with the target's mean slices
         self.last_warnings: list[str] = []  # what looked wrong about the last volume (input_warnings)
+        self.last_stack: SliceStack | None = None  # the last volume's prepared model-grid slices
 
     @property
     def default_method(self) -> str:
@@ -193,7 +194,7 @@ class Harmonizer:
         model-grid change is added to the source at its own resolution)."""
         if detail not in ("keep", "resample"):
             raise InputError(None, f"detail must be 'keep' or 'resample', not {detail!r}")
-        stack = self.prepare(volume, mask)
+        stack = self.last_stack = self.prepare(volume, mask)
         self.last_warnings = self.input_warnings(volume, stack)
         for message in self.last_warnings:
             warnings.warn(f"{volume.path or 'source volume'}: {message}", stacklevel=2)
@@ -284,17 +285,19 @@ class Harmonizer:
         written = write_nifti(out, result, like=vol)
         if report is not None:
             atomic_write_text(report, json_text({"source": str(source), "output": str(written),
-                                                 **self.explain(vol, m, method)}, indent=2))
+                                                 **self.explain(vol, m, method, self.last_stack)}, indent=2))
         return written
 
-    def explain(self, volume: Volume, mask: np.ndarray | None = None, method: str = "auto") -> dict:
+    def explain(self, volume: Volume, mask: np.ndarray | None = None, method: str = "auto",
+                stack: SliceStack | None = None) -> dict:
         """What the last harmonisation of ``volume`` did and how unusual the volume is for this model:
         the method, the restoration net's weight and its disagreement with its mirror image (restore),
         the source's correlation with the target's mean slices and bits/dim under the target flow with
         its z-score against the target's own slices, and notes on what looked wrong
         (:meth:`input_warnings`). The bits/dim alone are a weak judge: an inverted, T2-like contrast of
-        Colin 27 scores within one standard deviation of the target's own; the contrast check flags it."""
-        stack = self.prepare(volume, mask)
+        Colin 27 scores within one standard deviation of the target's own; the contrast check flags it.
+        ``stack``: the volume's prepared slices when at hand (:attr:`last_stack` after :meth:`harmonize_volume`)."""
+        stack = self.prepare(volume, mask) if stack is None else stack
         bpd = float(self.score_slices(torch.from_numpy(stack.slices)).mean())
         ref = self.info.get("extras", {}).get("target_bits_per_dim", {})
         z = float((bpd - ref["mean"]) / max(ref["std"], 1e-6)) if ref else None

@@ -126,8 +126,6 @@ def test_bad_inputs_give_clear_errors_and_no_output(tmp_path, trained):
 
 
 def test_apply_report_says_what_was_done_and_how_unusual_the_source_is(tmp_path, trained, source_file):
-    import json
-
     out, report = tmp_path / "h.nii.gz", tmp_path / "h.json"
     res = runner.invoke(app, ["harmonize", "apply", str(trained), str(source_file), "--out", str(out),
                               "--method", "histogram", "--device", "cpu", "--report", str(report)])
@@ -137,6 +135,9 @@ def test_apply_report_says_what_was_done_and_how_unusual_the_source_is(tmp_path,
     assert saved["bias_correction_3d"] is None  # the 3D bias stage belongs to the default only
     assert saved["slice_levelling"] is None  # so does the slice levelling
     assert np.isfinite(saved["source_bits_per_dim"]) and saved["source_z_score"] is not None
+    # the report scores the slices the harmonisation prepared: the same as scoring the file on its own
+    scored = Harmonizer.load(trained, device="cpu").score_file(source_file)
+    assert saved["source_bits_per_dim"] == pytest.approx(scored["bits_per_dim"], rel=1e-6)
     before = (trained / "config.json").read_bytes()
     inside = runner.invoke(app, ["harmonize", "apply", str(trained), str(source_file), "--out", str(out),
                                  "--report", str(trained / "config.json")])  # the model's own file
