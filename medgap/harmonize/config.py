@@ -87,7 +87,7 @@ class RestoreConfig(MedgapConfig):
 
     # None: 10 x train.steps (cpu-small: 3000, about 2 min on 2 cores). The gate and doubt below are in units
     # of the net's own r0 and were chosen for 3000 steps; at 9000 the doubt check shut on WM darker than GM
-    # (bench_harmonize_restore_steps): re-check them on validation data after changing this
+    # (bench_harmonize_restore_capacity): re-check them on validation data after changing this
     steps: int | None = Field(None, ge=0, le=10_000_000)
     batch_size: int = Field(16, ge=1, le=4096)
     lr: float = Field(2e-3, gt=0, le=1)
