@@ -131,3 +131,9 @@ def mean_sd_cell(values, scale: float = 1.0, digits: int = 2) -> str:
 
     v = np.asarray(values, dtype=float) * scale
     return f"{v.mean():.{digits}f} +- {v.std(ddof=1) if len(v) > 1 else 0:.{digits}f}"
+
+
+def harmonize_previous_default(flow_steps: int) -> list[str]:
+    """Settings of the harmonize default before bench_harmonize_longer_training (overrides of cpu-small): a
+    restoration net of 10 x the flow's steps, no residual non-brain tissue in training, the doubt check on."""
+    return [f"restore.steps={10 * flow_steps}", "restore.nonbrain_p=0", "restore.doubt=[3.0,3.5]"]
