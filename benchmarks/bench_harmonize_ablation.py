@@ -63,7 +63,7 @@ def main() -> None:
                 row.append(f"{np.mean([r[d][col]['psnr_brain'] for d in domains]):.2f} / "
                            f"{np.mean([r[d][col]['psnr_brain'] for d in hard]):.2f}")
             rows.append(row)
-    print(f"One training seed, cpu-small, {steps} flow steps + {30 * steps} network steps per variant. Cells: mean "
+    print(f"One training seed, cpu-small, {steps} flow steps + {10 * steps} network steps per variant. Cells: mean "
           "PSNR in the brain over all 13 changes / over the 5 hard and combined ones (dB).")
     print()
     print(markdown_table(["variant", "test: default (gated)", "test: network only", "validation: default (gated)",

@@ -91,7 +91,7 @@ def main() -> None:
     domains = ["gamma1.3", "bias", "gibbs", "dura"] if args.quick else DOMAINS
     with tempfile.TemporaryDirectory() as tmp:
         runs = [run_seed(s, Path(tmp), steps, every, domains) for s in seeds]
-    print(f"cpu-small, {steps} flow steps + {30 * steps} restoration steps per model, {len(seeds)} training seed(s); "
+    print(f"cpu-small, {steps} flow steps + {10 * steps} restoration steps per model, {len(seeds)} training seed(s); "
           f"one slice in {every} of each held-out subject. In-family changes: {', '.join(IN_FAMILY)}; out of "
           f"family (never used to build or tune the method): {', '.join(OUT_OF_FAMILY + OUT_OF_FAMILY_COMBINED)}.")
     for part, title in (("test_volume", "TEST: S1 (a real subject never used for training nor for choosing the "

@@ -131,7 +131,7 @@ def main() -> None:
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
         runs = [run_seed(s, Path(tmp), steps, changes) for s in seeds]
-    print(f"cpu-small, {steps} flow steps + {30 * steps} restoration steps per model, {len(seeds)} training seed(s); "
+    print(f"cpu-small, {steps} flow steps + {10 * steps} restoration steps per model, {len(seeds)} training seed(s); "
           "whole held-out volumes on the model grid (every slice, unmoved).")
     for part, title in (("test_volume", "TEST: S1, whole volume"), ("validation", "VALIDATION: Colin 27, whole volume")):
         report(title, [r[part] for r in runs], changes)

@@ -126,7 +126,7 @@ def main() -> None:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         runs = [run_seed(s, Path(tmp), steps, every, domains, refine=not args.quick) for s in seeds]
-    print(f"cpu-small, {steps} flow steps (target and background flow) + {30 * steps} restoration steps, "
+    print(f"cpu-small, {steps} flow steps (target and background flow) + {10 * steps} restoration steps, "
           f"{len(seeds)} training seed(s); held-out Colin 27, one slice in {every}. Mean +- sd over seeds.")
     print()
     print("**1. Does the flow rank the untouched slice above its changed versions?** Share of slices whose "

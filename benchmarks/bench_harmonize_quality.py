@@ -138,7 +138,7 @@ def main() -> None:
     domains = DOMAINS + COMBINED_DOMAINS
     with tempfile.TemporaryDirectory() as tmp:
         runs = [run_seed(s, Path(tmp), steps, every, domains) for s in seeds]
-    print(f"cpu-small, {steps} flow steps + {30 * steps} restoration steps per model, {len(seeds)} training seed(s) "
+    print(f"cpu-small, {steps} flow steps + {10 * steps} restoration steps per model, {len(seeds)} training seed(s) "
           f"({np.mean([r['train_seconds'] for r in runs]):.0f} s training each on this machine). Whole 1 mm Colin 27 "
           f"volume with the default: {np.mean([r['volume_seconds'] for r in runs]):.1f} s.")
     for part, title in (("test_volume", "TEST: a real subject's volume (S1) never used for training nor for choosing "

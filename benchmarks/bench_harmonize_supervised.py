@@ -94,7 +94,7 @@ def main() -> None:
     domains = ["gamma1.3", "wm_dark"] if args.quick else IN_FAMILY
     with tempfile.TemporaryDirectory() as tmp:
         runs = [run_seed(s, Path(tmp), steps, every, domains) for s in seeds]
-    print(f"cpu-small, {steps} flow steps + {30 * steps} restoration steps per model (the supervised nets: the same "
+    print(f"cpu-small, {steps} flow steps + {10 * steps} restoration steps per model (the supervised nets: the same "
           f"size, steps and training slices), {len(seeds)} training seed(s).")
     for part, title in (("test_volume", "TEST: a real subject's volume (S1), every second slice, each randomly "
                                         "moved, harmonised as one volume"),

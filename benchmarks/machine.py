@@ -133,7 +133,7 @@ def mean_sd_cell(values, scale: float = 1.0, digits: int = 2) -> str:
     return f"{v.mean():.{digits}f} +- {v.std(ddof=1) if len(v) > 1 else 0:.{digits}f}"
 
 
-def harmonize_previous_default(flow_steps: int) -> list[str]:
-    """Settings of the harmonize default before bench_harmonize_longer_training (overrides of cpu-small): a
-    restoration net of 10 x the flow's steps, no residual non-brain tissue in training, the doubt check on."""
-    return [f"restore.steps={10 * flow_steps}", "restore.nonbrain_p=0", "restore.doubt=[3.0,3.5]"]
+def harmonize_longer_option(flow_steps: int) -> list[str]:
+    """Overrides of harmonize's cpu-small for its longer-trained option: a restoration net of 30 x the flow's
+    steps, trained also on residual non-brain tissue, without the doubt check (bench_harmonize_longer_training)."""
+    return [f"restore.steps={30 * flow_steps}", "restore.nonbrain_p=0.3", "restore.doubt=null"]

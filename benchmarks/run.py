@@ -36,11 +36,12 @@ compare ratios, not raw seconds across sections.
 """
 
 
-def run_one(name: str, quick: bool) -> str:
+def run_one(name: str, quick: bool, seeds: int | None = None) -> str:
     script = HERE / f"{name}.py"
     if not script.exists():
         raise SystemExit(f"no benchmark {script}")
-    cmd = [sys.executable, str(script)] + (["--quick"] if quick else [])
+    extra = [f"--seeds={seeds}"] if seeds is not None else []
+    cmd = [sys.executable, str(script)] + (["--quick"] if quick else []) + extra
     print(f"running {' '.join(cmd)}", file=sys.stderr)
     start = datetime.datetime.now(datetime.timezone.utc)
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -55,7 +56,7 @@ def run_one(name: str, quick: bool) -> str:
     cores += f", OMP_NUM_THREADS={threads}" if threads else ""
     stamp = (f"_Run {start:%Y-%m-%d %H:%M} UTC{' (--quick)' if quick else ''}, {minutes:.1f} min, on "
              f"{info['cpu']}, {cores}, {info.get('memory_gb', '?')} GB, torch {info['torch']}, "
-             f"GPU: {info['gpu']}. Command: `python benchmarks/run.py {name}`._")
+             f"GPU: {info['gpu']}. Command: `python benchmarks/run.py {' '.join([name] + extra)}`._")
     return f"<!-- bench:{name} -->\n{stamp}\n\n{done.stdout.strip()}\n<!-- /bench:{name} -->"
 
 
@@ -73,10 +74,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", help="benchmark names (default: all bench_*.py)")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seeds", type=int, help="training seeds, for the benchmarks that take --seeds")
     args = parser.parse_args()
     names = args.names or sorted(p.stem for p in HERE.glob("bench_*.py"))
     for name in names:
-        write_section(name.removesuffix(".py"), run_one(name.removesuffix(".py"), args.quick))
+        write_section(name.removesuffix(".py"), run_one(name.removesuffix(".py"), args.quick, args.seeds))
     print(f"wrote {DOC}")
 
 

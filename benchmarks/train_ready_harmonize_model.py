@@ -2,9 +2,9 @@
 
     python benchmarks/train_ready_harmonize_model.py [--out medgap/data/models/harmonize-cohort-t1]
 
-The cpu-small default (target flow 300 steps + restoration net 9,000 steps, seed 0) on the four
+The cpu-small default (target flow 300 steps + restoration net 3,000 steps, seed 0) on the four
 real T1 brains of ``medgap.data.cohort`` (Colin 27 and S1 held out), as
-``medgap harmonize train --preset cpu-small --steps 300`` trains it without arguments; about 10
+``medgap harmonize train --preset cpu-small --steps 300`` trains it without arguments; about 3.5
 minutes on 2 CPU cores. The folder's manifest.json holds the sha256 of every file; ``medgap
 harmonize apply cohort-t1 SCAN --out OUT`` uses it. Another machine's CPU may round differently, so a
 retrained folder matches the shipped one in quality, not necessarily bit for bit.

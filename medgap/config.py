@@ -128,7 +128,7 @@ def current_keys(values: dict, model: type["MedgapConfig"], base: dict | None = 
             in_base, current = _lookup(base or {}, path)
             if not in_base or current is None:
                 current = _field_default(model, path)
-        pair = [None, None] if current is None else list(current)  # a pair off by default: both keys needed
+        pair = list(current)
         pair[index] = value
         _put(values, path, pair)
     return values, found

@@ -85,8 +85,9 @@ class OptimizerConfig(MedgapConfig):
 class RestoreConfig(MedgapConfig):
     """The learned inverse of scanner changes (medgap.harmonize.restore); ``steps = 0`` trains none."""
 
-    # None: 30 x train.steps (cpu-small: 9000, about 9 min on 2 cores; 3 x fewer lost 1.1 dB in family on
-    # Colin 27, bench_harmonize_longer_training). The gate below is in units of the net's own r0
+    # None: 10 x train.steps (cpu-small: 3000, about 2 min on 2 cores). The gate and doubt below are in units
+    # of the net's own r0 and were chosen for 3000 steps; at 9000 the doubt check shut on WM darker than GM
+    # (bench_harmonize_restore_capacity): re-check them on validation data after changing this
     steps: int | None = Field(None, ge=0, le=10_000_000)
     batch_size: int = Field(16, ge=1, le=4096)
     lr: float = Field(2e-3, gt=0, le=1)
@@ -103,9 +104,9 @@ class RestoreConfig(MedgapConfig):
     max_noise: float = Field(0.06, ge=0)
     sharpen: float = Field(1.0, ge=0)  # random unsharp masking of the clean targets (restore.random_sharpen)
     # fraction of training slices given residual non-brain tissue around the brain, which the net learns to
-    # leave alone (augment.random_nonbrain_tissue); 0 = none (sources skull-stripped more loosely than the
-    # target then lose to Nyul unless the doubt check is on: bench_harmonize_out_of_family)
-    nonbrain_p: float = Field(0.3, ge=0, le=1)
+    # leave alone (augment.random_nonbrain_tissue); 0 = none. The longer-trained option: 0.3 with steps = 30 x
+    # train.steps and doubt=null (bench_harmonize_out_of_family: more gain in family, below Nyul on some changes)
+    nonbrain_p: float = Field(0.0, ge=0, le=1)
     standardize_inputs: bool = True  # train on changed slices standardised to their own histogram
     # neighbouring slices on each side the net sees as extra input channels (3D context); 0 = 2D
     context: int = Field(0, ge=0, le=4)
@@ -115,10 +116,9 @@ class RestoreConfig(MedgapConfig):
     # the gate: no weight up to the first, full weight from the second
     gate: tuple[float, float] = (2.0, 4.0)
     # back off where the net's corrections of the volume and of its mirror image disagree (units of r0):
-    # full weight up to the first, none from the second on; null (default) = no check. For nets trained
-    # without non-brain tissue (nonbrain_p=0, 3000 steps): (3.0, 3.5) (chosen on Colin 27, the validation
-    # subject: in-family changes <= 2.8, residual dura and ghosting >= 3.6)
-    doubt: tuple[float, float] | None = None
+    # full weight up to the first, none from the second on; null = no check (chosen on Colin 27, the
+    # validation subject: in-family changes <= 2.8, residual dura and ghosting >= 3.6)
+    doubt: tuple[float, float] | None = (3.0, 3.5)
     # volumes (harmonize apply, Harmonizer.harmonize_volume): "n4" first undoes a smooth bias field in 3D
     # (SimpleITK N4 over the volume's slices: a slice-wise net cannot see it vary along z), weighted by the
     # spread (sd over the brain) of N4's log field: none up to the first bias_gate value, all from the
@@ -168,8 +168,8 @@ class HarmonizeConfig(MedgapConfig):
 
     @property
     def restore_steps(self) -> int:
-        """Training steps of the restoration net (``restore.steps``, default 30 x ``train.steps``)."""
-        return 30 * self.train.steps if self.restore.steps is None else self.restore.steps
+        """Training steps of the restoration net (``restore.steps``, default 10 x ``train.steps``)."""
+        return 10 * self.train.steps if self.restore.steps is None else self.restore.steps
 
     def check(self) -> "HarmonizeConfig":
         """Cross-field checks pydantic cannot express per field."""

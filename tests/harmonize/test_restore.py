@@ -65,8 +65,7 @@ def test_training_with_non_brain_tissue_and_the_doubt_check_warns_before_any_wor
         raise RuntimeError("reached the training")
 
     monkeypatch.setattr(harmonize_train, "setup_distributed", stop)
-    cfg = HarmonizeConfig.from_preset("cpu-small", overrides=["restore.doubt=[3.0,3.5]"])
-    assert cfg.restore.nonbrain_p == 0.3  # the default
+    cfg = HarmonizeConfig.from_preset("cpu-small", overrides=["restore.nonbrain_p=0.3"])
     with pytest.warns(UserWarning, match="restore.doubt=null"), pytest.raises(RuntimeError, match="reached"):
         train(cfg, None, tmp_path / "m")
     quiet = cfg.replace(restore={"doubt": None})
@@ -128,9 +127,9 @@ def test_model_without_restoration_net_defaults_to_blindharmony(tmp_path, target
     assert h.harmonize_slices(xs, torch.tensor([0.3, 0.6])).shape == xs.shape
 
 
-def test_restore_steps_default_is_thirty_flow_steps_and_paper_trains_none():
-    assert HarmonizeConfig.from_preset("cpu-small").restore_steps == 9000
-    assert HarmonizeConfig.from_preset("cpu-small", overrides=["train.steps=7"]).restore_steps == 210
+def test_restore_steps_default_is_ten_flow_steps_and_paper_trains_none():
+    assert HarmonizeConfig.from_preset("cpu-small").restore_steps == 3000
+    assert HarmonizeConfig.from_preset("cpu-small", overrides=["train.steps=7"]).restore_steps == 70
     assert HarmonizeConfig.from_preset("paper").restore_steps == 0
 
 
