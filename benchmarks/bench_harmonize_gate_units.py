@@ -36,7 +36,6 @@ DOMAINS = OUT_OF_FAMILY + OUT_OF_FAMILY_COMBINED + ["gamma1.3"] + HARD_DOMAINS +
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer steps and slices, four changes")
-    parser.add_argument("--seeds", type=int, default=1, help="only 1 (a diagnosis of one seed)")
     args = parser.parse_args()
     steps, every = (60, 6) if args.quick else (300, 2)
     domains = DOMAINS[:4] if args.quick else DOMAINS
